@@ -1,0 +1,1 @@
+//! The Parquet results store under `results/` (implemented with the metrics issue).

@@ -1,0 +1,36 @@
+//! Small helpers shared by the commands: logging, atomic file output, run ids.
+
+use std::path::Path;
+
+use anyhow::Context;
+
+/// Logs go through `tracing`; `RUST_LOG` overrides the default `info` level.
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+/// Serialises `value` as pretty JSON to `path` through a temporary file in the same
+/// directory and a rename, so a failure never leaves a half-written file.
+pub fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> anyhow::Result<()> {
+    let bytes = serde_json::to_vec_pretty(value).context("serialising JSON")?;
+    sparsity_metrics::io::write_atomic(path, &bytes)
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+/// The current git revision (short), or `"unknown"` outside a git checkout.
+pub fn git_revision() -> String {
+    std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|| "unknown".to_string())
+}
