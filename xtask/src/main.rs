@@ -26,10 +26,14 @@ enum Command {
     PruneLayer(cmd::prune_layer::Args),
     /// Compare two pruning masks (or pruned weights): Jaccard, Hamming, cosine per feature and layer.
     CompareMasks(cmd::compare_masks::Args),
-    /// Cluster binary features by Hamming distance; separation ratio and MMM block coherence.
-    Cluster(cmd::cluster::Args),
     /// Benchmark the masked (sparse) GEMV against dense on LLM-sized shapes.
     BenchGemv(cmd::bench_gemv::Args),
+    /// Run a model on input ids and dump logits, hidden states and every hook site to safetensors.
+    Dump(cmd::dump::Args),
+    /// Train (or load from the cache) the built-in demo GPT-2 and Mamba on the synthetic corpus.
+    TrainDemo(cmd::train_demo::Args),
+    /// Mamba vs GPT-2 neuron analysis: sparsity, delta-sensitive, causal and attention neurons, report.
+    Analyze(cmd::analyze::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -39,7 +43,9 @@ fn main() -> anyhow::Result<()> {
         Command::Sparsity(a) => cmd::sparsity::run(a),
         Command::PruneLayer(a) => cmd::prune_layer::run(a),
         Command::CompareMasks(a) => cmd::compare_masks::run(a),
-        Command::Cluster(a) => cmd::cluster::run(a),
         Command::BenchGemv(a) => cmd::bench_gemv::run(a),
+        Command::Dump(a) => cmd::dump::run(a),
+        Command::TrainDemo(a) => cmd::train_demo::run(a),
+        Command::Analyze(a) => cmd::analyze::run(a),
     }
 }

@@ -1,1 +1,133 @@
-//! The Parquet results store under `results/` (implemented with the metrics issue).
+//! The shared Parquet results store under `results/` (schema in docs/results-store.md).
+//!
+//! Every command run appends one new file `results/<command>-<run_id>.parquet` (written to a
+//! temporary file and renamed), so `SELECT … FROM 'results/*.parquet'` in DuckDB sees every run.
+//! Uncompressed, one row group; columns: run_id, timestamp (UTC, µs), git_rev, command, model,
+//! layer (nullable), site, method, metric, value (f64), parameters (JSON text).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+use parquet::data_type::{ByteArray, ByteArrayType, DoubleType, Int64Type};
+use parquet::file::properties::WriterProperties;
+use parquet::file::writer::SerializedFileWriter;
+use parquet::schema::parser::parse_message_type;
+
+/// The Parquet schema of every results file.
+pub const SCHEMA: &str = "message result_row {
+  REQUIRED BYTE_ARRAY run_id (UTF8);
+  REQUIRED INT64 timestamp (TIMESTAMP(MICROS,true));
+  REQUIRED BYTE_ARRAY git_rev (UTF8);
+  REQUIRED BYTE_ARRAY command (UTF8);
+  REQUIRED BYTE_ARRAY model (UTF8);
+  OPTIONAL INT64 layer;
+  REQUIRED BYTE_ARRAY site (UTF8);
+  REQUIRED BYTE_ARRAY method (UTF8);
+  REQUIRED BYTE_ARRAY metric (UTF8);
+  REQUIRED DOUBLE value;
+  REQUIRED BYTE_ARRAY parameters (UTF8);
+}";
+
+/// One flat result row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResultRow {
+    /// Identifies the run (same for every row of one command invocation).
+    pub run_id: String,
+    /// Microseconds since the Unix epoch (UTC).
+    pub timestamp_us: i64,
+    /// Git revision of the code that produced the row.
+    pub git_rev: String,
+    /// The xtask command, e.g. `sparsity`.
+    pub command: String,
+    /// Model (or input file) the row describes.
+    pub model: String,
+    /// Layer index, if the row is per layer.
+    pub layer: Option<i64>,
+    /// Hook site or tensor name.
+    pub site: String,
+    /// Method, e.g. `gini` or `percentile.p50`.
+    pub method: String,
+    /// Metric of the method, e.g. `sparsity`.
+    pub metric: String,
+    /// The value.
+    pub value: f64,
+    /// The run's options as JSON text.
+    pub parameters: String,
+}
+
+/// A new run id: UTC time plus process id, e.g. `20261123T201500123-4242`.
+pub fn new_run_id() -> String {
+    format!(
+        "{}-{}",
+        chrono::Utc::now().format("%Y%m%dT%H%M%S%3f"),
+        std::process::id()
+    )
+}
+
+/// Now, in microseconds since the Unix epoch.
+pub fn now_us() -> i64 {
+    chrono::Utc::now().timestamp_micros()
+}
+
+fn strings(rows: &[ResultRow], f: impl Fn(&ResultRow) -> &str) -> Vec<ByteArray> {
+    rows.iter()
+        .map(|r| ByteArray::from(f(r).as_bytes().to_vec()))
+        .collect()
+}
+
+/// Writes `rows` as one new Parquet file `results_dir/<command>-<run_id>.parquet`
+/// (atomically) and returns its path. Errors on an empty row set.
+pub fn append_rows(results_dir: &Path, rows: &[ResultRow]) -> anyhow::Result<PathBuf> {
+    let first = rows.first().context("no result rows to write")?;
+    let name = format!("{}-{}.parquet", first.command, first.run_id).replace(
+        |c: char| !(c.is_ascii_alphanumeric() || "-_.".contains(c)),
+        "_",
+    );
+    let path = results_dir.join(name);
+    let schema = Arc::new(parse_message_type(SCHEMA).context("results schema")?);
+    let props = Arc::new(WriterProperties::builder().build());
+    let mut buf = Vec::new();
+    {
+        let mut w = SerializedFileWriter::new(&mut buf, schema, props).context("parquet writer")?;
+        let mut rg = w.next_row_group().context("parquet row group")?;
+        let mut col = 0usize;
+        while let Some(mut c) = rg.next_column().context("parquet column")? {
+            match col {
+                1 => {
+                    let v: Vec<i64> = rows.iter().map(|r| r.timestamp_us).collect();
+                    c.typed::<Int64Type>().write_batch(&v, None, None)?;
+                }
+                5 => {
+                    let v: Vec<i64> = rows.iter().filter_map(|r| r.layer).collect();
+                    let def: Vec<i16> = rows.iter().map(|r| i16::from(r.layer.is_some())).collect();
+                    c.typed::<Int64Type>().write_batch(&v, Some(&def), None)?;
+                }
+                9 => {
+                    let v: Vec<f64> = rows.iter().map(|r| r.value).collect();
+                    c.typed::<DoubleType>().write_batch(&v, None, None)?;
+                }
+                _ => {
+                    let v = match col {
+                        0 => strings(rows, |r| &r.run_id),
+                        2 => strings(rows, |r| &r.git_rev),
+                        3 => strings(rows, |r| &r.command),
+                        4 => strings(rows, |r| &r.model),
+                        6 => strings(rows, |r| &r.site),
+                        7 => strings(rows, |r| &r.method),
+                        8 => strings(rows, |r| &r.metric),
+                        _ => strings(rows, |r| &r.parameters),
+                    };
+                    c.typed::<ByteArrayType>().write_batch(&v, None, None)?;
+                }
+            }
+            c.close().context("closing parquet column")?;
+            col += 1;
+        }
+        rg.close().context("closing parquet row group")?;
+        w.close().context("closing parquet file")?;
+    }
+    sparsity_metrics::io::write_atomic(&path, &buf)
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(path)
+}

@@ -1,1 +1,48 @@
-//! placeholder
+//! GPT-2 and Mamba in burn, loaded from Hugging Face directories, exact to `transformers`, with named
+//! hook points for reading and editing activations.
+//!
+//! - [`CausalLm`] loads a model directory or a cached model id ([`CausalLm::load`]) and runs
+//!   [`CausalLm::forward`] on a [`Batch`], recording the sites named by a [`Capture`] and applying an
+//!   optional [`Intervention`];
+//! - [`Gpt2`] / [`Mamba`] are the burn modules (also usable directly for training), with
+//!   `save_pretrained` writing Hugging Face layouts;
+//! - [`text`] tokenises, pads and batches texts and computes perplexity.
+//!
+//! ```
+//! use sparsity_models::{Capture, CausalLm, Batch, Gpt2, Gpt2Config, cpu_device};
+//!
+//! let device = cpu_device();
+//! let config = Gpt2Config { vocab_size: 32, n_positions: 16, n_embd: 8, n_layer: 2, n_head: 2, ..Default::default() };
+//! let model = CausalLm::Gpt2(Gpt2::init(&config, 7, &device)?);
+//! let batch = Batch::from_ids(&[1, 2, 3, 4], 1, 4, &device)?;
+//! let out = model.forward(&batch, &Capture::sites(["mlp_act.1"]), None)?;
+//! assert_eq!(out.logits.dims(), [1, 4, 32]);
+//! assert_eq!(out.sites["mlp_act.1"].dims(), vec![1, 4, 32]);
+//! # Ok::<(), sparsity_models::ModelError>(())
+//! ```
+
+pub mod analysis;
+pub mod config;
+pub mod dump;
+pub mod error;
+pub mod gpt2;
+pub mod hub;
+pub mod lm;
+pub mod loader;
+pub mod mamba;
+pub mod sites;
+pub mod text;
+pub mod util;
+
+pub use burn;
+pub use config::{Activation, Gpt2Config, MambaConfig, ModelConfig, ModelFamily, TimeStepRank};
+pub use error::{ModelError, Result};
+pub use gpt2::Gpt2;
+pub use lm::{Batch, CausalLm, ForwardOutput};
+pub use mamba::Mamba;
+pub use sites::{Capture, Channels, Edit, Intervention, MeanSource, SiteEdit, SiteTensor};
+pub use util::cpu_device;
+pub mod corpus;
+pub mod demo;
+pub mod demo_tokenizer;
+pub mod train;

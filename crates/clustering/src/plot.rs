@@ -1,0 +1,397 @@
+//! PNG plots: spy plots (plain, Hamming-gradient and cluster order), Hamming-distance
+//! histograms and separation-ratio heat maps.
+//!
+//! Spy plots draw features on the x axis and bits (weight rows) on the y axis, bit 0 at the
+//! top like `plt.spy` of the weight matrix. Big matrices are downsampled to the plot's pixel
+//! grid: each pixel shows the fraction of set bits in the cells it covers (white = none,
+//! black = all), so density structure stays visible instead of aliasing. Files are written
+//! through a temporary file and a rename. Text uses the embedded font registered by
+//! `sparsity_metrics::plot::ensure_font`.
+
+use std::path::Path;
+
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use sparsity_metrics::plot::{FONT, ensure_font};
+
+use crate::binary::BinaryMatrix;
+use crate::error::{ClusterError, Result};
+use crate::ordering::check_permutation;
+
+type DrawResult = std::result::Result<(), Box<dyn std::error::Error>>;
+
+fn with_png(
+    path: &Path,
+    size: (u32, u32),
+    draw: impl FnOnce(&DrawingArea<BitMapBackend<'_>, Shift>) -> DrawResult,
+) -> Result<()> {
+    let plot_err = |message: String| ClusterError::Plot {
+        path: path.to_path_buf(),
+        message,
+    };
+    match sparsity_metrics::plot::ImageFormat::from_path(path) {
+        Some(sparsity_metrics::plot::ImageFormat::Png) => {}
+        _ => return Err(plot_err("only .png output is supported".into())),
+    }
+    if !ensure_font() {
+        return Err(plot_err("the embedded font could not be registered".into()));
+    }
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    std::fs::create_dir_all(dir).map_err(|source| ClusterError::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let tmp = tempfile::Builder::new()
+        .prefix(".plot-")
+        .suffix(".png")
+        .tempfile_in(dir)
+        .map_err(|source| ClusterError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+    {
+        let root = BitMapBackend::new(tmp.path(), size).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| plot_err(e.to_string()))?;
+        draw(&root).map_err(|e| plot_err(e.to_string()))?;
+        root.present().map_err(|e| plot_err(e.to_string()))?;
+    }
+    tmp.persist(path).map_err(|e| ClusterError::Io {
+        path: path.to_path_buf(),
+        source: e.error,
+    })?;
+    Ok(())
+}
+
+/// Options of [`spy_plot`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct SpyPlotParams {
+    /// Title line.
+    pub title: String,
+    /// x-axis description (e.g. "feature (Hamming-gradient order)").
+    pub x_desc: String,
+    /// Image size in pixels (default 1000 × 800).
+    pub size: (u32, u32),
+    /// Positions (in plotted order) where a new cluster starts; drawn as red lines.
+    pub boundaries: Vec<usize>,
+}
+
+impl SpyPlotParams {
+    /// Defaults with a title.
+    pub fn new(title: impl Into<String>) -> Self {
+        Self {
+            title: title.into(),
+            x_desc: "feature".into(),
+            size: (1000, 800),
+            boundaries: Vec::new(),
+        }
+    }
+}
+
+/// Spy plot of `data` (features on x in `order`, or natural order when `None`; bits on y),
+/// downsampled with density shading. Written to `path` (PNG).
+pub fn spy_plot(
+    data: &BinaryMatrix,
+    order: Option<&[usize]>,
+    params: &SpyPlotParams,
+    path: &Path,
+) -> Result<()> {
+    let nf = data.n_features();
+    let nb = data.n_bits();
+    let natural: Vec<usize>;
+    let order = match order {
+        Some(o) => {
+            check_permutation(o, nf)?;
+            o
+        }
+        None => {
+            natural = (0..nf).collect();
+            &natural
+        }
+    };
+    let title = format!(
+        "{} ({} features x {} bits, density {:.3})",
+        params.title,
+        nf,
+        nb,
+        data.density()
+    );
+    with_png(path, params.size, |root| {
+        let mut chart = ChartBuilder::on(root)
+            .caption(title, (FONT, 20))
+            .margin(12)
+            .x_label_area_size(45)
+            .y_label_area_size(70)
+            .build_cartesian_2d(0f64..nf as f64, 0f64..nb as f64)?;
+        let nb_f = nb as f64;
+        chart
+            .configure_mesh()
+            .disable_mesh()
+            .x_desc(params.x_desc.as_str())
+            .y_desc("bit (row), 0 at top")
+            .label_style((FONT, 13))
+            .axis_desc_style((FONT, 15))
+            .y_label_formatter(&|v| format!("{:.0}", nb_f - v))
+            .draw()?;
+        let area = chart.plotting_area();
+        let (pw, ph) = area.dim_in_pixel();
+        let (pw, ph) = (pw.max(1) as usize, ph.max(1) as usize);
+        let cx = nf.min(pw);
+        let cy = nb.min(ph);
+        // Ones per cell and cell sizes.
+        let mut ones = vec![0u32; cx * cy];
+        let col_cell: Vec<usize> = (0..nf).map(|p| p * cx / nf).collect();
+        let row_cell: Vec<usize> = (0..nb).map(|b| b * cy / nb).collect();
+        let mut col_n = vec![0u32; cx];
+        let mut row_n = vec![0u32; cy];
+        for &c in &col_cell {
+            col_n[c] += 1;
+        }
+        for &r in &row_cell {
+            row_n[r] += 1;
+        }
+        for (p, &f) in order.iter().enumerate() {
+            let c = col_cell[p];
+            for (wi, &word) in data.feature_words(f).iter().enumerate() {
+                let mut x = word;
+                while x != 0 {
+                    let b = wi * 64 + x.trailing_zeros() as usize;
+                    ones[row_cell[b] * cx + c] += 1;
+                    x &= x - 1;
+                }
+            }
+        }
+        let pix = area.strip_coord_spec();
+        for py in 0..ph {
+            let r = py * cy / ph;
+            for px in 0..pw {
+                let c = px * cx / pw;
+                let dens = f64::from(ones[r * cx + c]) / f64::from(row_n[r] * col_n[c]);
+                if dens > 0.0 {
+                    let g = (255.0 * (1.0 - dens)).round() as u8;
+                    pix.draw_pixel((px as i32, py as i32), &RGBColor(g, g, g))?;
+                }
+            }
+        }
+        for &b in &params.boundaries {
+            let x = b as f64;
+            chart.draw_series(std::iter::once(PathElement::new(
+                vec![(x, 0.0), (x, nb_f)],
+                RED.stroke_width(1),
+            )))?;
+        }
+        Ok(())
+    })
+}
+
+/// Histogram of normalised Hamming distances (`[0, 1]`) with `bins` equal bins over the data
+/// range; the legend names `label` and the mean.
+pub fn hamming_histogram(
+    distances: &[f64],
+    bins: usize,
+    title: &str,
+    label: &str,
+    path: &Path,
+) -> Result<()> {
+    if distances.is_empty() || bins == 0 {
+        return Err(ClusterError::InvalidParam {
+            name: "histogram",
+            value: format!("{} values, {bins} bins", distances.len()),
+            reason: "need at least one value and one bin",
+        });
+    }
+    if let Some(v) = distances.iter().find(|v| !v.is_finite()) {
+        return Err(ClusterError::InvalidParam {
+            name: "histogram value",
+            value: v.to_string(),
+            reason: "distances must be finite",
+        });
+    }
+    let lo = distances.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = distances.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let (lo, hi) = if hi > lo {
+        (lo, hi)
+    } else {
+        (lo - 0.005, hi + 0.005)
+    };
+    let width = (hi - lo) / bins as f64;
+    let mut counts = vec![0usize; bins];
+    for &d in distances {
+        let b = (((d - lo) / width) as usize).min(bins - 1);
+        counts[b] += 1;
+    }
+    let mean = distances.iter().sum::<f64>() / distances.len() as f64;
+    let ymax = counts.iter().copied().max().unwrap_or(1) as f64 * 1.1;
+    with_png(path, (900, 600), |root| {
+        let mut chart = ChartBuilder::on(root)
+            .caption(title, (FONT, 20))
+            .margin(12)
+            .x_label_area_size(45)
+            .y_label_area_size(70)
+            .build_cartesian_2d(lo..hi, 0f64..ymax)?;
+        chart
+            .configure_mesh()
+            .x_desc("normalised Hamming distance")
+            .y_desc("count")
+            .label_style((FONT, 13))
+            .axis_desc_style((FONT, 15))
+            .draw()?;
+        chart
+            .draw_series(counts.iter().enumerate().map(|(i, &c)| {
+                let x0 = lo + i as f64 * width;
+                Rectangle::new([(x0, 0.0), (x0 + width, c as f64)], BLUE.mix(0.6).filled())
+            }))?
+            .label(format!("{label} (n = {})", distances.len()))
+            .legend(|(x, y)| Rectangle::new([(x, y - 5), (x + 14, y + 5)], BLUE.mix(0.6).filled()));
+        chart
+            .draw_series(std::iter::once(PathElement::new(
+                vec![(mean, 0.0), (mean, ymax)],
+                RED.stroke_width(2),
+            )))?
+            .label(format!("mean = {mean:.4}"))
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 14, y)], RED.stroke_width(2)));
+        chart
+            .configure_series_labels()
+            .label_font((FONT, 14))
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .position(SeriesLabelPosition::UpperRight)
+            .draw()?;
+        Ok(())
+    })
+}
+
+fn viridis(t: f64) -> RGBColor {
+    const ANCHORS: [(f64, (f64, f64, f64)); 5] = [
+        (0.0, (68.0, 1.0, 84.0)),
+        (0.25, (59.0, 82.0, 139.0)),
+        (0.5, (33.0, 145.0, 140.0)),
+        (0.75, (94.0, 201.0, 98.0)),
+        (1.0, (253.0, 231.0, 37.0)),
+    ];
+    let t = t.clamp(0.0, 1.0);
+    let i = ANCHORS
+        .iter()
+        .rposition(|a| a.0 <= t)
+        .unwrap_or(0)
+        .min(ANCHORS.len() - 2);
+    let (t0, c0) = ANCHORS[i];
+    let (t1, c1) = ANCHORS[i + 1];
+    let u = (t - t0) / (t1 - t0);
+    let l = |a: f64, b: f64| (a + (b - a) * u).round() as u8;
+    RGBColor(l(c0.0, c1.0), l(c0.1, c1.1), l(c0.2, c1.2))
+}
+
+/// Heat map of separation ratios: `values[row][col]` (`None` drawn grey as "n/a"), rows e.g.
+/// methods, columns e.g. layers/projections; every cell is annotated with its value.
+pub fn separation_heatmap(
+    row_names: &[String],
+    col_names: &[String],
+    values: &[Vec<Option<f64>>],
+    title: &str,
+    path: &Path,
+) -> Result<()> {
+    if row_names.is_empty() || col_names.is_empty() {
+        return Err(ClusterError::InvalidParam {
+            name: "heat map",
+            value: format!("{} rows x {} cols", row_names.len(), col_names.len()),
+            reason: "need at least one row and one column",
+        });
+    }
+    if values.len() != row_names.len() || values.iter().any(|r| r.len() != col_names.len()) {
+        return Err(ClusterError::InvalidParam {
+            name: "heat map values",
+            value: format!("{} rows", values.len()),
+            reason: "must be [rows][cols] matching the names",
+        });
+    }
+    let defined: Vec<f64> = values
+        .iter()
+        .flatten()
+        .flatten()
+        .copied()
+        .filter(|v| v.is_finite())
+        .collect();
+    let vmin = defined.iter().copied().fold(f64::INFINITY, f64::min);
+    let vmax = defined.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let (nr, nc) = (row_names.len(), col_names.len());
+    let w = (220 + 110 * nc as u32).max(600);
+    let h = (160 + 60 * nr as u32).max(360);
+    with_png(path, (w, h), |root| {
+        let mut chart = ChartBuilder::on(root)
+            .caption(
+                format!("{title} (colour: {vmin:.2} .. {vmax:.2}; grey = undefined)"),
+                (FONT, 18),
+            )
+            .margin(12)
+            .x_label_area_size(50)
+            .y_label_area_size(150)
+            .build_cartesian_2d((0..nc).into_segmented(), (0..nr).into_segmented())?;
+        chart
+            .configure_mesh()
+            .disable_mesh()
+            .x_labels(nc)
+            .y_labels(nr)
+            .x_desc("layer / projection")
+            .y_desc("method")
+            .label_style((FONT, 13))
+            .axis_desc_style((FONT, 15))
+            .x_label_formatter(&|v| match v {
+                SegmentValue::CenterOf(i) | SegmentValue::Exact(i) => {
+                    col_names.get(*i).cloned().unwrap_or_default()
+                }
+                SegmentValue::Last => String::new(),
+            })
+            .y_label_formatter(&|v| match v {
+                SegmentValue::CenterOf(i) | SegmentValue::Exact(i) => {
+                    row_names.get(*i).cloned().unwrap_or_default()
+                }
+                SegmentValue::Last => String::new(),
+            })
+            .draw()?;
+        for (r, row) in values.iter().enumerate() {
+            for (c, v) in row.iter().enumerate() {
+                let color = match v {
+                    Some(x) if x.is_finite() => {
+                        let t = if vmax > vmin {
+                            (x - vmin) / (vmax - vmin)
+                        } else {
+                            0.5
+                        };
+                        viridis(t)
+                    }
+                    _ => RGBColor(190, 190, 190),
+                };
+                chart.draw_series(std::iter::once(Rectangle::new(
+                    [
+                        (SegmentValue::Exact(c), SegmentValue::Exact(r)),
+                        (SegmentValue::Exact(c + 1), SegmentValue::Exact(r + 1)),
+                    ],
+                    color.filled(),
+                )))?;
+                let text = match v {
+                    Some(x) => format!("{x:.2}"),
+                    None => "n/a".into(),
+                };
+                let fg = match v {
+                    Some(x) if vmax > vmin && (x - vmin) / (vmax - vmin) > 0.6 => BLACK,
+                    _ => WHITE,
+                };
+                chart.draw_series(std::iter::once(Text::new(
+                    text,
+                    (SegmentValue::CenterOf(c), SegmentValue::CenterOf(r)),
+                    (FONT, 16)
+                        .into_font()
+                        .color(&fg)
+                        .pos(plotters::style::text_anchor::Pos::new(
+                            plotters::style::text_anchor::HPos::Center,
+                            plotters::style::text_anchor::VPos::Center,
+                        )),
+                )))?;
+            }
+        }
+        Ok(())
+    })
+}

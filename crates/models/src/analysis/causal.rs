@@ -1,0 +1,450 @@
+//! Causal neurons: single-neuron interventions batched into one forward pass per chunk of candidates.
+//!
+//! For a prompt of L tokens and candidates c₁…c_m, the prompt is repeated m times and batch element i
+//! gets the intervention on neuron c_i only ([`Intervention::per_example`]); its impact is
+//! KL(P_clean ‖ P_intervened) of the next-token distribution at the last position (log-softmax, so no
+//! underflow; the original used `q.log()`), and the change of the prompt's mean next-token loss.
+//! Scores are averaged over the prompts. Candidates are the top neurons by |Σ_t a·∂logit/∂a| (activation ×
+//! gradient of the clean top-1 logit at the last position, one backward pass per prompt), or every neuron.
+//!
+//! Inter-layer impact: ablating layer l's top-k set changes every later `block_out.{m}` by
+//! ‖Δh_m‖_F / ‖h_m‖_F (real tokens of the prompts); the rows for the analysed layers form the cross-layer
+//! influence matrix (entries m < l are `None`: a causal model cannot change them). Perplexity is measured
+//! on every analysed text with and without the top-k ablation.
+
+use std::collections::BTreeMap;
+
+use burn::tensor::Device;
+use ndarray::{Array1, Array3, Axis, s};
+use serde::{Deserialize, Serialize};
+
+use super::tensors::{kl_from_logp, log_softmax, site3, tensor3, to_site3};
+use super::{
+    AnalysisConfig, AnalysisModel, RankedNeuron, Result, TokenizedTexts, model_err, neuron_site,
+};
+use crate::error::ModelError;
+use crate::lm::{Batch, CausalLm};
+use crate::sites::{Capture, Channels, Edit, Intervention, MeanSource, SiteTensor};
+
+const STAGE: &str = "causal";
+
+/// The intervention applied to a neuron.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CausalMode {
+    /// Set to 0.
+    Zero,
+    /// Set to the neuron's mean over the prompts' real tokens.
+    Mean,
+    /// Multiply by a factor (the original's default: 0.1).
+    Scale(f32),
+    /// Add Gaussian noise with σ = the neuron's standard deviation over the prompts, seeded.
+    Noise,
+}
+
+impl std::fmt::Display for CausalMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Zero => f.write_str("zero"),
+            Self::Mean => f.write_str("mean"),
+            Self::Scale(s) => write!(f, "scale({s})"),
+            Self::Noise => f.write_str("noise"),
+        }
+    }
+}
+
+/// Causal impact of one neuron.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct NeuronImpact {
+    /// Neuron index.
+    pub neuron: usize,
+    /// Mean KL(clean ‖ intervened) at the last position over the prompts (nats).
+    pub kl: f64,
+    /// Mean change of the prompts' next-token loss (nats/token).
+    pub delta_loss: f64,
+    /// The candidate-selection score (|activation × gradient|), when used.
+    pub attribution: Option<f64>,
+}
+
+/// Causal analysis of one layer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LayerCausal {
+    /// The intervened site.
+    pub site: String,
+    /// How candidates were chosen (`all`, `activation_x_gradient`).
+    pub candidate_selection: String,
+    /// Every tested candidate, descending KL.
+    pub impacts: Vec<NeuronImpact>,
+    /// The top-k by KL.
+    pub top: Vec<RankedNeuron>,
+    /// Relative change of `block_out.{m}` for every layer m ≥ l when the top-k set is ablated
+    /// (index m; `None` for m < l).
+    pub inter_layer_impact: Vec<Option<f64>>,
+    /// Perplexity of the analysed texts, clean.
+    pub perplexity_clean: f64,
+    /// Perplexity with the top-k set ablated.
+    pub perplexity_ablated: f64,
+}
+
+/// The cross-layer influence matrix: row = source layer (analysed layers), column = target layer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CrossLayerInfluence {
+    /// Source layers (rows).
+    pub sources: Vec<usize>,
+    /// Target layers (columns): every layer.
+    pub targets: Vec<usize>,
+    /// `values[i][j]`: relative change of `block_out.{targets[j]}` when ablating `sources[i]`'s top-k.
+    pub values: Vec<Vec<Option<f64>>>,
+}
+
+/// The causal stage's result.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CausalNeurons {
+    /// The intervention used.
+    pub mode: CausalMode,
+    /// Number of prompts the scores are averaged over.
+    pub prompts: usize,
+    /// Per analysed layer.
+    pub layers: BTreeMap<usize, LayerCausal>,
+    /// The layer × layer matrix.
+    pub cross_layer: CrossLayerInfluence,
+}
+
+/// The per-channel statistics the mean / noise modes need.
+#[derive(Debug, Clone)]
+pub struct ChannelStats {
+    /// Mean per channel.
+    pub mean: Vec<f32>,
+    /// Standard deviation per channel.
+    pub std: Vec<f32>,
+}
+
+/// The edit a mode applies.
+pub fn mode_edit(
+    mode: CausalMode,
+    stats: &ChannelStats,
+    neuron_hint: Option<usize>,
+    seed: u64,
+) -> Edit {
+    match mode {
+        CausalMode::Zero => Edit::Zero,
+        CausalMode::Mean => Edit::Mean(MeanSource::Given(stats.mean.clone())),
+        CausalMode::Scale(f) => Edit::Scale(f),
+        CausalMode::Noise => {
+            let std = neuron_hint
+                .and_then(|n| stats.std.get(n).copied())
+                .unwrap_or(1.0);
+            Edit::AddNoise { std, seed }
+        }
+    }
+}
+
+/// Mean next-token loss of every batch element over its real positions, and the last-position
+/// log-probabilities, from logits [batch, seq, vocab].
+fn losses_and_last(logits: &Array3<f32>, ids: &[i64], len: usize) -> (Vec<f64>, Vec<Vec<f64>>) {
+    let (b, _, _) = logits.dim();
+    let mut losses = Vec::with_capacity(b);
+    let mut last = Vec::with_capacity(b);
+    for i in 0..b {
+        let mut nll = 0.0;
+        for t in 0..len.saturating_sub(1) {
+            let row = logits.slice(s![i, t, ..]);
+            let lp = log_softmax(row.as_slice().unwrap_or(&row.to_vec()));
+            let target = ids[t + 1] as usize;
+            nll -= lp.get(target).copied().unwrap_or(f64::NAN);
+        }
+        losses.push(nll / (len.saturating_sub(1)).max(1) as f64);
+        let row = logits.slice(s![i, len - 1, ..]).to_vec();
+        last.push(log_softmax(&row));
+    }
+    (losses, last)
+}
+
+/// KL and Δloss of single-neuron interventions on `site` for one prompt (`ids`, all real tokens),
+/// `chunk` neurons per forward pass (1 = one at a time). Returns (kl, delta_loss) per neuron.
+pub fn single_neuron_impacts(
+    model: &CausalLm,
+    ids: &[i64],
+    site: &str,
+    neurons: &[usize],
+    edit_for: &dyn Fn(usize) -> Edit,
+    chunk: usize,
+    device: &Device,
+) -> crate::Result<Vec<(f64, f64)>> {
+    let len = ids.len();
+    let clean = Batch::from_ids(ids, 1, len, device)?;
+    let clean_logits = tensor3(&model.logits(&clean)?)?;
+    let (clean_loss, clean_last) = losses_and_last(&clean_logits, ids, len);
+    let mut out = Vec::with_capacity(neurons.len());
+    for group in neurons.chunks(chunk.max(1)) {
+        let m = group.len();
+        let rep: Vec<i64> = (0..m).flat_map(|_| ids.iter().copied()).collect();
+        let batch = Batch::from_ids(&rep, m, len, device)?;
+        // one edit per distinct Edit value: every neuron of the group gets its own (possibly equal) edit
+        let mut iv = Intervention::new();
+        for (i, &n) in group.iter().enumerate() {
+            let mut per = vec![Vec::new(); m];
+            per[i] = vec![n];
+            iv = iv.edit_channels(site, edit_for(n), Channels::PerExample(per));
+        }
+        let logits = tensor3(&model.forward(&batch, &Capture::none(), Some(&iv))?.logits)?;
+        let (losses, last) = losses_and_last(&logits, &rep[..len], len);
+        for i in 0..m {
+            out.push((
+                kl_from_logp(&clean_last[0], &last[i]),
+                losses[i] - clean_loss[0],
+            ));
+        }
+    }
+    Ok(out)
+}
+
+/// |Σ_t a·∂logit/∂a| per neuron of `site` for one prompt, where the logit is the clean top-1 token at the
+/// last position. `None` when the backend records no gradient.
+fn attribution(
+    model: &CausalLm,
+    ids: &[i64],
+    site: &str,
+    device: &Device,
+) -> crate::Result<Option<Vec<f64>>> {
+    let len = ids.len();
+    let batch = Batch::from_ids(ids, 1, len, device)?;
+    let out = model.forward(&batch, &Capture::sites([site]), None)?;
+    let act = site3(&out, site)?;
+    let logits = tensor3(&out.logits)?;
+    let last = logits.slice(s![0, len - 1, ..]);
+    let target = last
+        .iter()
+        .enumerate()
+        .fold((0usize, f32::NEG_INFINITY), |(bi, bv), (i, &v)| {
+            if v > bv { (i, v) } else { (bi, bv) }
+        })
+        .0;
+    let SiteTensor::Rank3(t) = to_site3(&act, device) else {
+        return Ok(None);
+    };
+    let leaf = t.autodiff().require_grad();
+    let iv = Intervention::new().edit(site, Edit::Set(SiteTensor::Rank3(leaf.clone())));
+    let logits = model.forward(&batch, &Capture::none(), Some(&iv))?.logits;
+    let [_, _, v] = logits.dims();
+    let picked = logits
+        .narrow(1, len - 1, 1)
+        .narrow(2, target, 1)
+        .reshape([1]);
+    if !picked.is_tracked() {
+        return Ok(None);
+    }
+    let grads = picked.sum().backward();
+    let Some(g) = leaf.grad(&grads) else {
+        return Ok(None);
+    };
+    let _ = v;
+    let g = tensor3(&g)?;
+    let prod = (&act * &g)
+        .sum_axis(Axis(1))
+        .index_axis(Axis(0), 0)
+        .mapv(|x| f64::from(x).abs());
+    Ok(Some(prod.to_vec()))
+}
+
+/// Mean next-token loss over `seqs` with an optional intervention (every element of the batch edited).
+fn perplexity_with(
+    model: &CausalLm,
+    tok: &TokenizedTexts,
+    batch_size: usize,
+    iv: Option<&Intervention>,
+    device: &Device,
+) -> crate::Result<f64> {
+    let (mut nll, mut n) = (0.0f64, 0usize);
+    for pb in tok.batches(model, batch_size)? {
+        let batch = pb.to_batch(device)?;
+        let logits = tensor3(&model.forward(&batch, &Capture::none(), iv)?.logits)?;
+        for (b, &len) in pb.lengths.iter().enumerate() {
+            for t in 0..len.saturating_sub(1) {
+                let row = logits.slice(s![b, t, ..]).to_vec();
+                let lp = log_softmax(&row);
+                nll -= lp[pb.ids[b * pb.seq + t + 1] as usize];
+                n += 1;
+            }
+        }
+    }
+    if n == 0 {
+        return Err(ModelError::Invalid(
+            "perplexity needs texts of at least 2 tokens".into(),
+        ));
+    }
+    Ok((nll / n as f64).exp())
+}
+
+/// Runs the causal stage.
+pub fn causal_neurons(
+    m: &AnalysisModel,
+    tok: &TokenizedTexts,
+    layers: &[usize],
+    config: &AnalysisConfig,
+    device: &Device,
+) -> Result<CausalNeurons> {
+    let model = &m.model;
+    let err = |e| model_err(STAGE, &m.name)(e);
+    let family = model.family();
+    let prompts: Vec<Vec<i64>> = tok
+        .sequences
+        .iter()
+        .take(config.causal_prompts.max(1))
+        .map(|s| s.iter().map(|&i| i64::from(i)).collect())
+        .collect();
+    let n_layers = model.num_layers();
+    let prompt_tok = TokenizedTexts {
+        sequences: prompts
+            .iter()
+            .map(|p| p.iter().map(|&i| i as u32).collect())
+            .collect(),
+    };
+    let perplexity_clean =
+        perplexity_with(model, tok, config.batch_size, None, device).map_err(err)?;
+    let mut layers_out = BTreeMap::new();
+    let mut matrix = Vec::new();
+    let bar = indicatif::ProgressBar::new(layers.len() as u64)
+        .with_message(format!("{}: causal neurons", m.name));
+    for &l in layers {
+        let site = neuron_site(family, l);
+        let width = model.site_width(&site).map_err(err)?;
+        // channel statistics over the prompts (for mean / noise modes)
+        let mut rows: Vec<f32> = Vec::new();
+        for p in &prompts {
+            let b = Batch::from_ids(p, 1, p.len(), device).map_err(err)?;
+            let a = site3(
+                &model
+                    .forward(&b, &Capture::sites([site.clone()]), None)
+                    .map_err(err)?,
+                &site,
+            )
+            .map_err(err)?;
+            rows.extend(a.iter().copied());
+        }
+        let t = rows.len() / width;
+        let mat = ndarray::Array2::from_shape_vec((t, width), rows)
+            .map_err(|e| err(ModelError::Invalid(e.to_string())))?;
+        let stats = ChannelStats {
+            mean: mat
+                .mean_axis(Axis(0))
+                .map(|a| a.to_vec())
+                .unwrap_or_default(),
+            std: mat.std_axis(Axis(0), 0.0).to_vec(),
+        };
+        // candidates
+        let (candidates, selection, attrib): (Vec<usize>, &str, Option<Vec<f64>>) =
+            if config.causal_candidates == 0 || config.causal_candidates >= width {
+                ((0..width).collect(), "all", None)
+            } else {
+                let mut total = Array1::<f64>::zeros(width);
+                let mut ok = true;
+                for p in &prompts {
+                    match attribution(model, p, &site, device).map_err(err)? {
+                        Some(v) => total += &Array1::from(v),
+                        None => {
+                            ok = false;
+                            break;
+                        }
+                    }
+                }
+                if ok {
+                    let v = total.to_vec();
+                    let c = super::top_k_indices(&v, config.causal_candidates);
+                    (c, "activation_x_gradient", Some(v))
+                } else {
+                    let v: Vec<f64> = mat
+                        .mapv(|x| f64::from(x.abs()))
+                        .mean_axis(Axis(0))
+                        .map(|a| a.to_vec())
+                        .unwrap_or_default();
+                    let c = super::top_k_indices(&v, config.causal_candidates);
+                    (c, "mean_abs_activation", Some(v))
+                }
+            };
+        let mut kl = vec![0.0f64; candidates.len()];
+        let mut dl = vec![0.0f64; candidates.len()];
+        for (pi, p) in prompts.iter().enumerate() {
+            let seed = config.seed.wrapping_add(pi as u64);
+            let edit_for = |n: usize| mode_edit(config.causal_mode, &stats, Some(n), seed);
+            let r = single_neuron_impacts(model, p, &site, &candidates, &edit_for, 32, device)
+                .map_err(err)?;
+            for (i, (k, d)) in r.into_iter().enumerate() {
+                kl[i] += k / prompts.len() as f64;
+                dl[i] += d / prompts.len() as f64;
+            }
+        }
+        let mut impacts: Vec<NeuronImpact> = candidates
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| NeuronImpact {
+                neuron: n,
+                kl: kl[i],
+                delta_loss: dl[i],
+                attribution: attrib.as_ref().map(|a| a[n]),
+            })
+            .collect();
+        impacts.sort_by(|a, b| b.kl.total_cmp(&a.kl).then(a.neuron.cmp(&b.neuron)));
+        let top: Vec<RankedNeuron> = impacts
+            .iter()
+            .take(config.top_k)
+            .map(|x| RankedNeuron {
+                neuron: x.neuron,
+                score: x.kl,
+            })
+            .collect();
+        let top_set: Vec<usize> = top.iter().map(|r| r.neuron).collect();
+        let ablate = Intervention::new().edit_channels(
+            site.clone(),
+            mode_edit(config.causal_mode, &stats, None, config.seed),
+            Channels::Only(top_set),
+        );
+        // inter-layer impact over the prompts
+        let cap = Capture::sites((0..n_layers).map(|j| format!("block_out.{j}")));
+        let mut num = vec![0.0f64; n_layers];
+        let mut den = vec![0.0f64; n_layers];
+        for p in &prompts {
+            let b = Batch::from_ids(p, 1, p.len(), device).map_err(err)?;
+            let clean = model.forward(&b, &cap, None).map_err(err)?;
+            let abl = model.forward(&b, &cap, Some(&ablate)).map_err(err)?;
+            for j in l..n_layers {
+                let name = format!("block_out.{j}");
+                let c = site3(&clean, &name).map_err(err)?;
+                let a = site3(&abl, &name).map_err(err)?;
+                num[j] += (&a - &c).mapv(|x| f64::from(x) * f64::from(x)).sum();
+                den[j] += c.mapv(|x| f64::from(x) * f64::from(x)).sum();
+            }
+        }
+        let inter: Vec<Option<f64>> = (0..n_layers)
+            .map(|j| (j >= l && den[j] > 0.0).then(|| (num[j] / den[j]).sqrt()))
+            .collect();
+        let perplexity_ablated =
+            perplexity_with(model, tok, config.batch_size, Some(&ablate), device).map_err(err)?;
+        matrix.push(inter.clone());
+        layers_out.insert(
+            l,
+            LayerCausal {
+                site,
+                candidate_selection: selection.to_string(),
+                impacts,
+                top,
+                inter_layer_impact: inter,
+                perplexity_clean,
+                perplexity_ablated,
+            },
+        );
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    let _ = prompt_tok;
+    Ok(CausalNeurons {
+        mode: config.causal_mode,
+        prompts: prompts.len(),
+        layers: layers_out,
+        cross_layer: CrossLayerInfluence {
+            sources: layers.to_vec(),
+            targets: (0..n_layers).collect(),
+            values: matrix,
+        },
+    })
+}

@@ -1,0 +1,485 @@
+//! The Mamba vs transformer neuron analysis (`cargo xtask analyze`): activation statistics and every
+//! sparsity measure per layer, delta-sensitive neurons, causal neurons, attention neurons, efficiency and
+//! the comparison between models.
+//!
+//! Every number comes from a real forward (or backward) pass of the model on real text; a stage that
+//! fails stops the run with an [`AnalysisError`] naming the stage, or, with
+//! [`AnalysisConfig::keep_going`], records the failure in [`ModelAnalysis::failures`] and leaves that
+//! stage's field empty. Nothing is ever substituted.
+//!
+//! Stages (one module each):
+//! - [`collect`]: per-layer, per-site [`sparsity_metrics::NeuronStats`] in both aggregations
+//!   (per-sequence mean, the original's; per token), the comprehensive sparsity report per layer, and
+//!   layer dynamics over every layer;
+//! - [`delta`]: delta-sensitive neurons (Mamba: the original's definition, its legacy pre-softplus
+//!   variant, Δ variance, Δ–activation correlation, interventional Δ scaling; GPT-2: the permutation
+//!   variant);
+//! - [`causal`]: causal neurons by batched single-neuron interventions (KL of the next-token
+//!   distribution at the last position, Δ loss), inter-layer impact, the cross-layer influence matrix
+//!   and perplexity before/after ablating the top-k set;
+//! - [`attention`]: attention neurons (the hidden attention of Mamba, Ali et al. 2024; GPT-2's real
+//!   attention probabilities) with the methods `attention_weighted`, `rollout`, `gradient_guided`;
+//! - [`efficiency`]: parameters by component, active neurons, forward tokens/s.
+
+pub mod attention;
+pub mod causal;
+pub mod collect;
+pub mod delta;
+pub mod efficiency;
+pub mod report;
+mod tensors;
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use burn::tensor::Device;
+use serde::{Deserialize, Serialize};
+
+use crate::config::ModelFamily;
+use crate::lm::CausalLm;
+use crate::text::{BatchOptions, PaddedBatch, PaddingSide, TextTokenizer};
+
+pub use attention::{AttentionMethod, AttentionNeurons, AttentionResult};
+pub use causal::{CausalMode, CausalNeurons, CrossLayerInfluence};
+pub use collect::{LayerSparsity, SiteSparsity, SparsityAnalysis};
+pub use delta::{DeltaRanking, DeltaSensitivity};
+pub use efficiency::Efficiency;
+pub use report::{Comparison, ReportFiles, compare, write_report};
+
+/// Why an analysis stage failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AnalysisError {
+    /// A model-side failure (forward pass, site, tokenizer) in the named stage.
+    #[error("analysis stage `{stage}` failed for model `{model}`: {source}")]
+    Model {
+        /// Stage name.
+        stage: &'static str,
+        /// Model label.
+        model: String,
+        /// Cause.
+        #[source]
+        source: Box<crate::error::ModelError>,
+    },
+    /// A metrics failure (empty input, NaN) in the named stage.
+    #[error("analysis stage `{stage}` failed for model `{model}`: {source}")]
+    Metrics {
+        /// Stage name.
+        stage: &'static str,
+        /// Model label.
+        model: String,
+        /// Cause.
+        #[source]
+        source: Box<sparsity_metrics::MetricsError>,
+    },
+    /// An invalid option.
+    #[error("invalid analysis option: {0}")]
+    Invalid(String),
+}
+
+/// Result alias.
+pub type Result<T> = std::result::Result<T, AnalysisError>;
+
+/// Options of one analysis run (the original's CLI options and defaults).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AnalysisConfig {
+    /// Layers analysed in detail (`--layers`, default 0, 1, 2; clipped to the model's depth).
+    pub layers: Vec<usize>,
+    /// Neurons reported per ranking (`--top-k`, default 10).
+    pub top_k: usize,
+    /// Texts used at most (`--text-limit`, default 100).
+    pub text_limit: usize,
+    /// Truncation length in tokens (`--max-length`, default 64).
+    pub max_length: usize,
+    /// Texts per forward pass.
+    pub batch_size: usize,
+    /// Run the attention-neuron stage (`--enable-attention`).
+    pub enable_attention: bool,
+    /// Attention methods (`--attention-methods`).
+    pub attention_methods: Vec<AttentionMethod>,
+    /// Candidate neurons per layer for the causal stage: the top candidates by |activation × gradient|
+    /// (0 = every neuron of the site).
+    pub causal_candidates: usize,
+    /// Prompts (texts) the causal KL is averaged over.
+    pub causal_prompts: usize,
+    /// Intervention used by the causal stage.
+    pub causal_mode: CausalMode,
+    /// ε of the interventional Δ definition (Δ scaled by 1 ± ε).
+    pub delta_epsilon: f32,
+    /// Traditional threshold override (default by family: Mamba 0.01, transformer 1e-5).
+    pub threshold: Option<f64>,
+    /// Seed of every random choice (noise ablations).
+    pub seed: u64,
+    /// Record a failed stage and continue instead of stopping.
+    pub keep_going: bool,
+}
+
+impl Default for AnalysisConfig {
+    fn default() -> Self {
+        Self {
+            layers: vec![0, 1, 2],
+            top_k: 10,
+            text_limit: 100,
+            max_length: 64,
+            batch_size: 8,
+            enable_attention: false,
+            attention_methods: vec![
+                AttentionMethod::AttentionWeighted,
+                AttentionMethod::GradientGuided,
+                AttentionMethod::Rollout,
+            ],
+            causal_candidates: 64,
+            causal_prompts: 5,
+            causal_mode: CausalMode::Scale(0.1),
+            delta_epsilon: 0.1,
+            threshold: None,
+            seed: 0,
+            keep_going: false,
+        }
+    }
+}
+
+impl AnalysisConfig {
+    /// Checks the options.
+    pub fn validate(&self) -> Result<()> {
+        if self.top_k == 0 {
+            return Err(AnalysisError::Invalid("--top-k must be at least 1".into()));
+        }
+        if self.text_limit == 0 {
+            return Err(AnalysisError::Invalid(
+                "--text-limit must be at least 1".into(),
+            ));
+        }
+        if self.max_length < 2 {
+            return Err(AnalysisError::Invalid(
+                "--max-length must be at least 2".into(),
+            ));
+        }
+        if self.batch_size == 0 {
+            return Err(AnalysisError::Invalid(
+                "batch size must be at least 1".into(),
+            ));
+        }
+        if self.layers.is_empty() {
+            return Err(AnalysisError::Invalid("--layers names no layer".into()));
+        }
+        if !(self.delta_epsilon > 0.0 && self.delta_epsilon < 1.0) {
+            return Err(AnalysisError::Invalid(format!(
+                "delta epsilon {} must lie in (0, 1)",
+                self.delta_epsilon
+            )));
+        }
+        if let Some(t) = self.threshold
+            && !(t.is_finite() && t >= 0.0)
+        {
+            return Err(AnalysisError::Invalid(format!(
+                "--threshold {t} must be finite and >= 0"
+            )));
+        }
+        Ok(())
+    }
+
+    /// The sparsity-metrics family of a model family.
+    pub fn metrics_family(family: ModelFamily) -> sparsity_metrics::ModelFamily {
+        match family {
+            ModelFamily::Mamba => sparsity_metrics::ModelFamily::Mamba,
+            ModelFamily::Gpt2 => sparsity_metrics::ModelFamily::Transformer,
+        }
+    }
+}
+
+/// A model with its tokenizer and a label.
+#[derive(Debug)]
+pub struct AnalysisModel {
+    /// Label used in reports (e.g. `demo-gpt2`).
+    pub name: String,
+    /// The model.
+    pub model: CausalLm,
+    /// Its tokenizer.
+    pub tokenizer: TextTokenizer,
+}
+
+/// Tokenised texts of one model: sequences truncated to `max_length`, empty ones dropped.
+#[derive(Debug, Clone)]
+pub struct TokenizedTexts {
+    /// Token ids per text.
+    pub sequences: Vec<Vec<u32>>,
+}
+
+impl TokenizedTexts {
+    /// Tokenises `texts` (at most `limit`), truncating each to `max_length` tokens and dropping texts
+    /// that give fewer than 2 tokens.
+    pub fn new(
+        tokenizer: &TextTokenizer,
+        texts: &[String],
+        limit: usize,
+        max_length: usize,
+    ) -> crate::Result<Self> {
+        let mut sequences = Vec::new();
+        for t in texts.iter().take(limit) {
+            let mut ids = tokenizer.encode(t)?;
+            ids.truncate(max_length);
+            if ids.len() >= 2 {
+                sequences.push(ids);
+            }
+        }
+        if sequences.is_empty() {
+            return Err(crate::error::ModelError::EmptyTextSet {
+                source_name: "analysis texts (every text gave fewer than 2 tokens)".into(),
+            });
+        }
+        Ok(Self { sequences })
+    }
+
+    /// Right-padded batches of `batch_size` texts.
+    pub fn batches(&self, model: &CausalLm, batch_size: usize) -> crate::Result<Vec<PaddedBatch>> {
+        let options = BatchOptions {
+            max_length: None,
+            padding_side: PaddingSide::Right,
+            pad_id: model.pad_token_id(),
+        };
+        self.sequences
+            .chunks(batch_size.max(1))
+            .map(|c| PaddedBatch::new(c, &options))
+            .collect()
+    }
+
+    /// Total real tokens.
+    pub fn tokens(&self) -> usize {
+        self.sequences.iter().map(Vec::len).sum()
+    }
+}
+
+/// A stage that failed under `--keep-going`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StageFailure {
+    /// Stage name.
+    pub stage: String,
+    /// The error, as text.
+    pub error: String,
+}
+
+/// Everything the analysis found for one model. Fields of failed stages (with `keep_going`) are `None`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ModelAnalysis {
+    /// Model label.
+    pub model: String,
+    /// `gpt2` or `mamba`.
+    pub family: String,
+    /// Number of layers.
+    pub num_layers: usize,
+    /// Layers analysed in detail.
+    pub layers: Vec<usize>,
+    /// Texts and tokens analysed.
+    pub num_texts: usize,
+    /// Real tokens analysed.
+    pub num_tokens: usize,
+    /// Activation statistics and sparsity reports.
+    pub sparsity: Option<SparsityAnalysis>,
+    /// Delta-sensitive neurons per layer.
+    pub delta_sensitive: Option<BTreeMap<usize, DeltaSensitivity>>,
+    /// Causal neurons per layer, inter-layer impact and cross-layer influence.
+    pub causal: Option<CausalNeurons>,
+    /// Attention neurons per layer and method (only with `enable_attention`).
+    pub attention_neurons: Option<AttentionNeurons>,
+    /// Efficiency metrics.
+    pub efficiency: Option<Efficiency>,
+    /// Stages that failed (only with `keep_going`).
+    pub failures: Vec<StageFailure>,
+    /// Seconds per stage.
+    pub stage_seconds: BTreeMap<String, f64>,
+}
+
+/// Runs every stage on one model.
+pub fn analyze_model(
+    m: &AnalysisModel,
+    texts: &[String],
+    config: &AnalysisConfig,
+    device: &Device,
+) -> Result<ModelAnalysis> {
+    config.validate()?;
+    let model = &m.model;
+    let name = m.name.clone();
+    let tok = TokenizedTexts::new(&m.tokenizer, texts, config.text_limit, config.max_length)
+        .map_err(model_err("tokenize", &name))?;
+    let layers: Vec<usize> = {
+        let mut l: Vec<usize> = config
+            .layers
+            .iter()
+            .copied()
+            .filter(|&l| l < model.num_layers())
+            .collect();
+        l.sort_unstable();
+        l.dedup();
+        if l.is_empty() {
+            return Err(AnalysisError::Invalid(format!(
+                "none of the layers {:?} exists in `{name}` ({} layers)",
+                config.layers,
+                model.num_layers()
+            )));
+        }
+        l
+    };
+    let mut out = ModelAnalysis {
+        model: name.clone(),
+        family: model.family().to_string(),
+        num_layers: model.num_layers(),
+        layers: layers.clone(),
+        num_texts: tok.sequences.len(),
+        num_tokens: tok.tokens(),
+        sparsity: None,
+        delta_sensitive: None,
+        causal: None,
+        attention_neurons: None,
+        efficiency: None,
+        failures: Vec::new(),
+        stage_seconds: BTreeMap::new(),
+    };
+
+    macro_rules! stage {
+        ($label:literal, $field:ident, $call:expr) => {{
+            tracing::info!(model = %name, stage = $label, "running");
+            let t0 = Instant::now();
+            let r: Result<_> = $call;
+            out.stage_seconds.insert($label.to_string(), t0.elapsed().as_secs_f64());
+            match r {
+                Ok(v) => out.$field = Some(v),
+                Err(e) if config.keep_going => {
+                    tracing::warn!(model = %name, stage = $label, error = %e, "stage failed; continuing (--keep-going)");
+                    out.failures.push(StageFailure {
+                        stage: $label.to_string(),
+                        error: e.to_string(),
+                    });
+                }
+                Err(e) => return Err(e),
+            }
+        }};
+    }
+
+    stage!(
+        "sparsity",
+        sparsity,
+        collect::collect(m, &tok, &layers, config, device)
+    );
+    stage!(
+        "delta_sensitive",
+        delta_sensitive,
+        delta::delta_sensitive(m, &tok, &layers, config, device)
+    );
+    stage!(
+        "causal",
+        causal,
+        causal::causal_neurons(m, &tok, &layers, config, device)
+    );
+    if config.enable_attention {
+        stage!(
+            "attention_neurons",
+            attention_neurons,
+            attention::attention_neurons(m, &tok, &layers, config, device)
+        );
+    }
+    stage!(
+        "efficiency",
+        efficiency,
+        efficiency::efficiency(m, &tok, config, device)
+    );
+    Ok(out)
+}
+
+pub(crate) fn model_err(
+    stage: &'static str,
+    model: &str,
+) -> impl FnOnce(crate::error::ModelError) -> AnalysisError {
+    let model = model.to_string();
+    move |source| AnalysisError::Model {
+        stage,
+        model,
+        source: Box::new(source),
+    }
+}
+
+pub(crate) fn metrics_err(
+    stage: &'static str,
+    model: &str,
+) -> impl FnOnce(sparsity_metrics::MetricsError) -> AnalysisError {
+    let model = model.to_string();
+    move |source| AnalysisError::Metrics {
+        stage,
+        model,
+        source: Box::new(source),
+    }
+}
+
+/// The name of the neuron-level site of a family at layer `l`: GPT-2 `mlp_act.{l}`, Mamba
+/// `mixer_gated.{l}`.
+pub fn neuron_site(family: ModelFamily, l: usize) -> String {
+    match family {
+        ModelFamily::Gpt2 => format!("mlp_act.{l}"),
+        ModelFamily::Mamba => format!("mixer_gated.{l}"),
+    }
+}
+
+/// Indices of the `k` largest values, descending; ties by lower index. NaN never ranks first.
+pub fn top_k_indices(values: &[f64], k: usize) -> Vec<usize> {
+    let mut idx: Vec<usize> = (0..values.len()).collect();
+    idx.sort_by(|&a, &b| {
+        let (va, vb) = (values[a], values[b]);
+        vb.partial_cmp(&va)
+            .unwrap_or_else(|| va.is_nan().cmp(&vb.is_nan()))
+            .then(a.cmp(&b))
+    });
+    idx.truncate(k);
+    idx
+}
+
+/// A ranked neuron.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct RankedNeuron {
+    /// Neuron (channel) index at its site.
+    pub neuron: usize,
+    /// The score it was ranked by.
+    pub score: f64,
+}
+
+/// The top `k` neurons by `scores`.
+pub fn ranked(scores: &[f64], k: usize) -> Vec<RankedNeuron> {
+    top_k_indices(scores, k)
+        .into_iter()
+        .map(|i| RankedNeuron {
+            neuron: i,
+            score: scores[i],
+        })
+        .collect()
+}
+
+/// The result of a whole run: every model's analysis and their comparison.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AnalysisRun {
+    /// The options used.
+    pub config: AnalysisConfig,
+    /// Per model.
+    pub models: Vec<ModelAnalysis>,
+    /// Comparison across models.
+    pub comparison: Comparison,
+}
+
+/// Analyses every model on the same texts and compares them.
+pub fn run(
+    models: &[AnalysisModel],
+    texts: &[String],
+    config: &AnalysisConfig,
+    device: &Device,
+) -> Result<AnalysisRun> {
+    if models.is_empty() {
+        return Err(AnalysisError::Invalid("no model to analyse".into()));
+    }
+    let mut out = Vec::with_capacity(models.len());
+    for m in models {
+        out.push(analyze_model(m, texts, config, device)?);
+    }
+    let comparison = compare(&out);
+    Ok(AnalysisRun {
+        config: config.clone(),
+        models: out,
+        comparison,
+    })
+}

@@ -1,0 +1,778 @@
+//! The comparison between models, its plots (PNG) and the Markdown report.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use plotters::prelude::*;
+use serde::{Deserialize, Serialize};
+use sparsity_metrics::plot::{FONT, ensure_font};
+
+use super::ModelAnalysis;
+
+const COLORS: [RGBColor; 6] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(214, 39, 40),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+];
+
+/// Why writing the report failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    /// A plot could not be drawn or written.
+    #[error("plot {path}: {reason}")]
+    Plot {
+        /// Output path.
+        path: String,
+        /// Cause.
+        reason: String,
+    },
+    /// A metrics plot failed.
+    #[error(transparent)]
+    Metrics(#[from] sparsity_metrics::MetricsError),
+    /// Writing a file failed.
+    #[error("writing {path}: {source}")]
+    Io {
+        /// Output path.
+        path: String,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// How one measure compares across the models.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MeasureComparison {
+    /// Measure key (as in `SparsityReport::method_sparsities`).
+    pub measure: String,
+    /// Value per model (first analysed layer, `block_out`, per-sequence-mean variances).
+    pub values: BTreeMap<String, f64>,
+    /// max − min over the models.
+    pub spread: f64,
+    /// `tautological` (equals its parameter by construction), `discriminates` (spread ≥ 0.05) or
+    /// `similar`.
+    pub verdict: String,
+}
+
+/// The comparison of every analysed model.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Comparison {
+    /// Per measure.
+    pub measures: Vec<MeasureComparison>,
+    /// A plain-language summary.
+    pub summary: String,
+}
+
+/// Builds the comparison from the analyses (models without a sparsity stage are skipped).
+pub fn compare(analyses: &[ModelAnalysis]) -> Comparison {
+    let mut per: BTreeMap<String, BTreeMap<String, f64>> = BTreeMap::new();
+    for a in analyses {
+        let Some(sp) = &a.sparsity else { continue };
+        let Some((_, layer)) = sp.layers.iter().next() else {
+            continue;
+        };
+        for (k, v) in layer.block_out.per_sequence_mean.method_sparsities() {
+            per.entry(k).or_default().insert(a.model.clone(), v);
+        }
+    }
+    let mut measures = Vec::new();
+    for (measure, values) in per {
+        let (lo, hi) = values
+            .values()
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), &v| {
+                (l.min(v), h.max(v))
+            });
+        let spread = if values.len() > 1 { hi - lo } else { 0.0 };
+        let verdict = if measure.starts_with("percentile_") || measure == "optimal" {
+            "tautological"
+        } else if spread >= 0.05 {
+            "discriminates"
+        } else {
+            "similar"
+        };
+        measures.push(MeasureComparison {
+            measure,
+            values,
+            spread,
+            verdict: verdict.to_string(),
+        });
+    }
+    let disc: Vec<&str> = measures
+        .iter()
+        .filter(|m| m.verdict == "discriminates")
+        .map(|m| m.measure.as_str())
+        .collect();
+    let mut summary = String::new();
+    if analyses.len() < 2 {
+        summary.push_str("Only one model was analysed, so nothing is compared. ");
+    } else if disc.is_empty() {
+        summary.push_str("No non-tautological measure separates the models by 0.05 or more at the first analysed layer. ");
+    } else {
+        let _ = write!(
+            summary,
+            "Measures that separate the models (spread ≥ 0.05 at the first analysed layer): {}. ",
+            disc.join(", ")
+        );
+    }
+    summary.push_str(
+        "Percentile sparsities equal p/100 and the optimal-threshold sparsity equals its target by construction \
+         (only their thresholds carry information), so they never discriminate.",
+    );
+    Comparison { measures, summary }
+}
+
+fn plot_err(path: &Path, e: impl std::fmt::Display) -> ReportError {
+    ReportError::Plot {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    }
+}
+
+/// Draws a PNG through a temporary file and a rename.
+fn png<F>(path: &Path, size: (u32, u32), draw: F) -> Result<(), ReportError>
+where
+    F: FnOnce(DrawingArea<BitMapBackend<'_>, plotters::coord::Shift>) -> Result<(), String>,
+{
+    if !ensure_font() {
+        return Err(plot_err(path, "the embedded font could not be registered"));
+    }
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let io = |source| ReportError::Io {
+        path: path.display().to_string(),
+        source,
+    };
+    std::fs::create_dir_all(dir).map_err(io)?;
+    let tmp = tempfile::Builder::new()
+        .suffix(".png")
+        .tempfile_in(dir)
+        .map_err(io)?;
+    draw(BitMapBackend::new(tmp.path(), size).into_drawing_area())
+        .map_err(|e| plot_err(path, e))?;
+    tmp.persist(path).map_err(|e| io(e.error))?;
+    Ok(())
+}
+
+/// A line chart: one series per (label, points).
+fn line_chart(
+    path: &Path,
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    series: &[(String, Vec<(f64, f64)>)],
+    log_y: bool,
+) -> Result<(), ReportError> {
+    let pts: Vec<(f64, f64)> = series.iter().flat_map(|(_, p)| p.iter().copied()).collect();
+    if pts.is_empty() {
+        return Err(plot_err(path, "no data"));
+    }
+    let xmax = pts.iter().map(|p| p.0).fold(0.0f64, f64::max).max(1.0);
+    let ys: Vec<f64> = pts
+        .iter()
+        .map(|p| if log_y { p.1.max(1e-12).log10() } else { p.1 })
+        .collect();
+    let (mut ylo, mut yhi) = ys
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), &v| {
+            (l.min(v), h.max(v))
+        });
+    if yhi.partial_cmp(&ylo) != Some(std::cmp::Ordering::Greater) {
+        ylo -= 0.5;
+        yhi += 0.5;
+    }
+    let pad = (yhi - ylo) * 0.08;
+    png(path, (1000, 620), |root| {
+        root.fill(&WHITE).map_err(|e| e.to_string())?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, (FONT, 26))
+            .margin(18)
+            .x_label_area_size(50)
+            .y_label_area_size(80)
+            .build_cartesian_2d(-0.2f64..xmax + 0.2, (ylo - pad)..(yhi + pad))
+            .map_err(|e| e.to_string())?;
+        chart
+            .configure_mesh()
+            .x_desc(x_label)
+            .y_desc(if log_y {
+                format!("log10 {y_label}")
+            } else {
+                y_label.to_string()
+            })
+            .label_style((FONT, 16))
+            .axis_desc_style((FONT, 18))
+            .x_label_formatter(&|v| format!("{v:.0}"))
+            .draw()
+            .map_err(|e| e.to_string())?;
+        for (i, (label, p)) in series.iter().enumerate() {
+            let c = COLORS[i % COLORS.len()];
+            let p: Vec<(f64, f64)> = p
+                .iter()
+                .map(|&(x, y)| (x, if log_y { y.max(1e-12).log10() } else { y }))
+                .collect();
+            chart
+                .draw_series(LineSeries::new(p.clone(), c.stroke_width(3)))
+                .map_err(|e| e.to_string())?
+                .label(label.clone())
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(3))
+                });
+            chart
+                .draw_series(p.iter().map(|&pt| Circle::new(pt, 5, c.filled())))
+                .map_err(|e| e.to_string())?;
+        }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .label_font((FONT, 16))
+            .draw()
+            .map_err(|e| e.to_string())?;
+        root.present().map_err(|e| e.to_string())
+    })
+}
+
+/// A heat map of `m` (rows × cols) with a colour bar; `None` cells are drawn grey.
+fn heat_map(
+    path: &Path,
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    m: &[Vec<Option<f64>>],
+    row_names: &[String],
+) -> Result<(), ReportError> {
+    let rows = m.len();
+    let cols = m.iter().map(Vec::len).max().unwrap_or(0);
+    if rows == 0 || cols == 0 {
+        return Err(plot_err(path, "empty matrix"));
+    }
+    let vals: Vec<f64> = m
+        .iter()
+        .flatten()
+        .flatten()
+        .copied()
+        .filter(|v| v.is_finite())
+        .collect();
+    let lo = vals.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = vals.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let span = if hi > lo { hi - lo } else { 1.0 };
+    let color = |v: f64| {
+        let t = ((v - lo) / span).clamp(0.0, 1.0);
+        viridis(t)
+    };
+    png(path, (1000, 760), |root| {
+        root.fill(&WHITE).map_err(|e| e.to_string())?;
+        let (main, bar) = root.split_horizontally(880);
+        let mut chart = ChartBuilder::on(&main)
+            .caption(title, (FONT, 24))
+            .margin(16)
+            .x_label_area_size(50)
+            .y_label_area_size(90)
+            .build_cartesian_2d(0f64..cols as f64, 0f64..rows as f64)
+            .map_err(|e| e.to_string())?;
+        let rn = row_names.to_vec();
+        chart
+            .configure_mesh()
+            .disable_mesh()
+            .x_desc(x_label)
+            .y_desc(y_label)
+            .label_style((FONT, 14))
+            .axis_desc_style((FONT, 18))
+            .x_label_formatter(&|v| format!("{:.0}", v.floor()))
+            .y_label_formatter(&move |v| {
+                let i = v.floor() as usize;
+                rn.get(i).cloned().unwrap_or_default()
+            })
+            .draw()
+            .map_err(|e| e.to_string())?;
+        chart
+            .draw_series(m.iter().enumerate().flat_map(|(i, row)| {
+                row.iter().enumerate().map(move |(j, v)| {
+                    let c = match v {
+                        Some(v) if v.is_finite() => color(*v),
+                        _ => RGBColor(200, 200, 200),
+                    };
+                    Rectangle::new(
+                        [(j as f64, i as f64), (j as f64 + 1.0, i as f64 + 1.0)],
+                        c.filled(),
+                    )
+                })
+            }))
+            .map_err(|e| e.to_string())?;
+        // colour bar
+        let mut cb = ChartBuilder::on(&bar)
+            .margin_top(60)
+            .margin_bottom(60)
+            .y_label_area_size(60)
+            .build_cartesian_2d(0f64..1f64, lo..(lo + span))
+            .map_err(|e| e.to_string())?;
+        cb.configure_mesh()
+            .disable_x_axis()
+            .disable_mesh()
+            .label_style((FONT, 12))
+            .y_label_formatter(&|v| format!("{v:.2e}"))
+            .draw()
+            .map_err(|e| e.to_string())?;
+        let steps = 100;
+        cb.draw_series((0..steps).map(|k| {
+            let a = lo + span * k as f64 / steps as f64;
+            let b = lo + span * (k + 1) as f64 / steps as f64;
+            Rectangle::new([(0.0, a), (1.0, b)], color(a).filled())
+        }))
+        .map_err(|e| e.to_string())?;
+        root.present().map_err(|e| e.to_string())
+    })
+}
+
+/// A viridis-like colour for t in [0, 1] (linear between five anchors of matplotlib's viridis).
+fn viridis(t: f64) -> RGBColor {
+    const A: [(f64, f64, f64); 5] = [
+        (68.0, 1.0, 84.0),
+        (59.0, 82.0, 139.0),
+        (33.0, 145.0, 140.0),
+        (94.0, 201.0, 98.0),
+        (253.0, 231.0, 37.0),
+    ];
+    let x = t.clamp(0.0, 1.0) * 4.0;
+    let i = (x.floor() as usize).min(3);
+    let f = x - i as f64;
+    let (a, b) = (A[i], A[i + 1]);
+    let mix = |p: f64, q: f64| (p + (q - p) * f).round() as u8;
+    RGBColor(mix(a.0, b.0), mix(a.1, b.1), mix(a.2, b.2))
+}
+
+/// The files of a written report.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReportFiles {
+    /// `report.md`.
+    pub markdown: PathBuf,
+    /// Every plot.
+    pub plots: Vec<PathBuf>,
+}
+
+fn slug(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect()
+}
+
+/// Writes every plot under `plots_dir` and `report.md` under `out_dir` (links relative to it).
+pub fn write_report(
+    out_dir: &Path,
+    plots_dir: &Path,
+    analyses: &[ModelAnalysis],
+    comparison: &Comparison,
+    json_name: &str,
+) -> Result<ReportFiles, ReportError> {
+    let mut plots: Vec<(String, PathBuf)> = Vec::new();
+    // layer-wise variance and sparsity curves
+    let var_series: Vec<(String, Vec<(f64, f64)>)> = analyses
+        .iter()
+        .filter_map(|a| {
+            let sp = a.sparsity.as_ref()?;
+            Some((
+                a.model.clone(),
+                sp.layer_dynamics
+                    .iter()
+                    .map(|d| (d.layer as f64, d.mean_variance))
+                    .collect(),
+            ))
+        })
+        .collect();
+    if !var_series.is_empty() {
+        let p = plots_dir.join("Activation_Variance_Comparison.png");
+        line_chart(
+            &p,
+            "Mean activation variance per layer (block_out, per-sequence mean)",
+            "layer",
+            "mean variance",
+            &var_series,
+            true,
+        )?;
+        plots.push(("Layer-wise activation variance".into(), p));
+        let sp_series: Vec<(String, Vec<(f64, f64)>)> = analyses
+            .iter()
+            .filter_map(|a| {
+                let sp = a.sparsity.as_ref()?;
+                Some((
+                    format!("{} (traditional t={:.0e})", a.model, sp.threshold),
+                    sp.layer_dynamics
+                        .iter()
+                        .map(|d| (d.layer as f64, d.traditional_sparsity))
+                        .collect(),
+                ))
+            })
+            .collect();
+        let p = plots_dir.join("Sparsity_Comparison.png");
+        line_chart(
+            &p,
+            "Fraction of block_out neurons with variance below the traditional threshold",
+            "layer",
+            "sparsity",
+            &sp_series,
+            false,
+        )?;
+        plots.push(("Layer-wise traditional sparsity".into(), p));
+        let nsp: Vec<(String, Vec<(f64, f64)>)> = analyses
+            .iter()
+            .filter_map(|a| {
+                let sp = a.sparsity.as_ref()?;
+                Some((
+                    a.model.clone(),
+                    sp.neuron_layer_dynamics
+                        .iter()
+                        .map(|d| (d.layer as f64, d.mean_variance))
+                        .collect(),
+                ))
+            })
+            .collect();
+        let p = plots_dir.join("Neuron_Variance_Comparison.png");
+        line_chart(
+            &p,
+            "Mean neuron variance per layer (mlp_act / mixer_gated)",
+            "layer",
+            "mean variance",
+            &nsp,
+            true,
+        )?;
+        plots.push(("Layer-wise neuron-site variance".into(), p));
+    }
+    // method bars and percentile progression (first analysed layer, block_out and neurons)
+    for site in ["block_out", "neurons"] {
+        let reports: Vec<(String, &sparsity_metrics::SparsityReport)> = analyses
+            .iter()
+            .filter_map(|a| {
+                let (l, ls) = a.sparsity.as_ref()?.layers.iter().next()?;
+                let r = if site == "block_out" {
+                    &ls.block_out
+                } else {
+                    &ls.neurons
+                };
+                Some((format!("{} L{l} {}", a.model, r.site), &r.per_sequence_mean))
+            })
+            .collect();
+        if reports.is_empty() {
+            continue;
+        }
+        let refs: Vec<(&str, &sparsity_metrics::SparsityReport)> =
+            reports.iter().map(|(n, r)| (n.as_str(), *r)).collect();
+        let p = plots_dir.join(format!("Comprehensive_Sparsity_Comparison_{site}.png"));
+        sparsity_metrics::plot_methods(&p, &refs)?;
+        plots.push((format!("Every sparsity measure side by side ({site})"), p));
+        let p = plots_dir.join(format!("Percentile_Progression_{site}.png"));
+        sparsity_metrics::plot_percentiles(&p, &refs)?;
+        plots.push((format!("Percentile progression ({site})"), p));
+    }
+    // cross-layer influence and attention maps
+    for a in analyses {
+        if let Some(c) = &a.causal {
+            let names: Vec<String> = c
+                .cross_layer
+                .sources
+                .iter()
+                .map(|l| format!("ablate L{l}"))
+                .collect();
+            let p = plots_dir.join(format!("Cross_Layer_Influence_{}.png", slug(&a.model)));
+            heat_map(
+                &p,
+                &format!(
+                    "{}: relative change of block_out when ablating top-k ({})",
+                    a.model, c.mode
+                ),
+                "target layer",
+                "source layer",
+                &c.cross_layer.values,
+                &names,
+            )?;
+            plots.push((format!("Cross-layer influence, {}", a.model), p));
+        }
+        if let Some(at) = &a.attention_neurons {
+            for (l, m) in &at.maps {
+                let mm: Vec<Vec<Option<f64>>> = m
+                    .iter()
+                    .map(|r| r.iter().map(|&v| Some(v)).collect())
+                    .collect();
+                let names: Vec<String> = (0..m.len()).map(|i| i.to_string()).collect();
+                let p = plots_dir.join(format!("Attention_Map_{}_L{l}.png", slug(&a.model)));
+                let what = if a.family == "mamba" {
+                    "hidden attention (channel mean of min-max α)"
+                } else {
+                    "attention (head mean)"
+                };
+                heat_map(
+                    &p,
+                    &format!("{}: layer {l} {what}", a.model),
+                    "key position",
+                    "query position",
+                    &mm,
+                    &names,
+                )?;
+                plots.push((format!("Attention map, {} layer {l}", a.model), p));
+            }
+        }
+    }
+
+    let md_path = out_dir.join("report.md");
+    let md = markdown(analyses, comparison, &plots, out_dir, json_name);
+    sparsity_metrics::io::write_atomic(&md_path, md.as_bytes()).map_err(|source| {
+        ReportError::Io {
+            path: md_path.display().to_string(),
+            source,
+        }
+    })?;
+    Ok(ReportFiles {
+        markdown: md_path,
+        plots: plots.into_iter().map(|(_, p)| p).collect(),
+    })
+}
+
+fn rel(p: &Path, base: &Path) -> String {
+    let pa = std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    let ba = std::fs::canonicalize(base).unwrap_or_else(|_| base.to_path_buf());
+    match pa.strip_prefix(&ba) {
+        Ok(r) => r.display().to_string(),
+        Err(_) => {
+            // plots outside the report dir: walk up
+            let mut up = PathBuf::new();
+            let mut b = ba.as_path();
+            loop {
+                if let Ok(r) = pa.strip_prefix(b) {
+                    return up.join(r).display().to_string();
+                }
+                match b.parent() {
+                    Some(parent) => {
+                        up.push("..");
+                        b = parent;
+                    }
+                    None => return pa.display().to_string(),
+                }
+            }
+        }
+    }
+}
+
+fn fmt_top(top: &[super::RankedNeuron]) -> String {
+    top.iter()
+        .map(|r| format!("{} ({:.3e})", r.neuron, r.score))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn markdown(
+    analyses: &[ModelAnalysis],
+    comparison: &Comparison,
+    plots: &[(String, PathBuf)],
+    out_dir: &Path,
+    json_name: &str,
+) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "# Neuron analysis report\n");
+    let _ = writeln!(
+        s,
+        "Every number below comes from forward/backward passes of the models on real text; the full results are in [`{json_name}`]({json_name}).\n"
+    );
+    let _ = writeln!(
+        s,
+        "## Models\n\n| model | family | layers | texts | tokens | parameters | tokens/s |\n|---|---|---|---|---|---|---|"
+    );
+    for a in analyses {
+        let (p, tps) = a
+            .efficiency
+            .as_ref()
+            .map_or(("—".to_string(), "—".to_string()), |e| {
+                (
+                    e.total_parameters.to_string(),
+                    format!("{:.0}", e.tokens_per_second),
+                )
+            });
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} | {} | {} |",
+            a.model, a.family, a.num_layers, a.num_texts, a.num_tokens, p, tps
+        );
+    }
+    let _ = writeln!(s, "\n## Summary\n\n{}\n", comparison.summary);
+    let _ = writeln!(
+        s,
+        "| measure | {} | spread | verdict |",
+        analyses
+            .iter()
+            .map(|a| a.model.as_str())
+            .collect::<Vec<_>>()
+            .join(" | ")
+    );
+    let _ = writeln!(s, "|---|{}---|---|", "---|".repeat(analyses.len()));
+    for m in &comparison.measures {
+        let vals: Vec<String> = analyses
+            .iter()
+            .map(|a| {
+                m.values
+                    .get(&a.model)
+                    .map_or("—".into(), |v| format!("{v:.4}"))
+            })
+            .collect();
+        let _ = writeln!(
+            s,
+            "| {} | {} | {:.4} | {} |",
+            m.measure,
+            vals.join(" | "),
+            m.spread,
+            m.verdict
+        );
+    }
+    for a in analyses {
+        let _ = writeln!(s, "\n## {}\n", a.model);
+        if !a.failures.is_empty() {
+            let _ = writeln!(
+                s,
+                "**Failed stages** (run with `--keep-going`; their fields are empty):\n"
+            );
+            for f in &a.failures {
+                let _ = writeln!(s, "- `{}`: {}", f.stage, f.error);
+            }
+            s.push('\n');
+        }
+        if let Some(sp) = &a.sparsity {
+            let _ = writeln!(
+                s,
+                "### Sparsity per layer (traditional threshold {:e})\n",
+                sp.threshold
+            );
+            let _ = writeln!(
+                s,
+                "| layer | site | mean variance (per-seq) | traditional | entropy | gini | hoyer | calibrated 50% τ | most reasonable |\n|---|---|---|---|---|---|---|---|---|"
+            );
+            for (l, ls) in &sp.layers {
+                for r in [&ls.block_out, &ls.neurons] {
+                    let ps = &r.per_sequence_mean;
+                    let cal = r
+                        .per_token
+                        .activation
+                        .as_ref()
+                        .and_then(|a| a.calibrated.iter().find(|c| (c.target - 0.5).abs() < 1e-9))
+                        .map_or("—".to_string(), |c| format!("{:.3e}", c.threshold));
+                    let _ = writeln!(
+                        s,
+                        "| {l} | {} | {:.4e} | {:.3} | {:.3} | {:.3} | {:.3} | {} | {} |",
+                        r.site,
+                        r.mean_variance,
+                        ps.traditional.sparsity,
+                        ps.entropy.sparsity_from_entropy,
+                        ps.gini.sparsity_from_gini,
+                        ps.hoyer.hoyer_sparsity,
+                        cal,
+                        ps.most_reasonable
+                    );
+                }
+            }
+            let _ = writeln!(
+                s,
+                "\nLayer dynamics (all layers; `optimal_fallback` marks layers whose sparsity is 0.3 by construction):\n"
+            );
+            let _ = writeln!(
+                s,
+                "| layer | mean variance | traditional sparsity | sparsity used | threshold source |\n|---|---|---|---|---|"
+            );
+            for d in &sp.layer_dynamics {
+                let _ = writeln!(
+                    s,
+                    "| {} | {:.4e} | {:.3} | {:.3} | {:?} |",
+                    d.layer,
+                    d.mean_variance,
+                    d.traditional_sparsity,
+                    d.sparsity,
+                    d.threshold_source
+                );
+            }
+        }
+        if let Some(ds) = &a.delta_sensitive {
+            let _ = writeln!(
+                s,
+                "\n### Delta-sensitive neurons\n\nEach ranking names its definition (see `docs/analysis.md`).\n\n| layer | definition | site | top neurons (score) |\n|---|---|---|---|"
+            );
+            for (l, d) in ds {
+                for (k, r) in &d.rankings {
+                    let _ = writeln!(s, "| {l} | `{k}` | {} | {} |", r.site, fmt_top(&r.top));
+                }
+            }
+        }
+        if let Some(c) = &a.causal {
+            let _ = writeln!(
+                s,
+                "\n### Causal neurons (intervention `{}`, KL at the last position averaged over {} prompts)\n",
+                c.mode, c.prompts
+            );
+            let _ = writeln!(
+                s,
+                "| layer | site | candidates | top neurons (KL) | perplexity clean → top-k ablated |\n|---|---|---|---|---|"
+            );
+            for (l, lc) in &c.layers {
+                let _ = writeln!(
+                    s,
+                    "| {l} | {} | {} ({}) | {} | {:.3} → {:.3} |",
+                    lc.site,
+                    lc.impacts.len(),
+                    lc.candidate_selection,
+                    fmt_top(&lc.top),
+                    lc.perplexity_clean,
+                    lc.perplexity_ablated
+                );
+            }
+        }
+        if let Some(at) = &a.attention_neurons {
+            let _ = writeln!(s, "\n### Attention neurons\n");
+            if let Some(e) = at.scan_reconstruction_max_abs_error {
+                let _ = writeln!(
+                    s,
+                    "Materialised hidden attention reproduces `mixer_gated` to {e:.2e} (max abs).\n"
+                );
+            }
+            let _ = writeln!(
+                s,
+                "| layer | method | neurons | mean activation | diversity | top neurons |\n|---|---|---|---|---|---|"
+            );
+            for (l, ms) in &at.layers {
+                for (m, r) in ms {
+                    let _ = writeln!(
+                        s,
+                        "| {l} | {m} | {} | {:.4} | {:.4} | {} |",
+                        r.neurons_analyzed,
+                        r.mean_activation,
+                        r.neuron_diversity,
+                        fmt_top(&r.top)
+                    );
+                }
+            }
+        }
+        if let Some(e) = &a.efficiency {
+            let _ = writeln!(
+                s,
+                "\n### Efficiency\n\n{} parameters ({}); {} of {} neurons active (mean |a| > {:e}), efficiency ratio {:.3}; mean neuron variance {:.4e}; {:.3} of activations below the threshold; {:.0} tokens/s forward on this machine.",
+                e.total_parameters,
+                e.parameters_by_component
+                    .iter()
+                    .map(|(k, v)| format!("{k} {v}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                e.active_neurons,
+                e.total_neurons,
+                e.threshold,
+                e.efficiency_ratio,
+                e.mean_variance,
+                e.mean_sparsity,
+                e.tokens_per_second
+            );
+        }
+    }
+    let _ = writeln!(s, "\n## Plots\n");
+    for (title, p) in plots {
+        let r = rel(p, out_dir);
+        let _ = writeln!(s, "### {title}\n\n![{title}]({r})\n");
+    }
+    s
+}

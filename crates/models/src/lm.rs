@@ -1,0 +1,299 @@
+//! The family-agnostic entry point: [`CausalLm`] loads either family and runs a forward pass that records
+//! and edits named sites (see [`crate::sites`]).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use burn::tensor::{Device, Int, Tensor, TensorData};
+
+use crate::config::{ModelConfig, ModelFamily};
+use crate::error::{ModelError, Result};
+use crate::gpt2::Gpt2;
+use crate::loader::{Loaded, load_dir};
+use crate::mamba::Mamba;
+use crate::sites::{Capture, Hooks, Intervention, SiteTensor};
+
+/// A batch of token ids with its attention mask.
+#[derive(Debug, Clone)]
+pub struct Batch {
+    /// [batch, seq] token ids.
+    pub input_ids: Tensor<2, Int>,
+    /// [batch, seq] 1.0 = real token, 0.0 = padding.
+    pub attention_mask: Tensor<2>,
+}
+
+impl Batch {
+    /// A batch from row-major ids [batch, seq] with every position real.
+    pub fn from_ids(ids: &[i64], batch: usize, seq: usize, device: &Device) -> Result<Self> {
+        Self::from_ids_and_mask(ids, &vec![1.0; batch * seq], batch, seq, device)
+    }
+
+    /// A batch from row-major ids and mask (1.0 / 0.0), both [batch, seq].
+    pub fn from_ids_and_mask(
+        ids: &[i64],
+        mask: &[f32],
+        batch: usize,
+        seq: usize,
+        device: &Device,
+    ) -> Result<Self> {
+        if batch == 0 || seq == 0 {
+            return Err(ModelError::Invalid(format!("empty batch [{batch}, {seq}]")));
+        }
+        if ids.len() != batch * seq || mask.len() != batch * seq {
+            return Err(ModelError::Invalid(format!(
+                "batch [{batch}, {seq}] needs {} ids and mask values, got {} and {}",
+                batch * seq,
+                ids.len(),
+                mask.len()
+            )));
+        }
+        if let Some(v) = mask.iter().find(|v| **v != 0.0 && **v != 1.0) {
+            return Err(ModelError::Invalid(format!(
+                "attention mask value {v} is not 0 or 1"
+            )));
+        }
+        Ok(Self {
+            input_ids: Tensor::from_data(TensorData::new(ids.to_vec(), [batch, seq]), device),
+            attention_mask: Tensor::from_data(TensorData::new(mask.to_vec(), [batch, seq]), device),
+        })
+    }
+
+    /// [batch, seq]
+    pub fn dims(&self) -> [usize; 2] {
+        self.input_ids.dims()
+    }
+}
+
+/// What [`CausalLm::forward`] returns.
+#[derive(Debug, Clone)]
+pub struct ForwardOutput {
+    /// [batch, seq, vocab]
+    pub logits: Tensor<3>,
+    /// The captured sites by name (e.g. `mlp_act.0`), holding edited values where an intervention applied.
+    pub sites: BTreeMap<String, SiteTensor>,
+}
+
+/// A causal language model of either family.
+#[derive(Debug)]
+pub enum CausalLm {
+    /// GPT-2.
+    Gpt2(Gpt2),
+    /// Mamba.
+    Mamba(Mamba),
+}
+
+impl From<Gpt2> for CausalLm {
+    fn from(m: Gpt2) -> Self {
+        Self::Gpt2(m)
+    }
+}
+
+impl From<Mamba> for CausalLm {
+    fn from(m: Mamba) -> Self {
+        Self::Mamba(m)
+    }
+}
+
+impl CausalLm {
+    /// Loads a model directory, or a model id from the local Hugging Face cache.
+    pub fn load(dir_or_id: &str, device: &Device) -> Result<Self> {
+        let dir = crate::hub::resolve_model_dir(dir_or_id)?;
+        Self::load_dir(&dir, device)
+    }
+
+    /// Loads a model directory (`config.json` + `model.safetensors` or a sharded index).
+    pub fn load_dir(dir: &Path, device: &Device) -> Result<Self> {
+        Ok(match load_dir(dir, device)? {
+            Loaded::Gpt2(m) => Self::Gpt2(m),
+            Loaded::Mamba(m) => Self::Mamba(m),
+        })
+    }
+
+    /// Writes `config.json` + `model.safetensors` in Hugging Face layout.
+    pub fn save_pretrained(&self, dir: &Path) -> Result<()> {
+        match self {
+            Self::Gpt2(m) => m.save_pretrained(dir),
+            Self::Mamba(m) => m.save_pretrained(dir),
+        }
+    }
+
+    /// The family.
+    pub fn family(&self) -> ModelFamily {
+        match self {
+            Self::Gpt2(_) => ModelFamily::Gpt2,
+            Self::Mamba(_) => ModelFamily::Mamba,
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> ModelConfig {
+        match self {
+            Self::Gpt2(m) => ModelConfig::Gpt2(m.config.clone()),
+            Self::Mamba(m) => ModelConfig::Mamba(m.config.clone()),
+        }
+    }
+
+    /// Number of layers (blocks).
+    pub fn num_layers(&self) -> usize {
+        match self {
+            Self::Gpt2(m) => m.num_layers(),
+            Self::Mamba(m) => m.num_layers(),
+        }
+    }
+
+    /// Residual stream width.
+    pub fn hidden_size(&self) -> usize {
+        match self {
+            Self::Gpt2(m) => m.config.n_embd,
+            Self::Mamba(m) => m.config.hidden_size,
+        }
+    }
+
+    /// Vocabulary size.
+    pub fn vocab_size(&self) -> usize {
+        match self {
+            Self::Gpt2(m) => m.config.vocab_size,
+            Self::Mamba(m) => m.config.vocab_size,
+        }
+    }
+
+    /// Maximum sequence length (GPT-2's `n_positions`; unbounded for Mamba).
+    pub fn max_positions(&self) -> Option<usize> {
+        match self {
+            Self::Gpt2(m) => Some(m.config.n_positions),
+            Self::Mamba(_) => None,
+        }
+    }
+
+    /// The token id used for padding: `pad_token_id`, else `eos_token_id`, else 0 (0 also when the id is outside the vocabulary). Padded positions are
+    /// masked, so the value never changes real positions.
+    pub fn pad_token_id(&self) -> i64 {
+        let (pad, eos) = match self {
+            Self::Gpt2(m) => (m.config.pad_token_id, m.config.eos_token_id),
+            Self::Mamba(m) => (m.config.pad_token_id, m.config.eos_token_id),
+        };
+        let vocab = self.vocab_size() as i64;
+        pad.or(eos)
+            .filter(|id| (0..vocab).contains(id))
+            .unwrap_or(0)
+    }
+
+    /// Every site of this model (`ssm_state.*` included), in a stable order.
+    pub fn site_names(&self) -> Vec<String> {
+        let n = self.num_layers();
+        let mut names: Vec<String> = (0..=n).map(|i| format!("hidden_states.{i}")).collect();
+        let per_layer: &[&str] = match self {
+            Self::Gpt2(_) => &["block_out", "mlp_act", "attn_probs"],
+            Self::Mamba(_) => &["block_out", "mixer_gated", "mixer_dt", "ssm_state"],
+        };
+        for kind in per_layer {
+            names.extend((0..n).map(|l| format!("{kind}.{l}")));
+        }
+        names
+    }
+
+    /// The channel width of a site: last axis of per-token sites, heads for `attn_probs`, intermediate
+    /// size for `ssm_state`.
+    pub fn site_width(&self, site: &str) -> Result<usize> {
+        let unknown = || ModelError::UnknownSite {
+            site: site.to_string(),
+            family: self.family().to_string(),
+            layers: self.num_layers(),
+        };
+        let (kind, idx) = site.rsplit_once('.').ok_or_else(unknown)?;
+        let idx: usize = idx.parse().map_err(|_| unknown())?;
+        let n = self.num_layers();
+        let limit = if kind == "hidden_states" { n + 1 } else { n };
+        if idx >= limit {
+            return Err(unknown());
+        }
+        match (self, kind) {
+            (_, "block_out" | "hidden_states") => Ok(self.hidden_size()),
+            (Self::Gpt2(m), "mlp_act") => Ok(m.config.inner_size()),
+            (Self::Gpt2(m), "attn_probs") => Ok(m.config.n_head),
+            (Self::Mamba(m), "mixer_gated" | "mixer_dt" | "ssm_state") => Ok(m.config.inner_size()),
+            _ => Err(unknown()),
+        }
+    }
+
+    /// Checks the ids against the vocabulary and the sites against the model.
+    fn validate(
+        &self,
+        input: &Batch,
+        capture: &Capture,
+        intervention: Option<&Intervention>,
+    ) -> Result<()> {
+        let [b, s] = input.dims();
+        let [mb, ms] = input.attention_mask.dims();
+        if [b, s] != [mb, ms] {
+            return Err(ModelError::Invalid(format!(
+                "input_ids [{b}, {s}] and attention_mask [{mb}, {ms}] differ in shape"
+            )));
+        }
+        if b == 0 || s == 0 {
+            return Err(ModelError::Invalid(format!("empty batch [{b}, {s}]")));
+        }
+        let vocab = self.vocab_size();
+        let ids = input
+            .input_ids
+            .to_data()
+            .try_into_vec_as::<i64>()
+            .map_err(|e| ModelError::Backend(format!("{e:?}")))?;
+        if let Some((i, &id)) = ids
+            .iter()
+            .enumerate()
+            .find(|(_, id)| **id < 0 || **id as usize >= vocab)
+        {
+            return Err(ModelError::TokenOutOfVocab {
+                id,
+                row: i / s,
+                col: i % s,
+                vocab_size: vocab,
+            });
+        }
+        if let Some(max) = self.max_positions()
+            && s > max
+        {
+            return Err(ModelError::SequenceTooLong { seq: s, max });
+        }
+        for name in &capture.names {
+            self.site_width(name)?;
+        }
+        if let Some(iv) = intervention {
+            for name in iv.sites() {
+                self.site_width(name)?;
+                if name.starts_with("ssm_state.") {
+                    return Err(ModelError::Invalid(format!("site `{name}` is read-only")));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs the model on `input`, recording the sites named by `capture` and applying `intervention`.
+    ///
+    /// Works on autodiff devices too (gradients flow through logits and captured sites).
+    pub fn forward(
+        &self,
+        input: &Batch,
+        capture: &Capture,
+        intervention: Option<&Intervention>,
+    ) -> Result<ForwardOutput> {
+        self.validate(input, capture, intervention)?;
+        let mask = input.attention_mask.clone();
+        let mut hooks = Hooks::new(capture, intervention, mask.clone());
+        let logits = match self {
+            Self::Gpt2(m) => m.forward_hooked(input.input_ids.clone(), mask, &mut hooks)?,
+            Self::Mamba(m) => m.forward_hooked(input.input_ids.clone(), mask, &mut hooks)?,
+        };
+        Ok(ForwardOutput {
+            logits,
+            sites: hooks.sites,
+        })
+    }
+
+    /// Logits only.
+    pub fn logits(&self, input: &Batch) -> Result<Tensor<3>> {
+        Ok(self.forward(input, &Capture::none(), None)?.logits)
+    }
+}

@@ -1,0 +1,627 @@
+//! Loading and saving Hugging Face model directories: `config.json` + `model.safetensors` (or a sharded
+//! `model.safetensors.index.json`), with transformers' tensor names and layouts.
+//!
+//! Key table (l = layer; `{P}` = `transformer.` or nothing, both accepted):
+//!
+//! | checkpoint (HF)                          | here                         | layout            |
+//! |------------------------------------------|------------------------------|-------------------|
+//! | `{P}wte.weight`, `{P}wpe.weight`         | `Gpt2::wte`, `wpe`           | as stored         |
+//! | `{P}h.{l}.attn.c_attn.{weight,bias}` …   | `Gpt2Block::c_attn` …        | Conv1D [in, out], as stored |
+//! | `{P}ln_f.{weight,bias}`                  | `Gpt2::ln_f`                 | as stored         |
+//! | `{P}h.{l}.attn.bias`, `.attn.masked_bias`| ignored (old causal-mask buffers) |              |
+//! | `backbone.embeddings.weight` (or `backbone.embedding.weight`) | `Mamba::embeddings` | as stored |
+//! | `backbone.layers.{l}.mixer.{in,out,dt}_proj.weight`, `x_proj.weight` | `Dense`/`x_proj` | nn.Linear [out, in] → [in, out] |
+//! | `backbone.layers.{l}.mixer.conv1d.weight`| `conv_weight`                | [E, 1, K] → [E, K] |
+//! | `backbone.layers.{l}.mixer.{A_log, D}`, `norm.weight`, `backbone.norm_f.weight` | as named | as stored |
+//! | `lm_head.weight`                         | `lm_head` (ignored when tied)| as stored         |
+//!
+//! f16 / bf16 / f64 tensors are converted to f32; any other dtype is an error naming the tensor.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+
+use burn::module::Param;
+use burn::tensor::{Device, Tensor, TensorData};
+use safetensors::tensor::{Dtype, TensorInfo};
+
+use crate::config::{Gpt2Config, MambaConfig, ModelConfig};
+use crate::error::{ModelError, Result};
+use crate::gpt2::{Conv1D, Gpt2, Gpt2Block, LayerNorm};
+use crate::mamba::{Dense, Mamba, MambaBlock, MambaMixer};
+use crate::util::tensor_to_vec;
+
+struct Entry {
+    file: usize,
+    info: TensorInfo,
+}
+
+/// The tensors of one checkpoint (one or several safetensors files), taken one by one by name.
+pub struct TensorStore {
+    files: Vec<(PathBuf, Vec<u8>, usize)>,
+    entries: BTreeMap<String, Entry>,
+    taken: BTreeSet<String>,
+    /// The checkpoint, for error messages.
+    pub path: PathBuf,
+}
+
+fn dtype_name(d: Dtype) -> String {
+    format!("{d:?}")
+}
+
+impl TensorStore {
+    /// Opens `model.safetensors` or, failing that, `model.safetensors.index.json` in `dir`.
+    pub fn open_dir(dir: &Path) -> Result<Self> {
+        let single = dir.join("model.safetensors");
+        let index = dir.join("model.safetensors.index.json");
+        if single.is_file() {
+            Self::open_files(std::slice::from_ref(&single), single.clone())
+        } else if index.is_file() {
+            let text = std::fs::read_to_string(&index).map_err(|e| ModelError::io(&index, e))?;
+            let v: serde_json::Value =
+                serde_json::from_str(&text).map_err(|e| ModelError::Safetensors {
+                    path: index.clone(),
+                    message: e.to_string(),
+                })?;
+            let map = v
+                .get("weight_map")
+                .and_then(|m| m.as_object())
+                .ok_or_else(|| ModelError::Safetensors {
+                    path: index.clone(),
+                    message: "no `weight_map` object".into(),
+                })?;
+            let shards: BTreeSet<String> = map
+                .values()
+                .filter_map(|f| f.as_str().map(str::to_string))
+                .collect();
+            let files: Vec<PathBuf> = shards.iter().map(|f| dir.join(f)).collect();
+            Self::open_files(&files, index)
+        } else {
+            Err(ModelError::MissingFile {
+                path: single,
+                what: "model weights (model.safetensors or model.safetensors.index.json)".into(),
+            })
+        }
+    }
+
+    /// Opens the given safetensors files as one checkpoint.
+    pub fn open_files(files: &[PathBuf], path: PathBuf) -> Result<Self> {
+        let mut store = Self {
+            files: Vec::new(),
+            entries: BTreeMap::new(),
+            taken: BTreeSet::new(),
+            path,
+        };
+        for f in files {
+            if !f.is_file() {
+                return Err(ModelError::MissingFile {
+                    path: f.clone(),
+                    what: "safetensors shard".into(),
+                });
+            }
+            let bytes = std::fs::read(f).map_err(|e| ModelError::io(f, e))?;
+            let (n, meta) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| {
+                ModelError::Safetensors {
+                    path: f.clone(),
+                    message: e.to_string(),
+                }
+            })?;
+            let idx = store.files.len();
+            for (name, info) in meta.tensors() {
+                store.entries.insert(
+                    name,
+                    Entry {
+                        file: idx,
+                        info: info.clone(),
+                    },
+                );
+            }
+            store.files.push((f.clone(), bytes, 8 + n));
+        }
+        Ok(store)
+    }
+
+    /// Whether the checkpoint holds `name`.
+    pub fn contains(&self, name: &str) -> bool {
+        self.entries.contains_key(name)
+    }
+
+    /// All tensor names.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.entries.keys().map(String::as_str)
+    }
+
+    /// Marks `name` as used without reading it.
+    pub fn ignore(&mut self, name: &str) {
+        self.taken.insert(name.to_string());
+    }
+
+    /// Reads `name` as f32 values, checking its shape against `expected` (which may be given as another
+    /// shape with the same elements, e.g. [E, 1, K] for an [E, K] param: pass the file's layout).
+    pub fn take(&mut self, name: &str, expected: &[usize]) -> Result<Vec<f32>> {
+        let entry = self
+            .entries
+            .get(name)
+            .ok_or_else(|| ModelError::MissingTensor {
+                path: self.path.clone(),
+                tensor: name.to_string(),
+                expected: expected.to_vec(),
+            })?;
+        let (file, bytes, offset) = &self.files[entry.file];
+        if entry.info.shape != expected {
+            return Err(ModelError::WrongShape {
+                path: file.clone(),
+                tensor: name.to_string(),
+                found: entry.info.shape.clone(),
+                expected: expected.to_vec(),
+            });
+        }
+        let (start, end) = entry.info.data_offsets;
+        let raw =
+            bytes
+                .get(offset + start..offset + end)
+                .ok_or_else(|| ModelError::Safetensors {
+                    path: file.clone(),
+                    message: format!("data of `{name}` out of bounds"),
+                })?;
+        let values = decode_f32(raw, entry.info.dtype).ok_or_else(|| ModelError::WrongDtype {
+            path: file.clone(),
+            tensor: name.to_string(),
+            found: dtype_name(entry.info.dtype),
+            expected: "F32, F16, BF16 or F64".into(),
+        })?;
+        self.taken.insert(name.to_string());
+        Ok(values)
+    }
+
+    /// Errors with the list of tensors that were never taken or ignored.
+    pub fn check_all_used(&self) -> Result<()> {
+        let unused: Vec<String> = self
+            .entries
+            .keys()
+            .filter(|k| !self.taken.contains(*k))
+            .cloned()
+            .collect();
+        if unused.is_empty() {
+            Ok(())
+        } else {
+            Err(ModelError::UnexpectedTensors {
+                path: self.path.clone(),
+                tensors: unused,
+            })
+        }
+    }
+}
+
+fn decode_f32(raw: &[u8], dtype: Dtype) -> Option<Vec<f32>> {
+    Some(match dtype {
+        Dtype::F32 => raw
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+        Dtype::F16 => raw
+            .chunks_exact(2)
+            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        Dtype::BF16 => raw
+            .chunks_exact(2)
+            .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        Dtype::F64 => raw
+            .chunks_exact(8)
+            .map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32)
+            .collect(),
+        _ => return None,
+    })
+}
+
+fn p<const D: usize>(values: Vec<f32>, shape: [usize; D], device: &Device) -> Param<Tensor<D>> {
+    crate::util::param(values, shape, device)
+}
+
+/// [rows, cols] row-major → [cols, rows].
+fn transpose(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut out = vec![0.0; values.len()];
+    for r in 0..rows {
+        for c in 0..cols {
+            out[c * rows + r] = values[r * cols + c];
+        }
+    }
+    out
+}
+
+impl TensorStore {
+    fn param1(&mut self, name: &str, n: usize, device: &Device) -> Result<Param<Tensor<1>>> {
+        Ok(p(self.take(name, &[n])?, [n], device))
+    }
+
+    fn param2(
+        &mut self,
+        name: &str,
+        shape: [usize; 2],
+        device: &Device,
+    ) -> Result<Param<Tensor<2>>> {
+        Ok(p(self.take(name, &shape)?, shape, device))
+    }
+
+    /// An nn.Linear weight [out, in] held as [in, out].
+    fn linear_t(
+        &mut self,
+        name: &str,
+        d_in: usize,
+        d_out: usize,
+        device: &Device,
+    ) -> Result<Param<Tensor<2>>> {
+        let v = self.take(name, &[d_out, d_in])?;
+        Ok(p(transpose(&v, d_out, d_in), [d_in, d_out], device))
+    }
+
+    fn opt1(
+        &mut self,
+        name: &str,
+        n: usize,
+        on: bool,
+        device: &Device,
+    ) -> Result<Option<Param<Tensor<1>>>> {
+        if on {
+            Ok(Some(self.param1(name, n, device)?))
+        } else {
+            Ok(None)
+        }
+    }
+}
+
+/// Builds a GPT-2 from a checkpoint.
+pub fn gpt2_from_store(
+    config: &Gpt2Config,
+    store: &mut TensorStore,
+    device: &Device,
+) -> Result<Gpt2> {
+    let pre = if store.contains("transformer.wte.weight") {
+        "transformer."
+    } else {
+        ""
+    };
+    let d = config.n_embd;
+    let inner = config.inner_size();
+    let ln = |store: &mut TensorStore, name: &str| -> Result<LayerNorm> {
+        Ok(LayerNorm {
+            weight: store.param1(&format!("{pre}{name}.weight"), d, device)?,
+            bias: store.param1(&format!("{pre}{name}.bias"), d, device)?,
+        })
+    };
+    let conv = |store: &mut TensorStore, name: &str, d_in: usize, d_out: usize| -> Result<Conv1D> {
+        Ok(Conv1D {
+            weight: store.param2(&format!("{pre}{name}.weight"), [d_in, d_out], device)?,
+            bias: store.param1(&format!("{pre}{name}.bias"), d_out, device)?,
+        })
+    };
+    let wte = store.param2(&format!("{pre}wte.weight"), [config.vocab_size, d], device)?;
+    let wpe = store.param2(&format!("{pre}wpe.weight"), [config.n_positions, d], device)?;
+    let mut blocks = Vec::with_capacity(config.n_layer);
+    for l in 0..config.n_layer {
+        let h = format!("h.{l}");
+        blocks.push(Gpt2Block {
+            ln_1: ln(store, &format!("{h}.ln_1"))?,
+            c_attn: conv(store, &format!("{h}.attn.c_attn"), d, 3 * d)?,
+            attn_c_proj: conv(store, &format!("{h}.attn.c_proj"), d, d)?,
+            ln_2: ln(store, &format!("{h}.ln_2"))?,
+            c_fc: conv(store, &format!("{h}.mlp.c_fc"), d, inner)?,
+            mlp_c_proj: conv(store, &format!("{h}.mlp.c_proj"), inner, d)?,
+        });
+        for buf in ["attn.bias", "attn.masked_bias"] {
+            store.ignore(&format!("{pre}{h}.{buf}"));
+        }
+    }
+    let ln_f = ln(store, "ln_f")?;
+    let lm_head = if config.tie_word_embeddings {
+        store.ignore("lm_head.weight");
+        None
+    } else {
+        Some(store.param2("lm_head.weight", [config.vocab_size, d], device)?)
+    };
+    store.check_all_used()?;
+    Ok(Gpt2 {
+        wte,
+        wpe,
+        blocks,
+        ln_f,
+        lm_head,
+        config: config.clone(),
+    })
+}
+
+/// Builds a Mamba from a checkpoint.
+pub fn mamba_from_store(
+    config: &MambaConfig,
+    store: &mut TensorStore,
+    device: &Device,
+) -> Result<Mamba> {
+    let hd = config.hidden_size;
+    let e = config.inner_size();
+    let n = config.state_size;
+    let r = config.dt_rank();
+    let k = config.conv_kernel;
+    let emb_name = if !store.contains("backbone.embeddings.weight")
+        && store.contains("backbone.embedding.weight")
+    {
+        "backbone.embedding.weight"
+    } else {
+        "backbone.embeddings.weight"
+    };
+    let embeddings = store.param2(emb_name, [config.vocab_size, hd], device)?;
+    let mut layers = Vec::with_capacity(config.num_hidden_layers);
+    for l in 0..config.num_hidden_layers {
+        let m = format!("backbone.layers.{l}.mixer");
+        let in_proj = Dense {
+            weight: store.linear_t(&format!("{m}.in_proj.weight"), hd, 2 * e, device)?,
+            bias: store.opt1(&format!("{m}.in_proj.bias"), 2 * e, config.use_bias, device)?,
+        };
+        let conv_weight = p(
+            store.take(&format!("{m}.conv1d.weight"), &[e, 1, k])?,
+            [e, k],
+            device,
+        );
+        let conv_bias = store.opt1(&format!("{m}.conv1d.bias"), e, config.use_conv_bias, device)?;
+        let x_proj = store.linear_t(&format!("{m}.x_proj.weight"), e, r + 2 * n, device)?;
+        let dt_proj = Dense {
+            weight: store.linear_t(&format!("{m}.dt_proj.weight"), r, e, device)?,
+            bias: Some(store.param1(&format!("{m}.dt_proj.bias"), e, device)?),
+        };
+        let a_log = store.param2(&format!("{m}.A_log"), [e, n], device)?;
+        let d = store.param1(&format!("{m}.D"), e, device)?;
+        let out_proj = Dense {
+            weight: store.linear_t(&format!("{m}.out_proj.weight"), e, hd, device)?,
+            bias: store.opt1(&format!("{m}.out_proj.bias"), hd, config.use_bias, device)?,
+        };
+        let norm = store.param1(&format!("backbone.layers.{l}.norm.weight"), hd, device)?;
+        layers.push(MambaBlock {
+            norm,
+            mixer: MambaMixer {
+                in_proj,
+                conv_weight,
+                conv_bias,
+                x_proj,
+                dt_proj,
+                a_log,
+                d,
+                out_proj,
+            },
+        });
+    }
+    let norm_f = store.param1("backbone.norm_f.weight", hd, device)?;
+    let lm_head = if config.tie_word_embeddings {
+        store.ignore("lm_head.weight");
+        None
+    } else {
+        Some(store.param2("lm_head.weight", [config.vocab_size, hd], device)?)
+    };
+    store.check_all_used()?;
+    Ok(Mamba {
+        embeddings,
+        layers,
+        norm_f,
+        lm_head,
+        config: config.clone(),
+    })
+}
+
+/// A model loaded from a directory, by family.
+pub(crate) enum Loaded {
+    Gpt2(Gpt2),
+    Mamba(Mamba),
+}
+
+/// Loads config.json + weights from a model directory.
+pub(crate) fn load_dir(dir: &Path, device: &Device) -> Result<Loaded> {
+    if !dir.is_dir() {
+        return Err(ModelError::MissingFile {
+            path: dir.into(),
+            what: "model directory".into(),
+        });
+    }
+    let config = ModelConfig::from_file(&dir.join("config.json"))?;
+    let mut store = TensorStore::open_dir(dir)?;
+    tracing::debug!(dir = %dir.display(), family = %config.family(), "loading model");
+    Ok(match config {
+        ModelConfig::Gpt2(c) => Loaded::Gpt2(gpt2_from_store(&c, &mut store, device)?),
+        ModelConfig::Mamba(c) => Loaded::Mamba(mamba_from_store(&c, &mut store, device)?),
+    })
+}
+
+/// Named f32 tensors in HF layout, ready for safetensors.
+type Named = Vec<(String, Vec<usize>, Vec<f32>)>;
+
+fn push<const D: usize>(out: &mut Named, name: String, t: &Param<Tensor<D>>) -> Result<()> {
+    let v = t.val();
+    out.push((name, v.dims().to_vec(), tensor_to_vec(&v)?));
+    Ok(())
+}
+
+fn push_t(out: &mut Named, name: String, t: &Param<Tensor<2>>) -> Result<()> {
+    let v = t.val();
+    let [rows, cols] = v.dims();
+    out.push((
+        name,
+        vec![cols, rows],
+        transpose(&tensor_to_vec(&v)?, rows, cols),
+    ));
+    Ok(())
+}
+
+fn gpt2_tensors(m: &Gpt2) -> Result<Named> {
+    let mut out = Named::new();
+    let pre = "transformer.";
+    push(&mut out, format!("{pre}wte.weight"), &m.wte)?;
+    push(&mut out, format!("{pre}wpe.weight"), &m.wpe)?;
+    for (l, b) in m.blocks.iter().enumerate() {
+        let h = format!("{pre}h.{l}");
+        for (name, ln) in [("ln_1", &b.ln_1), ("ln_2", &b.ln_2)] {
+            push(&mut out, format!("{h}.{name}.weight"), &ln.weight)?;
+            push(&mut out, format!("{h}.{name}.bias"), &ln.bias)?;
+        }
+        for (name, c) in [
+            ("attn.c_attn", &b.c_attn),
+            ("attn.c_proj", &b.attn_c_proj),
+            ("mlp.c_fc", &b.c_fc),
+            ("mlp.c_proj", &b.mlp_c_proj),
+        ] {
+            push(&mut out, format!("{h}.{name}.weight"), &c.weight)?;
+            push(&mut out, format!("{h}.{name}.bias"), &c.bias)?;
+        }
+    }
+    push(&mut out, format!("{pre}ln_f.weight"), &m.ln_f.weight)?;
+    push(&mut out, format!("{pre}ln_f.bias"), &m.ln_f.bias)?;
+    if let Some(w) = &m.lm_head {
+        push(&mut out, "lm_head.weight".into(), w)?;
+    }
+    Ok(out)
+}
+
+fn mamba_tensors(m: &Mamba) -> Result<Named> {
+    let mut out = Named::new();
+    push(&mut out, "backbone.embeddings.weight".into(), &m.embeddings)?;
+    for (l, b) in m.layers.iter().enumerate() {
+        let x = &b.mixer;
+        let pre = format!("backbone.layers.{l}.mixer");
+        push_t(&mut out, format!("{pre}.in_proj.weight"), &x.in_proj.weight)?;
+        if let Some(bias) = &x.in_proj.bias {
+            push(&mut out, format!("{pre}.in_proj.bias"), bias)?;
+        }
+        let cw = x.conv_weight.val();
+        let [e, k] = cw.dims();
+        out.push((
+            format!("{pre}.conv1d.weight"),
+            vec![e, 1, k],
+            tensor_to_vec(&cw)?,
+        ));
+        if let Some(bias) = &x.conv_bias {
+            push(&mut out, format!("{pre}.conv1d.bias"), bias)?;
+        }
+        push_t(&mut out, format!("{pre}.x_proj.weight"), &x.x_proj)?;
+        push_t(&mut out, format!("{pre}.dt_proj.weight"), &x.dt_proj.weight)?;
+        if let Some(bias) = &x.dt_proj.bias {
+            push(&mut out, format!("{pre}.dt_proj.bias"), bias)?;
+        }
+        push(&mut out, format!("{pre}.A_log"), &x.a_log)?;
+        push(&mut out, format!("{pre}.D"), &x.d)?;
+        push_t(
+            &mut out,
+            format!("{pre}.out_proj.weight"),
+            &x.out_proj.weight,
+        )?;
+        if let Some(bias) = &x.out_proj.bias {
+            push(&mut out, format!("{pre}.out_proj.bias"), bias)?;
+        }
+        push(
+            &mut out,
+            format!("backbone.layers.{l}.norm.weight"),
+            &b.norm,
+        )?;
+    }
+    push(&mut out, "backbone.norm_f.weight".into(), &m.norm_f)?;
+    if let Some(w) = &m.lm_head {
+        push(&mut out, "lm_head.weight".into(), w)?;
+    }
+    Ok(out)
+}
+
+/// Serialises named f32 tensors to safetensors bytes (metadata `format: pt`, as transformers writes).
+pub fn safetensors_bytes(
+    tensors: &[(String, Vec<usize>, Vec<f32>)],
+    path: &Path,
+) -> Result<Vec<u8>> {
+    let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
+        .iter()
+        .map(|(n, s, v)| {
+            (
+                n.clone(),
+                s.clone(),
+                v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            )
+        })
+        .collect();
+    let views = bytes
+        .iter()
+        .map(|(n, s, b)| {
+            safetensors::tensor::TensorView::new(Dtype::F32, s.clone(), b)
+                .map(|v| (n.clone(), v))
+                .map_err(|e| ModelError::Safetensors {
+                    path: path.into(),
+                    message: format!("{n}: {e}"),
+                })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let meta: HashMap<String, String> = [("format".to_string(), "pt".to_string())].into();
+    safetensors::serialize(views, Some(meta)).map_err(|e| ModelError::Safetensors {
+        path: path.into(),
+        message: e.to_string(),
+    })
+}
+
+fn write(path: &Path, bytes: &[u8]) -> Result<()> {
+    sparsity_metrics::io::write_atomic(path, bytes).map_err(|e| ModelError::io(path, e))
+}
+
+fn save(dir: &Path, config: ModelConfig, tensors: Named) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| ModelError::io(dir, e))?;
+    let cfg_path = dir.join("config.json");
+    write(&cfg_path, config.to_json_string()?.as_bytes())?;
+    let st_path = dir.join("model.safetensors");
+    write(&st_path, &safetensors_bytes(&tensors, &st_path)?)?;
+    Ok(())
+}
+
+impl Gpt2 {
+    /// Writes `config.json` and `model.safetensors` (HF names, Conv1D [in, out] layout, tied `lm_head`
+    /// omitted) into `dir`, atomically per file.
+    pub fn save_pretrained(&self, dir: &Path) -> Result<()> {
+        save(
+            dir,
+            ModelConfig::Gpt2(self.config.clone()),
+            gpt2_tensors(self)?,
+        )
+    }
+}
+
+impl Mamba {
+    /// Writes `config.json` and `model.safetensors` (HF names, nn.Linear [out, in] layout, tied `lm_head`
+    /// omitted) into `dir`, atomically per file.
+    pub fn save_pretrained(&self, dir: &Path) -> Result<()> {
+        save(
+            dir,
+            ModelConfig::Mamba(self.config.clone()),
+            mamba_tensors(self)?,
+        )
+    }
+}
+
+/// Loads a GPT-2 directory (errors if it holds another family).
+pub fn load_gpt2(dir: &Path, device: &Device) -> Result<Gpt2> {
+    match load_dir(dir, device)? {
+        Loaded::Gpt2(m) => Ok(m),
+        Loaded::Mamba(_) => Err(ModelError::config(
+            dir.join("config.json"),
+            "expected model_type gpt2, found mamba",
+        )),
+    }
+}
+
+/// Loads a Mamba directory (errors if it holds another family).
+pub fn load_mamba(dir: &Path, device: &Device) -> Result<Mamba> {
+    match load_dir(dir, device)? {
+        Loaded::Mamba(m) => Ok(m),
+        Loaded::Gpt2(_) => Err(ModelError::config(
+            dir.join("config.json"),
+            "expected model_type mamba, found gpt2",
+        )),
+    }
+}
+
+/// Builds a tensor from f32 values (helper for callers assembling inputs).
+pub fn tensor_from_vec<const D: usize>(
+    values: Vec<f32>,
+    shape: [usize; D],
+    device: &Device,
+) -> Tensor<D> {
+    Tensor::from_data(TensorData::new(values, shape), device)
+}

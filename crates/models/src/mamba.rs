@@ -1,0 +1,316 @@
+//! Mamba-1 (Gu & Dao 2023, "Mamba: Linear-Time Sequence Modeling with Selective State Spaces"), exact to
+//! `transformers.MambaForCausalLM` on its pure-PyTorch slow path (sequential selective scan).
+//!
+//! Per block: u = RMSNorm(x); [x̃, z] = u·W_in; x̃ = act(causal_depthwise_conv(x̃)); [δ, B, C] = x̃·W_x;
+//! Δ = softplus(δ·W_dt + b_dt); A = −exp(A_log);
+//! h_t = exp(Δ_t·A) ⊙ h_{t−1} + (Δ_t·B_t) ⊙ x̃_t;  y_t = h_t·C_t + D ⊙ x̃_t;  x += (y ⊙ act(z))·W_out;
+//! logits = RMSNorm_f(x)·embeddingsᵀ (tied).
+//!
+//! `nn.Linear` weights ([out, in] in the checkpoint) are held transposed as [in, out]; `conv1d.weight`
+//! [E, 1, K] is held as [E, K]. As in transformers, the SSM input is multiplied by the attention mask before
+//! and after the convolution, so left padding leaves the state at zero and real positions unchanged.
+
+use burn::module::{Module, Param};
+use burn::tensor::module::linear;
+use burn::tensor::{Device, Int, Tensor};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::config::{Activation, MambaConfig};
+use crate::error::Result;
+use crate::sites::Hooks;
+use crate::util::{const_param, normal_param, param, rms_norm, softplus};
+
+/// A dense layer y = x·W (+ b) with W stored [in, out].
+#[derive(Module, Debug)]
+pub struct Dense {
+    /// [in, out]
+    pub weight: Param<Tensor<2>>,
+    /// [out]
+    pub bias: Option<Param<Tensor<1>>>,
+}
+
+impl Dense {
+    /// [.., in] → [.., out]
+    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        linear(x, self.weight.val(), self.bias.as_ref().map(|b| b.val()))
+    }
+}
+
+/// `backbone.layers.{l}.mixer`.
+#[derive(Module, Debug)]
+pub struct MambaMixer {
+    /// `in_proj`: [hidden, 2·E]
+    pub in_proj: Dense,
+    /// `conv1d.weight` as [E, K]
+    pub conv_weight: Param<Tensor<2>>,
+    /// `conv1d.bias`: [E]
+    pub conv_bias: Option<Param<Tensor<1>>>,
+    /// `x_proj`: [E, R + 2N], no bias
+    pub x_proj: Param<Tensor<2>>,
+    /// `dt_proj`: [R, E] with bias [E]
+    pub dt_proj: Dense,
+    /// `A_log`: [E, N]
+    pub a_log: Param<Tensor<2>>,
+    /// `D`: [E]
+    pub d: Param<Tensor<1>>,
+    /// `out_proj`: [E, hidden]
+    pub out_proj: Dense,
+}
+
+/// `backbone.layers.{l}`: RMSNorm then mixer, residual added.
+#[derive(Module, Debug)]
+pub struct MambaBlock {
+    /// `norm.weight`: [hidden]
+    pub norm: Param<Tensor<1>>,
+    /// The mixer.
+    pub mixer: MambaMixer,
+}
+
+/// Mamba language model (`MambaForCausalLM`).
+#[derive(Module, Debug)]
+pub struct Mamba {
+    /// `backbone.embeddings.weight`: [vocab, hidden]
+    pub embeddings: Param<Tensor<2>>,
+    /// Blocks.
+    pub layers: Vec<MambaBlock>,
+    /// `backbone.norm_f.weight`: [hidden]
+    pub norm_f: Param<Tensor<1>>,
+    /// Untied `lm_head.weight` [vocab, hidden] (None when tied).
+    pub lm_head: Option<Param<Tensor<2>>>,
+    /// The configuration.
+    #[module(skip)]
+    pub config: MambaConfig,
+}
+
+/// What a Mamba forward pass returns.
+#[derive(Debug, Clone)]
+pub struct MambaOutput {
+    /// [batch, seq, vocab]
+    pub logits: Tensor<3>,
+}
+
+fn uniform(rng: &mut ChaCha8Rng, n: usize, bound: f32) -> Vec<f32> {
+    (0..n)
+        .map(|_| (rng.random::<f32>() * 2.0 - 1.0) * bound)
+        .collect()
+}
+
+impl Mamba {
+    /// A randomly initialised model following transformers' `MambaPreTrainedModel._init_weights`
+    /// (embeddings / in_proj / x_proj N(0, 0.1²), conv1d and out_proj U(±1/√fan_in), dt_proj weight
+    /// U(±R^−½), dt_proj bias = softplus⁻¹(Δ₀) with Δ₀ log-uniform in [time_step_min, time_step_max],
+    /// A_log = log(1..N), D = 1, zero biases), seeded.
+    pub fn init(config: &MambaConfig, seed: u64, device: &Device) -> Result<Self> {
+        config.validate(std::path::Path::new("<MambaConfig>"))?;
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let hd = config.hidden_size;
+        let e = config.inner_size();
+        let n = config.state_size;
+        let r = config.dt_rank();
+        let k = config.conv_kernel;
+        let std = 0.1f32;
+        let embeddings = normal_param(&mut rng, [config.vocab_size, hd], std, device);
+        let mut layers = Vec::with_capacity(config.num_hidden_layers);
+        for _ in 0..config.num_hidden_layers {
+            let bias = |width: usize, on: bool| on.then(|| const_param([width], 0.0, device));
+            let in_proj = Dense {
+                weight: normal_param(&mut rng, [hd, 2 * e], std, device),
+                bias: bias(2 * e, config.use_bias),
+            };
+            let conv_weight = param(
+                uniform(&mut rng, e * k, 1.0 / (k as f32).sqrt()),
+                [e, k],
+                device,
+            );
+            let conv_bias = config
+                .use_conv_bias
+                .then(|| param(uniform(&mut rng, e, 1.0 / (k as f32).sqrt()), [e], device));
+            let x_proj = normal_param(&mut rng, [e, r + 2 * n], std, device);
+            let dt_w = uniform(&mut rng, r * e, (r as f32).powf(-0.5));
+            let (lo, hi) = (config.time_step_min.ln(), config.time_step_max.ln());
+            let dt_b: Vec<f32> = (0..e)
+                .map(|_| {
+                    let dt = (rng.random::<f64>() * (hi - lo) + lo)
+                        .exp()
+                        .max(config.time_step_floor);
+                    (dt + (-(-dt).exp_m1()).ln()) as f32
+                })
+                .collect();
+            let dt_proj = Dense {
+                weight: param(dt_w, [r, e], device),
+                bias: Some(param(dt_b, [e], device)),
+            };
+            let a_log: Vec<f32> = (0..e)
+                .flat_map(|_| (1..=n).map(|i| (i as f32).ln()))
+                .collect();
+            let out_proj = Dense {
+                weight: param(
+                    uniform(&mut rng, e * hd, 1.0 / (e as f32).sqrt()),
+                    [e, hd],
+                    device,
+                ),
+                bias: bias(hd, config.use_bias),
+            };
+            layers.push(MambaBlock {
+                norm: const_param([hd], 1.0, device),
+                mixer: MambaMixer {
+                    in_proj,
+                    conv_weight,
+                    conv_bias,
+                    x_proj,
+                    dt_proj,
+                    a_log: param(a_log, [e, n], device),
+                    d: const_param([e], 1.0, device),
+                    out_proj,
+                },
+            });
+        }
+        let lm_head = (!config.tie_word_embeddings)
+            .then(|| normal_param(&mut rng, [config.vocab_size, hd], std, device));
+        Ok(Self {
+            embeddings,
+            layers,
+            norm_f: const_param([hd], 1.0, device),
+            lm_head,
+            config: config.clone(),
+        })
+    }
+
+    /// Number of blocks.
+    pub fn num_layers(&self) -> usize {
+        self.layers.len()
+    }
+
+    /// Plain forward: logits [batch, seq, vocab] for `input_ids` [batch, seq] and an optional
+    /// `attention_mask` [batch, seq] (1 = token, 0 = padding).
+    pub fn forward(
+        &self,
+        input_ids: Tensor<2, Int>,
+        attention_mask: Option<Tensor<2>>,
+    ) -> Result<MambaOutput> {
+        let mask = attention_mask.unwrap_or_else(|| {
+            let [b, s] = input_ids.dims();
+            Tensor::ones([b, s], &input_ids.device())
+        });
+        let capture = crate::sites::Capture::none();
+        let mut hooks = Hooks::new(&capture, None, mask.clone());
+        let logits = self.forward_hooked(input_ids, mask, &mut hooks)?;
+        Ok(MambaOutput { logits })
+    }
+
+    pub(crate) fn forward_hooked(
+        &self,
+        input_ids: Tensor<2, Int>,
+        mask: Tensor<2>,
+        hooks: &mut Hooks<'_>,
+    ) -> Result<Tensor<3>> {
+        let c = &self.config;
+        let [b, s] = input_ids.dims();
+        let hd = c.hidden_size;
+        let eps = c.layer_norm_epsilon;
+        let act = c.activation()?;
+        let mut x = self
+            .embeddings
+            .val()
+            .select(0, input_ids.reshape([b * s]))
+            .reshape([b, s, hd]);
+        let mask3 = mask.clone().reshape([b, s, 1]);
+        let n_layer = self.layers.len();
+        for (l, blk) in self.layers.iter().enumerate() {
+            let u = rms_norm(x.clone(), blk.norm.val(), eps);
+            let y = blk.mixer.forward(u, &mask3, act, l, c, hooks)?;
+            x = x + y;
+            x = hooks.site3(|| format!("block_out.{l}"), x)?;
+            x = hooks.site3(|| format!("hidden_states.{l}"), x)?;
+        }
+        let x = rms_norm(x, self.norm_f.val(), eps);
+        let x = hooks.site3(|| format!("hidden_states.{n_layer}"), x)?;
+        let head = match &self.lm_head {
+            Some(w) => w.val(),
+            None => self.embeddings.val(),
+        };
+        Ok(linear(x, head.transpose(), None))
+    }
+}
+
+impl MambaMixer {
+    /// u [batch, seq, hidden] → mixer output [batch, seq, hidden].
+    fn forward(
+        &self,
+        u: Tensor<3>,
+        mask3: &Tensor<3>,
+        act: Activation,
+        l: usize,
+        c: &MambaConfig,
+        hooks: &mut Hooks<'_>,
+    ) -> Result<Tensor<3>> {
+        let [b, s, _] = u.dims();
+        let e = c.inner_size();
+        let n = c.state_size;
+        let r = c.dt_rank();
+        let k = c.conv_kernel;
+        let xz = self.in_proj.forward(u);
+        let xs = xz.clone().narrow(2, 0, e) * mask3.clone();
+        let z = xz.narrow(2, e, e);
+
+        // causal depthwise conv: out[t] = bias + Σ_j w[:, j] · x[t − (K−1) + j]
+        let device = xs.device();
+        let padded = Tensor::cat(vec![Tensor::zeros([b, k - 1, e], &device), xs], 1);
+        let w = self.conv_weight.val();
+        let mut conv = padded
+            .clone()
+            .narrow(1, 0, s)
+            .mul(w.clone().narrow(1, 0, 1).reshape([1, 1, e]));
+        for j in 1..k {
+            conv = conv
+                + padded
+                    .clone()
+                    .narrow(1, j, s)
+                    .mul(w.clone().narrow(1, j, 1).reshape([1, 1, e]));
+        }
+        if let Some(bias) = &self.conv_bias {
+            conv = conv + bias.val().reshape([1, 1, e]);
+        }
+        let xc = act.apply(conv) * mask3.clone();
+
+        let ssm = linear(xc.clone(), self.x_proj.val(), None);
+        let dt_raw = ssm.clone().narrow(2, 0, r);
+        let bm = ssm.clone().narrow(2, r, n);
+        let cm = ssm.narrow(2, r + n, n);
+        let delta = softplus(self.dt_proj.forward(dt_raw));
+        let delta = hooks.site3(|| format!("mixer_dt.{l}"), delta)?;
+
+        let a = self.a_log.val().exp().neg(); // [E, N]
+        let delta4 = delta.clone().reshape([b, s, e, 1]);
+        let d_a = (delta4.clone() * a.reshape([1, 1, e, n])).exp(); // [b, s, E, N]
+        let d_bu = delta4 * bm.reshape([b, s, 1, n]) * xc.clone().reshape([b, s, e, 1]);
+        let states = selective_scan(d_a, d_bu); // [b, s, E, N]
+        let y = (states.clone() * cm.reshape([b, s, 1, n]))
+            .sum_dim(3)
+            .reshape([b, s, e]);
+        if hooks.wants(&format!("ssm_state.{l}")) {
+            hooks.record4(format!("ssm_state.{l}"), states);
+        }
+        let y = y + xc * self.d.val().reshape([1, 1, e]);
+        let gated = y * act.apply(z);
+        let gated = hooks.site3(|| format!("mixer_gated.{l}"), gated)?;
+        Ok(self.out_proj.forward(gated))
+    }
+}
+
+/// Sequential scan h_t = dA_t ⊙ h_{t−1} + dBu_t (h_{−1} = 0) over axis 1 of [batch, seq, E, N];
+/// returns every h_t, [batch, seq, E, N].
+pub fn selective_scan(d_a: Tensor<4>, d_bu: Tensor<4>) -> Tensor<4> {
+    let [b, s, e, n] = d_a.dims();
+    let mut h: Tensor<3> = d_bu.clone().narrow(1, 0, 1).reshape([b, e, n]);
+    let mut states = Vec::with_capacity(s);
+    states.push(h.clone());
+    for t in 1..s {
+        let a_t: Tensor<3> = d_a.clone().narrow(1, t, 1).reshape([b, e, n]);
+        let bu_t: Tensor<3> = d_bu.clone().narrow(1, t, 1).reshape([b, e, n]);
+        h = a_t * h + bu_t;
+        states.push(h.clone());
+    }
+    Tensor::stack(states, 1)
+}

@@ -1,0 +1,265 @@
+//! Bad input gives clear, typed errors naming the file, tensor, shape or option.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test helpers
+
+mod common;
+
+use std::path::Path;
+
+use sparsity_models::text::{BatchOptions, PaddedBatch, non_empty, read_texts};
+use sparsity_models::{Batch, CausalLm, ModelError, cpu_device};
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+    }
+}
+
+/// Rewrites model.safetensors of `dir` through `edit` on the (name, dtype, shape, bytes) list.
+fn rewrite(
+    dir: &Path,
+    edit: impl FnOnce(&mut Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)>),
+) {
+    let path = dir.join("model.safetensors");
+    let bytes = std::fs::read(&path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut list: Vec<_> = st
+        .tensors()
+        .into_iter()
+        .map(|(n, v)| (n, v.dtype(), v.shape().to_vec(), v.data().to_vec()))
+        .collect();
+    edit(&mut list);
+    let views: Vec<_> = list
+        .iter()
+        .map(|(n, d, s, b)| {
+            (
+                n.clone(),
+                safetensors::tensor::TensorView::new(*d, s.clone(), b).unwrap(),
+            )
+        })
+        .collect();
+    std::fs::write(&path, safetensors::serialize(views, None).unwrap()).unwrap();
+}
+
+fn broken(name: &str) -> tempfile::TempDir {
+    let t = tempfile::tempdir().unwrap();
+    copy_dir(&common::hf(name), t.path());
+    t
+}
+
+#[test]
+fn missing_files() {
+    let d = cpu_device();
+    let e = CausalLm::load_dir(Path::new("/nonexistent/model"), &d).unwrap_err();
+    assert!(matches!(e, ModelError::MissingFile { .. }), "{e}");
+
+    let t = broken("gpt2-tiny");
+    std::fs::remove_file(t.path().join("model.safetensors")).unwrap();
+    let e = CausalLm::load_dir(t.path(), &d).unwrap_err();
+    assert!(matches!(e, ModelError::MissingFile { .. }));
+    assert!(e.to_string().contains("model.safetensors"), "{e}");
+
+    let t = broken("mamba-tiny");
+    std::fs::remove_file(t.path().join("config.json")).unwrap();
+    let e = CausalLm::load_dir(t.path(), &d).unwrap_err();
+    assert!(e.to_string().contains("config.json"), "{e}");
+}
+
+#[test]
+fn model_id_not_in_cache_says_how_to_download() {
+    let e = CausalLm::load("sparsity-lab-test/definitely-not-cached", &cpu_device()).unwrap_err();
+    assert!(matches!(e, ModelError::NotInCache { .. }), "{e}");
+    assert!(e.to_string().contains("download"), "{e}");
+}
+
+#[test]
+fn missing_tensor_is_named() {
+    let t = broken("mamba-tiny");
+    rewrite(t.path(), |l| {
+        l.retain(|(n, ..)| n != "backbone.layers.1.mixer.D")
+    });
+    let e = CausalLm::load_dir(t.path(), &cpu_device()).unwrap_err();
+    assert!(matches!(e, ModelError::MissingTensor { .. }), "{e}");
+    assert!(e.to_string().contains("backbone.layers.1.mixer.D"), "{e}");
+}
+
+#[test]
+fn wrong_shape_is_named() {
+    let t = broken("gpt2-tiny");
+    // the square c_proj stays square, so corrupt c_fc instead: [64, 256] -> [256, 64]
+    rewrite(t.path(), |l| {
+        for (n, _, s, _) in l.iter_mut() {
+            if n == "transformer.h.1.mlp.c_fc.weight" {
+                *s = vec![256, 64];
+            }
+        }
+    });
+    let e = CausalLm::load_dir(t.path(), &cpu_device()).unwrap_err();
+    let msg = e.to_string();
+    assert!(matches!(e, ModelError::WrongShape { .. }), "{msg}");
+    assert!(
+        msg.contains("transformer.h.1.mlp.c_fc.weight")
+            && msg.contains("[256, 64]")
+            && msg.contains("[64, 256]"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn wrong_dtype_is_named() {
+    let t = broken("gpt2-tiny");
+    rewrite(t.path(), |l| {
+        for (n, d, s, b) in l.iter_mut() {
+            if n == "transformer.ln_f.bias" {
+                *d = safetensors::Dtype::I32;
+                *b = vec![0u8; s.iter().product::<usize>() * 4];
+            }
+        }
+    });
+    let e = CausalLm::load_dir(t.path(), &cpu_device()).unwrap_err();
+    assert!(matches!(e, ModelError::WrongDtype { .. }), "{e}");
+    assert!(e.to_string().contains("transformer.ln_f.bias"));
+}
+
+#[test]
+fn f16_weights_are_converted() {
+    let t = broken("gpt2-tiny");
+    rewrite(t.path(), |l| {
+        for (_, d, _, b) in l.iter_mut() {
+            let vals: Vec<u8> = b
+                .chunks_exact(4)
+                .flat_map(|c| {
+                    half::f16::from_f32(f32::from_le_bytes(c.try_into().unwrap())).to_le_bytes()
+                })
+                .collect();
+            *d = safetensors::Dtype::F16;
+            *b = vals;
+        }
+    });
+    let m = CausalLm::load_dir(t.path(), &cpu_device()).unwrap();
+    let reference = CausalLm::load_dir(&common::hf("gpt2-tiny"), &cpu_device()).unwrap();
+    let b = Batch::from_ids(&[1, 2, 3], 1, 3, &cpu_device()).unwrap();
+    let (x, y) = (
+        sparsity_models::util::tensor_to_vec(&m.logits(&b).unwrap()).unwrap(),
+        sparsity_models::util::tensor_to_vec(&reference.logits(&b).unwrap()).unwrap(),
+    );
+    let d = common::max_abs_diff(&x, &y);
+    assert!(
+        d > 0.0 && d < 0.05,
+        "f16 rounding should move logits a little: {d}"
+    );
+}
+
+#[test]
+fn unexpected_tensor_is_named() {
+    let t = broken("gpt2-tiny");
+    rewrite(t.path(), |l| {
+        l.push((
+            "transformer.h.9.mlp.c_fc.weight".into(),
+            safetensors::Dtype::F32,
+            vec![1],
+            vec![0; 4],
+        ));
+    });
+    let e = CausalLm::load_dir(t.path(), &cpu_device()).unwrap_err();
+    assert!(matches!(e, ModelError::UnexpectedTensors { .. }), "{e}");
+    assert!(e.to_string().contains("transformer.h.9.mlp.c_fc.weight"));
+}
+
+#[test]
+fn unknown_model_type() {
+    let t = broken("gpt2-tiny");
+    let cfg = std::fs::read_to_string(t.path().join("config.json")).unwrap();
+    std::fs::write(
+        t.path().join("config.json"),
+        cfg.replace("\"gpt2\"", "\"llama\""),
+    )
+    .unwrap();
+    let e = CausalLm::load_dir(t.path(), &cpu_device()).unwrap_err();
+    assert!(matches!(e, ModelError::UnknownModelType { .. }), "{e}");
+    assert!(e.to_string().contains("llama"));
+}
+
+#[test]
+fn unknown_activation_is_a_config_error() {
+    let t = broken("gpt2-tiny");
+    let cfg = std::fs::read_to_string(t.path().join("config.json")).unwrap();
+    std::fs::write(
+        t.path().join("config.json"),
+        cfg.replace("gelu_new", "gelu_42"),
+    )
+    .unwrap();
+    let e = CausalLm::load_dir(t.path(), &cpu_device()).unwrap_err();
+    assert!(
+        e.to_string().contains("gelu_42") && e.to_string().contains("activation_function"),
+        "{e}"
+    );
+}
+
+#[test]
+fn token_out_of_vocab() {
+    let m = CausalLm::load_dir(&common::hf("gpt2-tiny"), &cpu_device()).unwrap();
+    let b = Batch::from_ids(&[1, 2, 512, 3], 2, 2, &cpu_device()).unwrap();
+    let e = m.logits(&b).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            ModelError::TokenOutOfVocab {
+                id: 512,
+                row: 1,
+                col: 0,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let b = Batch::from_ids(&[-1], 1, 1, &cpu_device()).unwrap();
+    assert!(matches!(
+        m.logits(&b).unwrap_err(),
+        ModelError::TokenOutOfVocab { .. }
+    ));
+}
+
+#[test]
+fn sequence_longer_than_positions() {
+    let m = CausalLm::load_dir(&common::hf("gpt2-tiny"), &cpu_device()).unwrap();
+    let b = Batch::from_ids(&vec![1; 65], 1, 65, &cpu_device()).unwrap();
+    assert!(matches!(
+        m.logits(&b).unwrap_err(),
+        ModelError::SequenceTooLong { seq: 65, max: 64 }
+    ));
+}
+
+#[test]
+fn empty_text_sets() {
+    let t = tempfile::tempdir().unwrap();
+    let txt = t.path().join("empty.txt");
+    std::fs::write(&txt, "\n   \n\n").unwrap();
+    assert!(matches!(
+        read_texts(&txt).unwrap_err(),
+        ModelError::EmptyTextSet { .. }
+    ));
+    let jsonl = t.path().join("empty.jsonl");
+    std::fs::write(&jsonl, "{\"text\": \"\"}\n\n").unwrap();
+    assert!(matches!(
+        read_texts(&jsonl).unwrap_err(),
+        ModelError::EmptyTextSet { .. }
+    ));
+    assert!(matches!(
+        non_empty(vec![], "x").unwrap_err(),
+        ModelError::EmptyTextSet { .. }
+    ));
+    assert!(matches!(
+        PaddedBatch::new(&[], &BatchOptions::default()).unwrap_err(),
+        ModelError::EmptyTextSet { .. }
+    ));
+    let bad = t.path().join("bad.jsonl");
+    std::fs::write(&bad, "{\"text\": \"ok\"}\n{\"txt\": \"no\"}\n").unwrap();
+    let e = read_texts(&bad).unwrap_err();
+    assert!(e.to_string().contains("bad.jsonl:2"), "{e}");
+    assert!(matches!(
+        read_texts(&t.path().join("missing.txt")).unwrap_err(),
+        ModelError::MissingFile { .. }
+    ));
+}

@@ -1,0 +1,257 @@
+//! Invariants on random configurations (no reference implementation needed): save → load round trip,
+//! batching, padding on either side, determinism of init, autodiff.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test helpers
+
+mod common;
+
+use sparsity_models::text::{BatchOptions, PaddedBatch, PaddingSide};
+use sparsity_models::util::tensor_to_vec;
+use sparsity_models::{
+    Batch, Capture, CausalLm, Gpt2, Gpt2Config, Mamba, MambaConfig, TimeStepRank, cpu_device,
+};
+
+fn gpt2_configs() -> Vec<Gpt2Config> {
+    vec![
+        Gpt2Config {
+            vocab_size: 37,
+            n_positions: 20,
+            n_embd: 12,
+            n_layer: 2,
+            n_head: 3,
+            activation_function: "gelu".into(),
+            ..Default::default()
+        },
+        Gpt2Config {
+            vocab_size: 29,
+            n_positions: 16,
+            n_embd: 16,
+            n_layer: 3,
+            n_head: 2,
+            n_inner: Some(24),
+            activation_function: "gelu_new".into(),
+            tie_word_embeddings: false,
+            scale_attn_by_inverse_layer_idx: true,
+            ..Default::default()
+        },
+    ]
+}
+
+fn mamba_configs() -> Vec<MambaConfig> {
+    vec![
+        MambaConfig {
+            vocab_size: 31,
+            hidden_size: 12,
+            state_size: 3,
+            num_hidden_layers: 2,
+            conv_kernel: 3,
+            time_step_rank: TimeStepRank::Explicit(2),
+            use_bias: true,
+            use_conv_bias: false,
+            ..Default::default()
+        },
+        MambaConfig {
+            vocab_size: 23,
+            hidden_size: 20,
+            state_size: 4,
+            num_hidden_layers: 3,
+            intermediate_size: Some(28),
+            tie_word_embeddings: false,
+            ..Default::default()
+        },
+    ]
+}
+
+fn models() -> Vec<CausalLm> {
+    let device = cpu_device();
+    let mut out: Vec<CausalLm> = gpt2_configs()
+        .iter()
+        .enumerate()
+        .map(|(i, c)| Gpt2::init(c, 10 + i as u64, &device).unwrap().into())
+        .collect();
+    out.extend(
+        mamba_configs()
+            .iter()
+            .enumerate()
+            .map(|(i, c)| CausalLm::from(Mamba::init(c, 20 + i as u64, &device).unwrap())),
+    );
+    out
+}
+
+fn ids(vocab: usize, n: usize, salt: usize) -> Vec<u32> {
+    (0..n)
+        .map(|i| ((i * 7 + salt * 13 + 3) % vocab) as u32)
+        .collect()
+}
+
+fn logits_vec(model: &CausalLm, batch: &Batch) -> Vec<f32> {
+    tensor_to_vec(&model.logits(batch).unwrap()).unwrap()
+}
+
+#[test]
+fn save_load_round_trip_gives_identical_logits() {
+    let device = cpu_device();
+    for model in models() {
+        let dir = tempfile::tempdir().unwrap();
+        model.save_pretrained(dir.path()).unwrap();
+        let back = CausalLm::load_dir(dir.path(), &device).unwrap();
+        assert_eq!(
+            back.config().to_json_string().unwrap(),
+            model.config().to_json_string().unwrap()
+        );
+        let v = model.vocab_size();
+        let seq: Vec<i64> = ids(v, 9, 1).into_iter().map(i64::from).collect();
+        let batch = Batch::from_ids(&seq, 1, 9, &device).unwrap();
+        assert_eq!(
+            logits_vec(&model, &batch),
+            logits_vec(&back, &batch),
+            "{:?}",
+            model.family()
+        );
+    }
+}
+
+#[test]
+fn init_is_deterministic_per_seed() {
+    let device = cpu_device();
+    let c = &gpt2_configs()[0];
+    let a = CausalLm::from(Gpt2::init(c, 5, &device).unwrap());
+    let b = CausalLm::from(Gpt2::init(c, 5, &device).unwrap());
+    let d = CausalLm::from(Gpt2::init(c, 6, &device).unwrap());
+    let batch = Batch::from_ids(&[1, 2, 3], 1, 3, &device).unwrap();
+    assert_eq!(logits_vec(&a, &batch), logits_vec(&b, &batch));
+    assert_ne!(logits_vec(&a, &batch), logits_vec(&d, &batch));
+}
+
+#[test]
+fn batch_of_two_equals_two_batches_of_one() {
+    let device = cpu_device();
+    for model in models() {
+        let v = model.vocab_size();
+        let a: Vec<i64> = ids(v, 8, 1).into_iter().map(i64::from).collect();
+        let b: Vec<i64> = ids(v, 8, 2).into_iter().map(i64::from).collect();
+        let both: Vec<i64> = a.iter().chain(&b).copied().collect();
+        let lb = logits_vec(&model, &Batch::from_ids(&both, 2, 8, &device).unwrap());
+        let la = logits_vec(&model, &Batch::from_ids(&a, 1, 8, &device).unwrap());
+        let lbb = logits_vec(&model, &Batch::from_ids(&b, 1, 8, &device).unwrap());
+        let half = la.len();
+        assert!(common::max_abs_diff(&lb[..half], &la) < 1e-5);
+        assert!(common::max_abs_diff(&lb[half..], &lbb) < 1e-5);
+    }
+}
+
+/// A short and a long sequence padded together: the short one's real positions equal its unpadded run,
+/// for both padding sides, in logits and in every site.
+#[test]
+fn padded_batch_equals_unpadded_on_real_positions() {
+    let device = cpu_device();
+    for model in models() {
+        let v = model.vocab_size();
+        let short = ids(v, 5, 3);
+        let long = ids(v, 11, 4);
+        let vocab_sites = Capture::all();
+        let alone = model
+            .forward(
+                &PaddedBatch::new(std::slice::from_ref(&short), &BatchOptions::default())
+                    .unwrap()
+                    .to_batch(&device)
+                    .unwrap(),
+                &vocab_sites,
+                None,
+            )
+            .unwrap();
+        let alone_logits = tensor_to_vec(&alone.logits).unwrap();
+        for side in [PaddingSide::Left, PaddingSide::Right] {
+            let opts = BatchOptions {
+                max_length: None,
+                padding_side: side,
+                pad_id: model.pad_token_id(),
+            };
+            let pb = PaddedBatch::new(&[long.clone(), short.clone()], &opts).unwrap();
+            assert_eq!(pb.lengths, vec![11, 5]);
+            let out = model
+                .forward(&pb.to_batch(&device).unwrap(), &vocab_sites, None)
+                .unwrap();
+            let lg = tensor_to_vec(&out.logits).unwrap();
+            let vs = v;
+            let offset = if side == PaddingSide::Left { 6 } else { 0 };
+            for t in 0..5 {
+                let got = &lg[(11 + offset + t) * vs..(11 + offset + t + 1) * vs];
+                let want = &alone_logits[t * vs..(t + 1) * vs];
+                assert!(
+                    common::max_abs_diff(got, want) < 1e-5,
+                    "{:?} {side:?} position {t}",
+                    model.family()
+                );
+            }
+            // per-token sites of the short row at real positions
+            for (name, t) in &out.sites {
+                let Some(t3) = t.as_rank3() else { continue };
+                let [_, s, w] = t3.dims();
+                let vals = tensor_to_vec(t3).unwrap();
+                let ref_vals = alone.sites[name].to_vec().unwrap();
+                for p in 0..5 {
+                    let got = &vals[(s + offset + p) * w..(s + offset + p + 1) * w];
+                    let want = &ref_vals[p * w..(p + 1) * w];
+                    assert!(
+                        common::max_abs_diff(got, want) < 1e-5,
+                        "{:?} {side:?} {name} position {p}",
+                        model.family()
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn truncation_keeps_the_first_tokens() {
+    let opts = BatchOptions {
+        max_length: Some(3),
+        ..Default::default()
+    };
+    let pb = PaddedBatch::new(&[vec![5, 6, 7, 8], vec![9]], &opts).unwrap();
+    assert_eq!(pb.seq, 3);
+    assert_eq!(pb.ids, vec![5, 6, 7, 9, 0, 0]);
+    assert_eq!(pb.mask, vec![1.0, 1.0, 1.0, 1.0, 0.0, 0.0]);
+}
+
+#[test]
+fn gradients_flow_on_an_autodiff_device() {
+    let device = cpu_device().autodiff();
+    for (i, c) in gpt2_configs().iter().enumerate() {
+        let m = CausalLm::from(Gpt2::init(c, i as u64, &device).unwrap());
+        let batch = Batch::from_ids(&[1, 2, 3, 4], 1, 4, &device).unwrap();
+        let loss = m.logits(&batch).unwrap().square().sum();
+        let grads = loss.backward();
+        let CausalLm::Gpt2(g) = &m else {
+            unreachable!()
+        };
+        let gw = g.blocks[0]
+            .c_fc
+            .weight
+            .val()
+            .grad(&grads)
+            .expect("c_fc gradient");
+        let total: f32 = tensor_to_vec(&gw.abs().sum()).unwrap()[0];
+        assert!(total > 0.0);
+    }
+    for (i, c) in mamba_configs().iter().enumerate() {
+        let m = Mamba::init(c, i as u64, &device).unwrap();
+        let ids = burn::tensor::Tensor::<2, burn::tensor::Int>::from_data(
+            burn::tensor::TensorData::new(vec![1i64, 2, 3, 4], [1, 4]),
+            &device,
+        );
+        let loss = m.forward(ids, None).unwrap().logits.square().sum();
+        let grads = loss.backward();
+        let ga = m.layers[0]
+            .mixer
+            .a_log
+            .val()
+            .grad(&grads)
+            .expect("A_log gradient");
+        let total: f32 = tensor_to_vec(&ga.abs().sum()).unwrap()[0];
+        assert!(total > 0.0);
+    }
+}
+
+use sparsity_models::burn;

@@ -1,0 +1,158 @@
+//! Per-layer histogram of the mask-comparison metrics (PNG or SVG by extension): per-feature
+//! Jaccard and Hamming distributions, rows and columns overlaid.
+
+use std::path::Path;
+
+use plotters::prelude::*;
+
+use crate::compare::LayerComparison;
+use crate::error::{PruneError, Result};
+
+const BINS: usize = 20;
+
+fn counts(values: &[f64]) -> Vec<usize> {
+    let mut c = vec![0usize; BINS];
+    for &v in values {
+        let b = ((v.clamp(0.0, 1.0) * BINS as f64) as usize).min(BINS - 1);
+        c[b] += 1;
+    }
+    c
+}
+
+fn draw_err(path: &Path, e: impl std::fmt::Display) -> PruneError {
+    PruneError::Write {
+        file: path.display().to_string(),
+        reason: format!("plotting: {e}"),
+    }
+}
+
+/// Draws the histogram of one layer's comparison to `path` (written through a temporary file
+/// in the same directory and a rename).
+pub fn plot_layer_histogram(
+    path: &Path,
+    cmp: &LayerComparison,
+    label_a: &str,
+    label_b: &str,
+) -> Result<()> {
+    sparsity_metrics::plot::ensure_font();
+    let format = sparsity_metrics::plot::ImageFormat::from_path(path)
+        .ok_or_else(|| draw_err(path, "output must end in .png or .svg"))?;
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&dir).map_err(|e| draw_err(path, e))?;
+    let ext = if format == sparsity_metrics::plot::ImageFormat::Png {
+        "png"
+    } else {
+        "svg"
+    };
+    let tmp = tempfile::Builder::new()
+        .suffix(&format!(".{ext}"))
+        .tempfile_in(&dir)
+        .map_err(|e| draw_err(path, e))?;
+    let tmp_path = tmp.path().to_path_buf();
+    let size = (1200u32, 520u32);
+    match format {
+        sparsity_metrics::plot::ImageFormat::Png => draw(
+            BitMapBackend::new(&tmp_path, size).into_drawing_area(),
+            cmp,
+            label_a,
+            label_b,
+        ),
+        sparsity_metrics::plot::ImageFormat::Svg => draw(
+            SVGBackend::new(&tmp_path, size).into_drawing_area(),
+            cmp,
+            label_a,
+            label_b,
+        ),
+    }
+    .map_err(|e| draw_err(path, e))?;
+    tmp.persist(path).map_err(|e| draw_err(path, e.error))?;
+    Ok(())
+}
+
+fn draw<DB: DrawingBackend>(
+    root: DrawingArea<DB, plotters::coord::Shift>,
+    cmp: &LayerComparison,
+    label_a: &str,
+    label_b: &str,
+) -> std::result::Result<(), String> {
+    let font = sparsity_metrics::plot::FONT;
+    root.fill(&WHITE).map_err(|e| e.to_string())?;
+    let title = format!(
+        "{} [{}x{}]: {} vs {} (layer Jaccard {:.3}, Hamming {:.3})",
+        cmp.name,
+        cmp.shape[0],
+        cmp.shape[1],
+        label_a,
+        label_b,
+        cmp.layer.jaccard,
+        cmp.layer.hamming
+    );
+    let root = root.titled(&title, (font, 20)).map_err(|e| e.to_string())?;
+    let panels = root.split_evenly((1, 2));
+    let series = [
+        (
+            "Jaccard of kept positions",
+            &cmp.rows.jaccard,
+            &cmp.columns.jaccard,
+        ),
+        ("Hamming fraction", &cmp.rows.hamming, &cmp.columns.hamming),
+    ];
+    for (panel, (metric, rows, cols)) in panels.iter().zip(series) {
+        let (cr, cc) = (counts(rows), counts(cols));
+        let frac = |c: &Vec<usize>, n: usize| -> Vec<f64> {
+            c.iter()
+                .map(|&k| if n == 0 { 0.0 } else { k as f64 / n as f64 })
+                .collect()
+        };
+        let (fr, fc) = (frac(&cr, rows.len()), frac(&cc, cols.len()));
+        let ymax = fr
+            .iter()
+            .chain(fc.iter())
+            .cloned()
+            .fold(0.0f64, f64::max)
+            .max(1e-3)
+            * 1.1;
+        let mut chart = ChartBuilder::on(panel)
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(60)
+            .caption(metric, (font, 18))
+            .build_cartesian_2d(0f64..1f64, 0f64..ymax)
+            .map_err(|e| e.to_string())?;
+        chart
+            .configure_mesh()
+            .x_desc(format!("{metric} per feature"))
+            .y_desc("fraction of features")
+            .label_style((font, 14))
+            .draw()
+            .map_err(|e| e.to_string())?;
+        let w = 1.0 / BINS as f64;
+        for (vals, color, name, shift) in [
+            (&fr, BLUE, "rows (output features)", 0.0),
+            (&fc, RED, "columns (input features)", w / 2.0),
+        ] {
+            chart
+                .draw_series(vals.iter().enumerate().map(|(b, &v)| {
+                    let x0 = b as f64 * w + shift;
+                    Rectangle::new([(x0, 0.0), (x0 + w / 2.0, v)], color.mix(0.7).filled())
+                }))
+                .map_err(|e| e.to_string())?
+                .label(name)
+                .legend(move |(x, y)| {
+                    Rectangle::new([(x, y - 5), (x + 12, y + 5)], color.mix(0.7).filled())
+                });
+        }
+        chart
+            .configure_series_labels()
+            .label_font((font, 14))
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()
+            .map_err(|e| e.to_string())?;
+    }
+    root.present().map_err(|e| e.to_string())?;
+    Ok(())
+}

@@ -1,0 +1,486 @@
+//! PyTorch `.pt` tensors without Python: the original mask study saved every pruned weight
+//! with `torch.save(W)` as a bare tensor (burn's `pytorch-reader` only accepts a dictionary at
+//! the root), named `layer{N}-{component}-{indices}-{sparsity}.pt`.
+//!
+//! A `.pt` file (PyTorch ≥ 1.6) is a ZIP archive with stored (uncompressed) entries:
+//! `<root>/data.pkl` is a pickle that rebuilds the tensor with
+//! `torch._utils._rebuild_tensor_v2(persistent_load(('storage', torch.FloatStorage, key,
+//! device, numel)), offset, size, stride, ...)` and `<root>/data/<key>` holds the raw
+//! little-endian storage. This module reads that subset: the ZIP central directory, a small
+//! pickle machine (protocols 2–5 opcodes torch emits), tensors (also wrapped in
+//! `_rebuild_parameter`) at the root or as values of a dictionary.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use ndarray::{Array2, ArrayD, IxDyn};
+
+use crate::error::{PruneError, Result};
+
+fn err(path: &Path, reason: impl Into<String>) -> PruneError {
+    PruneError::File {
+        file: path.display().to_string(),
+        reason: reason.into(),
+    }
+}
+
+fn u16_at(b: &[u8], o: usize) -> Option<u16> {
+    Some(u16::from_le_bytes([*b.get(o)?, *b.get(o + 1)?]))
+}
+
+fn u32_at(b: &[u8], o: usize) -> Option<u32> {
+    Some(u32::from_le_bytes([
+        *b.get(o)?,
+        *b.get(o + 1)?,
+        *b.get(o + 2)?,
+        *b.get(o + 3)?,
+    ]))
+}
+
+/// Entry name → byte range of its (stored) data.
+fn zip_entries(path: &Path, b: &[u8]) -> Result<HashMap<String, (usize, usize)>> {
+    const EOCD: u32 = 0x0605_4b50;
+    let start = b.len().saturating_sub(22 + 65_535);
+    let eocd = (start..b.len().saturating_sub(21))
+        .rev()
+        .find(|&o| u32_at(b, o) == Some(EOCD))
+        .ok_or_else(|| err(path, "not a ZIP archive (PyTorch >= 1.6 .pt expected)"))?;
+    let count = u16_at(b, eocd + 10).unwrap_or(0) as usize;
+    let cd_off = u32_at(b, eocd + 16).unwrap_or(u32::MAX);
+    if cd_off == u32::MAX {
+        return Err(err(path, "ZIP64 archives are not supported"));
+    }
+    let mut entries = HashMap::new();
+    let mut o = cd_off as usize;
+    for _ in 0..count {
+        let bad = || err(path, "corrupt ZIP central directory");
+        if u32_at(b, o) != Some(0x0201_4b50) {
+            return Err(bad());
+        }
+        let method = u16_at(b, o + 10).ok_or_else(bad)?;
+        let size = u32_at(b, o + 20).ok_or_else(bad)? as usize;
+        let name_len = u16_at(b, o + 28).ok_or_else(bad)? as usize;
+        let extra_len = u16_at(b, o + 30).ok_or_else(bad)? as usize;
+        let comment_len = u16_at(b, o + 32).ok_or_else(bad)? as usize;
+        let local = u32_at(b, o + 42).ok_or_else(bad)? as usize;
+        let name =
+            String::from_utf8_lossy(b.get(o + 46..o + 46 + name_len).ok_or_else(bad)?).into_owned();
+        if method != 0 {
+            return Err(err(
+                path,
+                format!("entry `{name}` is compressed (method {method})"),
+            ));
+        }
+        let l_name = u16_at(b, local + 26).ok_or_else(bad)? as usize;
+        let l_extra = u16_at(b, local + 28).ok_or_else(bad)? as usize;
+        let data = local + 30 + l_name + l_extra;
+        if data + size > b.len() {
+            return Err(bad());
+        }
+        entries.insert(name, (data, data + size));
+        o += 46 + name_len + extra_len + comment_len;
+    }
+    Ok(entries)
+}
+
+#[derive(Debug, Clone)]
+enum Val {
+    None,
+    Bool,
+    Int(i64),
+    Float,
+    Str(String),
+    Tuple(Vec<Val>),
+    Dict(Vec<(Val, Val)>),
+    Global(String, String),
+    PersId(Box<Val>),
+    Call(Box<Val>, Box<Val>),
+    Mark,
+}
+
+struct Reader<'a> {
+    b: &'a [u8],
+    pos: usize,
+}
+
+impl Reader<'_> {
+    fn take(&mut self, n: usize) -> Option<&[u8]> {
+        let s = self.b.get(self.pos..self.pos + n)?;
+        self.pos += n;
+        Some(s)
+    }
+    fn u8(&mut self) -> Option<u8> {
+        Some(self.take(1)?[0])
+    }
+    fn u32(&mut self) -> Option<u32> {
+        let s = self.take(4)?;
+        Some(u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
+    }
+    fn line(&mut self) -> Option<String> {
+        let rest = self.b.get(self.pos..)?;
+        let end = rest.iter().position(|&c| c == b'\n')?;
+        let s = String::from_utf8_lossy(&rest[..end]).into_owned();
+        self.pos += end + 1;
+        Some(s)
+    }
+}
+
+fn pop_mark(stack: &mut Vec<Val>) -> Option<Vec<Val>> {
+    let m = stack.iter().rposition(|v| matches!(v, Val::Mark))?;
+    let items = stack.split_off(m + 1);
+    stack.pop();
+    Some(items)
+}
+
+fn unpickle(path: &Path, b: &[u8]) -> Result<Val> {
+    let mut r = Reader { b, pos: 0 };
+    let mut stack: Vec<Val> = Vec::new();
+    let mut memo: HashMap<u32, Val> = HashMap::new();
+    let bad = |what: &str| err(path, format!("unsupported or corrupt pickle ({what})"));
+    loop {
+        let op = r.u8().ok_or_else(|| bad("truncated"))?;
+        match op {
+            0x80 => {
+                r.u8();
+            }
+            0x95 => {
+                r.take(8);
+            }
+            b'c' => {
+                let m = r.line().ok_or_else(|| bad("GLOBAL"))?;
+                let n = r.line().ok_or_else(|| bad("GLOBAL"))?;
+                stack.push(Val::Global(m, n));
+            }
+            0x93 => {
+                let n = stack.pop();
+                let m = stack.pop();
+                match (m, n) {
+                    (Some(Val::Str(m)), Some(Val::Str(n))) => stack.push(Val::Global(m, n)),
+                    _ => return Err(bad("STACK_GLOBAL")),
+                }
+            }
+            b'q' | b'r' | 0x94 => {
+                let key = match op {
+                    b'q' => r.u8().map(u32::from),
+                    b'r' => r.u32(),
+                    _ => Some(memo.len() as u32),
+                }
+                .ok_or_else(|| bad("PUT"))?;
+                let top = stack
+                    .last()
+                    .cloned()
+                    .ok_or_else(|| bad("PUT on empty stack"))?;
+                memo.insert(key, top);
+            }
+            b'h' | b'j' => {
+                let key = if op == b'h' {
+                    r.u8().map(u32::from)
+                } else {
+                    r.u32()
+                }
+                .ok_or_else(|| bad("GET"))?;
+                stack.push(
+                    memo.get(&key)
+                        .cloned()
+                        .ok_or_else(|| bad("GET of unknown memo"))?,
+                );
+            }
+            b'(' => stack.push(Val::Mark),
+            b')' => stack.push(Val::Tuple(Vec::new())),
+            b't' => {
+                let items = pop_mark(&mut stack).ok_or_else(|| bad("TUPLE"))?;
+                stack.push(Val::Tuple(items));
+            }
+            0x85..=0x87 => {
+                let n = (op - 0x84) as usize;
+                if stack.len() < n {
+                    return Err(bad("TUPLEn"));
+                }
+                let items = stack.split_off(stack.len() - n);
+                stack.push(Val::Tuple(items));
+            }
+            b']' => stack.push(Val::Tuple(Vec::new())),
+            b'a' => {
+                let v = stack.pop().ok_or_else(|| bad("APPEND"))?;
+                if let Some(Val::Tuple(l)) = stack.last_mut() {
+                    l.push(v);
+                }
+            }
+            b'e' => {
+                let items = pop_mark(&mut stack).ok_or_else(|| bad("APPENDS"))?;
+                if let Some(Val::Tuple(l)) = stack.last_mut() {
+                    l.extend(items);
+                }
+            }
+            b'}' => stack.push(Val::Dict(Vec::new())),
+            b's' => {
+                let v = stack.pop().ok_or_else(|| bad("SETITEM"))?;
+                let k = stack.pop().ok_or_else(|| bad("SETITEM"))?;
+                if let Some(Val::Dict(d)) = stack.last_mut() {
+                    d.push((k, v));
+                }
+            }
+            b'u' => {
+                let items = pop_mark(&mut stack).ok_or_else(|| bad("SETITEMS"))?;
+                if let Some(Val::Dict(d)) = stack.last_mut() {
+                    let mut it = items.into_iter();
+                    while let (Some(k), Some(v)) = (it.next(), it.next()) {
+                        d.push((k, v));
+                    }
+                }
+            }
+            b'X' | 0x8c | 0x8d | b'B' | b'C' | 0x8e => {
+                let n = match op {
+                    0x8c | b'C' => r.u8().map(|v| v as usize),
+                    0x8d | 0x8e => r.take(8).map(|s| {
+                        let mut a = [0u8; 8];
+                        a.copy_from_slice(s);
+                        u64::from_le_bytes(a) as usize
+                    }),
+                    _ => r.u32().map(|v| v as usize),
+                }
+                .ok_or_else(|| bad("string length"))?;
+                let s = r.take(n).ok_or_else(|| bad("string"))?;
+                stack.push(Val::Str(String::from_utf8_lossy(s).into_owned()));
+            }
+            b'J' => {
+                let v = r.u32().ok_or_else(|| bad("BININT"))? as i32;
+                stack.push(Val::Int(v as i64));
+            }
+            b'K' => stack.push(Val::Int(r.u8().ok_or_else(|| bad("BININT1"))? as i64)),
+            b'M' => {
+                let s = r.take(2).ok_or_else(|| bad("BININT2"))?;
+                stack.push(Val::Int(u16::from_le_bytes([s[0], s[1]]) as i64));
+            }
+            0x8a => {
+                let n = r.u8().ok_or_else(|| bad("LONG1"))? as usize;
+                let s = r.take(n).ok_or_else(|| bad("LONG1"))?;
+                if n > 8 {
+                    return Err(bad("LONG1 wider than 64 bits"));
+                }
+                let mut v: i64 = 0;
+                for (i, &byte) in s.iter().enumerate() {
+                    v |= (byte as i64) << (8 * i);
+                }
+                if n > 0 && n < 8 && s[n - 1] & 0x80 != 0 {
+                    v -= 1i64 << (8 * n);
+                }
+                stack.push(Val::Int(v));
+            }
+            b'N' => stack.push(Val::None),
+            0x88 => stack.push(Val::Bool),
+            0x89 => stack.push(Val::Bool),
+            b'G' => {
+                // Values of floats (e.g. in metadata) are not needed, only their place.
+                r.take(8).ok_or_else(|| bad("BINFLOAT"))?;
+                stack.push(Val::Float);
+            }
+            b'R' | 0x81 => {
+                let args = stack.pop().ok_or_else(|| bad("REDUCE"))?;
+                let f = stack.pop().ok_or_else(|| bad("REDUCE"))?;
+                stack.push(Val::Call(Box::new(f), Box::new(args)));
+            }
+            b'b' => {
+                stack.pop().ok_or_else(|| bad("BUILD"))?;
+            }
+            b'Q' => {
+                let pid = stack.pop().ok_or_else(|| bad("BINPERSID"))?;
+                stack.push(Val::PersId(Box::new(pid)));
+            }
+            b'.' => return stack.pop().ok_or_else(|| bad("empty stack at STOP")),
+            other => return Err(bad(&format!("opcode 0x{other:02x}"))),
+        }
+    }
+}
+
+fn as_usize(v: &Val) -> Option<usize> {
+    match v {
+        Val::Int(i) if *i >= 0 => Some(*i as usize),
+        _ => None,
+    }
+}
+
+fn as_usizes(v: &Val) -> Option<Vec<usize>> {
+    match v {
+        Val::Tuple(items) => items.iter().map(as_usize).collect(),
+        _ => None,
+    }
+}
+
+/// Converts the little-endian bytes of one element to f32.
+type ElemToF32 = fn(&[u8]) -> f32;
+
+/// (element size, converter to f32) for a legacy storage class name.
+fn storage_kind(name: &str) -> Option<(usize, ElemToF32)> {
+    Some(match name {
+        "FloatStorage" => (4, |s| f32::from_le_bytes([s[0], s[1], s[2], s[3]])),
+        "DoubleStorage" => (8, |s| {
+            let mut a = [0u8; 8];
+            a.copy_from_slice(&s[..8]);
+            f64::from_le_bytes(a) as f32
+        }),
+        "HalfStorage" => (2, |s| half::f16::from_le_bytes([s[0], s[1]]).to_f32()),
+        "BFloat16Storage" => (2, |s| half::bf16::from_le_bytes([s[0], s[1]]).to_f32()),
+        "BoolStorage" | "ByteStorage" => (1, |s| s[0] as f32),
+        "CharStorage" => (1, |s| s[0] as i8 as f32),
+        "ShortStorage" => (2, |s| i16::from_le_bytes([s[0], s[1]]) as f32),
+        "IntStorage" => (4, |s| i32::from_le_bytes([s[0], s[1], s[2], s[3]]) as f32),
+        "LongStorage" => (8, |s| {
+            let mut a = [0u8; 8];
+            a.copy_from_slice(&s[..8]);
+            i64::from_le_bytes(a) as f32
+        }),
+        _ => return None,
+    })
+}
+
+/// A tensor read from a `.pt` file, converted to f32, with whether its storage was an
+/// integer/bool type (a mask) rather than floating point (weights).
+#[derive(Debug, Clone)]
+pub struct PtTensor {
+    /// Values in f32.
+    pub values: ArrayD<f32>,
+    /// True for bool/integer storages.
+    pub integer: bool,
+}
+
+fn build_tensor(
+    path: &Path,
+    v: &Val,
+    bytes: &[u8],
+    entries: &HashMap<String, (usize, usize)>,
+    root: &str,
+) -> Result<Option<PtTensor>> {
+    let Val::Call(f, args) = v else {
+        return Ok(None);
+    };
+    let (Val::Global(module, name), Val::Tuple(args)) = (f.as_ref(), args.as_ref()) else {
+        return Ok(None);
+    };
+    if module == "torch._utils" && name == "_rebuild_parameter" {
+        return match args.first() {
+            Some(inner) => build_tensor(path, inner, bytes, entries, root),
+            None => Ok(None),
+        };
+    }
+    if !(module == "torch._utils" && name == "_rebuild_tensor_v2") {
+        return Ok(None);
+    }
+    let bad = |what: &str| err(path, format!("malformed tensor record: {what}"));
+    let Some(Val::PersId(pid)) = args.first() else {
+        return Err(bad("storage"));
+    };
+    let Val::Tuple(p) = pid.as_ref() else {
+        return Err(bad("persistent id"));
+    };
+    let (Some(Val::Global(_, class)), Some(Val::Str(key))) = (p.get(1), p.get(2)) else {
+        return Err(bad("storage class / key"));
+    };
+    let (elem, conv) = storage_kind(class)
+        .ok_or_else(|| err(path, format!("unsupported storage type {class}")))?;
+    let offset = args
+        .get(1)
+        .and_then(as_usize)
+        .ok_or_else(|| bad("offset"))?;
+    let size = args.get(2).and_then(as_usizes).ok_or_else(|| bad("size"))?;
+    let stride = args
+        .get(3)
+        .and_then(as_usizes)
+        .ok_or_else(|| bad("stride"))?;
+    if size.len() != stride.len() {
+        return Err(bad("size and stride ranks differ"));
+    }
+    let entry = format!("{root}/data/{key}");
+    let &(s, e) = entries
+        .get(&entry)
+        .ok_or_else(|| err(path, format!("storage entry `{entry}` missing")))?;
+    let storage = &bytes[s..e];
+    let numel: usize = size.iter().product();
+    let mut values = Vec::with_capacity(numel);
+    let mut idx = vec![0usize; size.len()];
+    for _ in 0..numel {
+        let lin = offset + idx.iter().zip(&stride).map(|(i, st)| i * st).sum::<usize>();
+        let at = lin * elem;
+        let chunk = storage
+            .get(at..at + elem)
+            .ok_or_else(|| bad("element outside its storage"))?;
+        values.push(conv(chunk));
+        for d in (0..idx.len()).rev() {
+            idx[d] += 1;
+            if idx[d] < size[d] {
+                break;
+            }
+            idx[d] = 0;
+        }
+    }
+    let values = ArrayD::from_shape_vec(IxDyn(&size), values).map_err(|e| bad(&e.to_string()))?;
+    let integer = !matches!(
+        class.as_str(),
+        "FloatStorage" | "DoubleStorage" | "HalfStorage" | "BFloat16Storage"
+    );
+    Ok(Some(PtTensor { values, integer }))
+}
+
+/// Reads every tensor of a `.pt` file: `("", tensor)` for a bare tensor, `(key, tensor)` for
+/// the tensor values of a dictionary at the root.
+pub fn read_pt(path: &Path) -> Result<Vec<(String, PtTensor)>> {
+    let bytes = std::fs::read(path).map_err(|e| err(path, e.to_string()))?;
+    let entries = zip_entries(path, &bytes)?;
+    let pkl = entries
+        .keys()
+        .find(|k| k.ends_with("/data.pkl"))
+        .cloned()
+        .ok_or_else(|| err(path, "no data.pkl in the archive"))?;
+    let root = pkl.trim_end_matches("/data.pkl").to_string();
+    let (s, e) = entries[&pkl];
+    let obj = unpickle(path, &bytes[s..e])?;
+    let mut out = Vec::new();
+    if let Some(t) = build_tensor(path, &obj, &bytes, &entries, &root)? {
+        out.push((String::new(), t));
+    } else if let Val::Dict(items) = &obj {
+        for (k, v) in items {
+            if let (Val::Str(k), Some(t)) = (k, build_tensor(path, v, &bytes, &entries, &root)?) {
+                out.push((k.clone(), t));
+            }
+        }
+    }
+    if out.is_empty() {
+        return Err(err(
+            path,
+            "no tensor found (expected torch.save of a tensor or a dict of tensors)",
+        ));
+    }
+    Ok(out)
+}
+
+/// The layer key of an original-study file name `layer{N}-{component}-{indices}-{sparsity}.pt`
+/// (`layer1-mlp.down_proj-0-0-0.5.pt` → `layer1-mlp.down_proj`), so that files of the same
+/// layer at different structures match; other names give their stem.
+pub fn layer_key_from_file_name(path: &Path) -> String {
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let parts: Vec<&str> = stem.split('-').collect();
+    if parts.len() >= 2
+        && parts[0].starts_with("layer")
+        && parts[0][5..].chars().all(|c| c.is_ascii_digit())
+        && !parts[0][5..].is_empty()
+    {
+        format!("{}-{}", parts[0], parts[1])
+    } else {
+        stem
+    }
+}
+
+/// A 2-D tensor of a `.pt` file as [rows, cols] f32.
+pub fn pt_matrix(path: &Path, name: &str, t: PtTensor) -> Result<Array2<f32>> {
+    let shape = t.values.shape().to_vec();
+    t.values
+        .into_dimensionality()
+        .map_err(|_| PruneError::UnsupportedTensor {
+            file: path.display().to_string(),
+            tensor: name.to_string(),
+            what: format!("rank {} (shape {shape:?}), expected 2", shape.len()),
+        })
+}
