@@ -24,7 +24,7 @@ def check(results_dir):
     con = duckdb.connect()
     glob = f"{results_dir}/*.parquet"
     cols = {r[0] for r in con.execute(f"DESCRIBE SELECT * FROM '{glob}'").fetchall()}
-    need = {"run_id", "timestamp_us", "git_rev", "command", "model", "layer", "site", "method", "metric", "value", "parameters"}
+    need = {"run_id", "timestamp", "git_rev", "command", "model", "layer", "site", "method", "metric", "value", "parameters"}
     missing = need - cols
     if missing:
         print(f"results store is missing columns {sorted(missing)}; has {sorted(cols)}")

@@ -273,20 +273,28 @@ fn heat_map(
             .margin(16)
             .x_label_area_size(50)
             .y_label_area_size(90)
-            .build_cartesian_2d(0f64..cols as f64, 0f64..rows as f64)
+            .build_cartesian_2d(
+                (0..cols as i32).into_segmented(),
+                (0..rows as i32).into_segmented(),
+            )
             .map_err(|e| e.to_string())?;
         let rn = row_names.to_vec();
         chart
             .configure_mesh()
             .disable_mesh()
+            .x_labels(cols.min(40))
+            .y_labels(rows.min(40))
             .x_desc(x_label)
             .y_desc(y_label)
             .label_style((FONT, 14))
             .axis_desc_style((FONT, 18))
-            .x_label_formatter(&|v| format!("{:.0}", v.floor()))
-            .y_label_formatter(&move |v| {
-                let i = v.floor() as usize;
-                rn.get(i).cloned().unwrap_or_default()
+            .x_label_formatter(&|v| match v {
+                SegmentValue::CenterOf(i) => i.to_string(),
+                _ => String::new(),
+            })
+            .y_label_formatter(&move |v| match v {
+                SegmentValue::CenterOf(i) => rn.get(*i as usize).cloned().unwrap_or_default(),
+                _ => String::new(),
             })
             .draw()
             .map_err(|e| e.to_string())?;
@@ -297,8 +305,12 @@ fn heat_map(
                         Some(v) if v.is_finite() => color(*v),
                         _ => RGBColor(200, 200, 200),
                     };
+                    let (i, j) = (i as i32, j as i32);
                     Rectangle::new(
-                        [(j as f64, i as f64), (j as f64 + 1.0, i as f64 + 1.0)],
+                        [
+                            (SegmentValue::Exact(j), SegmentValue::Exact(i)),
+                            (SegmentValue::Exact(j + 1), SegmentValue::Exact(i + 1)),
+                        ],
                         c.filled(),
                     )
                 })
