@@ -32,7 +32,7 @@ use ndarray::{Array1, Array2, Array3, ArrayView2, Axis, s};
 use serde::{Deserialize, Serialize};
 
 use super::delta::block_input;
-use super::tensors::{site3, site4, tensor2, tensor3, to_site3};
+use super::tensors::{last_top1, site3, site4, tensor2, tensor3, to_site3};
 use super::{
     AnalysisConfig, AnalysisModel, RankedNeuron, Result, TokenizedTexts, model_err, neuron_site,
     ranked,
@@ -328,25 +328,19 @@ fn result(site: &str, scores: &[f64], acts: &Array2<f64>, k: usize) -> Attention
     }
 }
 
-/// ∂ℓ/∂(site) for the clean top-1 logit ℓ at the last position, [seq, width], via a gradient-tracked
-/// replacement of the site. `None` when the backend records no gradient.
-fn site_gradient(
+/// The site's clean activations and ∂ℓ/∂(site) for the clean top-1 logit ℓ at the last position, both
+/// [seq, width] (batch element 0), via a gradient-tracked replacement of the site. `None` when the
+/// backend records no gradient.
+pub(crate) fn site_gradient(
     model: &CausalLm,
     batch: &Batch,
     site: &str,
     device: &Device,
-) -> crate::Result<Option<Array2<f64>>> {
+) -> crate::Result<Option<(Array2<f64>, Array2<f64>)>> {
     let out = model.forward(batch, &Capture::sites([site]), None)?;
     let [_, len] = batch.dims();
     let logits = tensor3(&out.logits)?;
-    let last = logits.slice(s![0, len - 1, ..]);
-    let target = last
-        .iter()
-        .enumerate()
-        .fold((0usize, f32::NEG_INFINITY), |(bi, bv), (i, &v)| {
-            if v > bv { (i, v) } else { (bi, bv) }
-        })
-        .0;
+    let target = last_top1(&logits, len);
     let act = site3(&out, site)?;
     let SiteTensor::Rank3(t) = to_site3(&act, device) else {
         return Ok(None);
@@ -362,7 +356,11 @@ fn site_gradient(
     let Some(g) = leaf.grad(&grads) else {
         return Ok(None);
     };
-    Ok(Some(tensor3(&g)?.index_axis(Axis(0), 0).mapv(f64::from)))
+    let a = act.index_axis(Axis(0), 0).mapv(f64::from);
+    Ok(Some((
+        a,
+        tensor3(&g)?.index_axis(Axis(0), 0).mapv(f64::from),
+    )))
 }
 
 /// GPT-2 attention-probability gradient ∂ℓ/∂A [heads, seq, seq] (same construction as [`site_gradient`]).
@@ -375,14 +373,7 @@ fn attn_gradient(
     let out = model.forward(batch, &Capture::sites([site]), None)?;
     let [_, len] = batch.dims();
     let logits = tensor3(&out.logits)?;
-    let last = logits.slice(s![0, len - 1, ..]);
-    let target = last
-        .iter()
-        .enumerate()
-        .fold((0usize, f32::NEG_INFINITY), |(bi, bv), (i, &v)| {
-            if v > bv { (i, v) } else { (bi, bv) }
-        })
-        .0;
+    let target = last_top1(&logits, len);
     let Some(SiteTensor::Rank4(t)) = out.sites.get(site).cloned() else {
         return Ok(None);
     };
@@ -496,7 +487,7 @@ pub fn attention_neurons(
                             .attention_methods
                             .contains(&AttentionMethod::GradientGuided)
                         {
-                            let g = site_gradient(model, &batch, &ns, device)
+                            let (_, g) = site_gradient(model, &batch, &ns, device)
                                 .map_err(err)?
                                 .ok_or_else(|| {
                                     err(ModelError::Invalid(

@@ -18,13 +18,13 @@ use burn::tensor::Device;
 use ndarray::{Array1, Array3, Axis, s};
 use serde::{Deserialize, Serialize};
 
-use super::tensors::{kl_from_logp, log_softmax, site3, tensor3, to_site3};
+use super::tensors::{kl_from_logp, log_softmax, site3, tensor3};
 use super::{
     AnalysisConfig, AnalysisModel, RankedNeuron, Result, TokenizedTexts, model_err, neuron_site,
 };
 use crate::error::ModelError;
 use crate::lm::{Batch, CausalLm};
-use crate::sites::{Capture, Channels, Edit, Intervention, MeanSource, SiteTensor};
+use crate::sites::{Capture, Channels, Edit, Intervention, MeanSource};
 
 const STAGE: &str = "causal";
 
@@ -207,44 +207,11 @@ fn attribution(
     site: &str,
     device: &Device,
 ) -> crate::Result<Option<Vec<f64>>> {
-    let len = ids.len();
-    let batch = Batch::from_ids(ids, 1, len, device)?;
-    let out = model.forward(&batch, &Capture::sites([site]), None)?;
-    let act = site3(&out, site)?;
-    let logits = tensor3(&out.logits)?;
-    let last = logits.slice(s![0, len - 1, ..]);
-    let target = last
-        .iter()
-        .enumerate()
-        .fold((0usize, f32::NEG_INFINITY), |(bi, bv), (i, &v)| {
-            if v > bv { (i, v) } else { (bi, bv) }
-        })
-        .0;
-    let SiteTensor::Rank3(t) = to_site3(&act, device) else {
+    let batch = Batch::from_ids(ids, 1, ids.len(), device)?;
+    let Some((act, g)) = super::attention::site_gradient(model, &batch, site, device)? else {
         return Ok(None);
     };
-    let leaf = t.autodiff().require_grad();
-    let iv = Intervention::new().edit(site, Edit::Set(SiteTensor::Rank3(leaf.clone())));
-    let logits = model.forward(&batch, &Capture::none(), Some(&iv))?.logits;
-    let [_, _, v] = logits.dims();
-    let picked = logits
-        .narrow(1, len - 1, 1)
-        .narrow(2, target, 1)
-        .reshape([1]);
-    if !picked.is_tracked() {
-        return Ok(None);
-    }
-    let grads = picked.sum().backward();
-    let Some(g) = leaf.grad(&grads) else {
-        return Ok(None);
-    };
-    let _ = v;
-    let g = tensor3(&g)?;
-    let prod = (&act * &g)
-        .sum_axis(Axis(1))
-        .index_axis(Axis(0), 0)
-        .mapv(|x| f64::from(x).abs());
-    Ok(Some(prod.to_vec()))
+    Ok(Some((&act * &g).sum_axis(Axis(0)).mapv(f64::abs).to_vec()))
 }
 
 /// Mean next-token loss over `seqs` with an optional intervention (every element of the batch edited).

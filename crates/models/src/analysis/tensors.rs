@@ -88,3 +88,15 @@ pub(crate) fn kl_from_logp(logp: &[f64], logq: &[f64]) -> f64 {
         .sum::<f64>()
         .max(0.0)
 }
+
+/// The arg-max token of batch element 0 at position `len − 1` of logits [batch, seq, vocab] (first on ties).
+pub(crate) fn last_top1(logits: &Array3<f32>, len: usize) -> usize {
+    logits
+        .slice(ndarray::s![0, len - 1, ..])
+        .iter()
+        .enumerate()
+        .fold((0usize, f32::NEG_INFINITY), |(bi, bv), (i, &v)| {
+            if v > bv { (i, v) } else { (bi, bv) }
+        })
+        .0
+}
