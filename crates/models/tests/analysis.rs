@@ -56,7 +56,7 @@ fn batched_interventions_equal_one_at_a_time() {
         let site = sm::analysis::neuron_site(m.model.family(), 0);
         let neurons: Vec<usize> = (0..12).collect();
         for edit in [Edit::Zero, Edit::Scale(0.1)] {
-            let f = |_n: usize| edit.clone();
+            let f = |_n: usize| Ok(edit.clone());
             let batched =
                 single_neuron_impacts(&m.model, &ids, &site, &neurons, &f, 32, &device).unwrap();
             let single =
@@ -268,4 +268,21 @@ fn full_analysis_on_the_fixture_models() {
             p.display()
         );
     }
+}
+
+#[test]
+fn noise_ablation_uses_each_neurons_own_sigma_and_rejects_unknown_neurons() {
+    use sm::analysis::causal::{ChannelStats, mode_edit};
+    let stats = ChannelStats {
+        mean: vec![0.0, 1.0],
+        std: vec![0.5, 2.0],
+    };
+    match mode_edit(CausalMode::Noise, &stats, 1, 9).unwrap() {
+        Edit::AddNoise { std, seed } => assert_eq!((std, seed), (2.0, 9)),
+        other => panic!("expected noise, got {other:?}"),
+    }
+    let err = mode_edit(CausalMode::Noise, &stats, 5, 9)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("neuron 5"), "{err}");
 }

@@ -119,24 +119,27 @@ pub struct ChannelStats {
     pub std: Vec<f32>,
 }
 
-/// The edit a mode applies.
+/// The edit a mode applies to `neuron` (noise uses that neuron's own standard deviation).
 pub fn mode_edit(
     mode: CausalMode,
     stats: &ChannelStats,
-    neuron_hint: Option<usize>,
+    neuron: usize,
     seed: u64,
-) -> Edit {
-    match mode {
+) -> crate::Result<Edit> {
+    Ok(match mode {
         CausalMode::Zero => Edit::Zero,
         CausalMode::Mean => Edit::Mean(MeanSource::Given(stats.mean.clone())),
         CausalMode::Scale(f) => Edit::Scale(f),
         CausalMode::Noise => {
-            let std = neuron_hint
-                .and_then(|n| stats.std.get(n).copied())
-                .unwrap_or(1.0);
+            let std = stats.std.get(neuron).copied().ok_or_else(|| {
+                ModelError::Invalid(format!(
+                    "noise ablation: neuron {neuron} is outside the site's {} channels",
+                    stats.std.len()
+                ))
+            })?;
             Edit::AddNoise { std, seed }
         }
-    }
+    })
 }
 
 /// Mean next-token loss of every batch element over its real positions, and the last-position
@@ -167,7 +170,7 @@ pub fn single_neuron_impacts(
     ids: &[i64],
     site: &str,
     neurons: &[usize],
-    edit_for: &dyn Fn(usize) -> Edit,
+    edit_for: &dyn Fn(usize) -> crate::Result<Edit>,
     chunk: usize,
     device: &Device,
 ) -> crate::Result<Vec<(f64, f64)>> {
@@ -185,7 +188,7 @@ pub fn single_neuron_impacts(
         for (i, &n) in group.iter().enumerate() {
             let mut per = vec![Vec::new(); m];
             per[i] = vec![n];
-            iv = iv.edit_channels(site, edit_for(n), Channels::PerExample(per));
+            iv = iv.edit_channels(site, edit_for(n)?, Channels::PerExample(per));
         }
         let logits = tensor3(&model.forward(&batch, &Capture::none(), Some(&iv))?.logits)?;
         let (losses, last) = losses_and_last(&logits, &rep[..len], len);
@@ -333,7 +336,7 @@ pub fn causal_neurons(
         let mut dl = vec![0.0f64; candidates.len()];
         for (pi, p) in prompts.iter().enumerate() {
             let seed = config.seed.wrapping_add(pi as u64);
-            let edit_for = |n: usize| mode_edit(config.causal_mode, &stats, Some(n), seed);
+            let edit_for = |n: usize| mode_edit(config.causal_mode, &stats, n, seed);
             let r = single_neuron_impacts(model, p, &site, &candidates, &edit_for, 32, device)
                 .map_err(err)?;
             for (i, (k, d)) in r.into_iter().enumerate() {
@@ -360,12 +363,12 @@ pub fn causal_neurons(
                 score: x.kl,
             })
             .collect();
-        let top_set: Vec<usize> = top.iter().map(|r| r.neuron).collect();
-        let ablate = Intervention::new().edit_channels(
-            site.clone(),
-            mode_edit(config.causal_mode, &stats, None, config.seed),
-            Channels::Only(top_set),
-        );
+        // the top-k set ablated together, each neuron with its own edit (noise: its own σ)
+        let mut ablate = Intervention::new();
+        for r in &top {
+            let edit = mode_edit(config.causal_mode, &stats, r.neuron, config.seed).map_err(err)?;
+            ablate = ablate.edit_channels(site.clone(), edit, Channels::Only(vec![r.neuron]));
+        }
         // inter-layer impact over the prompts
         let cap = Capture::sites((0..n_layers).map(|j| format!("block_out.{j}")));
         let mut num = vec![0.0f64; n_layers];

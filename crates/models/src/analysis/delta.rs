@@ -272,12 +272,7 @@ pub fn delta_sensitive(
             let key = "mixer_output_variance";
             rankings.insert(
                 key.to_string(),
-                ranking(
-                    key,
-                    format!("mixer_out.{l}"),
-                    v.as_slice().unwrap_or(&[]),
-                    k,
-                ),
+                ranking(key, format!("mixer_out.{l}"), v.to_vec().as_slice(), k),
             );
         }
         if family == ModelFamily::Mamba {
@@ -286,7 +281,7 @@ pub fn delta_sensitive(
                 let key = "legacy_pre_softplus_delta";
                 rankings.insert(
                     key.to_string(),
-                    ranking(key, format!("dt_proj.{l}"), v.as_slice().unwrap_or(&[]), k),
+                    ranking(key, format!("dt_proj.{l}"), v.to_vec().as_slice(), k),
                 );
             }
             let width = model.site_width(&dt_site).map_err(err)?;
@@ -301,20 +296,20 @@ pub fn delta_sensitive(
             let key = "delta_variance";
             rankings.insert(
                 key.to_string(),
-                ranking(key, dt_site.clone(), var.as_slice().unwrap_or(&[]), k),
+                ranking(key, dt_site.clone(), var.to_vec().as_slice(), k),
             );
             let corr = column_abs_correlation(dmat.view(), gmat.view());
             let key = "delta_activation_correlation";
             rankings.insert(
                 key.to_string(),
-                ranking(key, dt_site.clone(), corr.as_slice().unwrap_or(&[]), k),
+                ranking(key, dt_site.clone(), corr.to_vec().as_slice(), k),
             );
             if let Some(sum) = sens_sum {
                 let sens = sum / sens_tokens.max(1) as f64;
                 let key = "delta_intervention";
                 rankings.insert(
                     key.to_string(),
-                    ranking(key, ns.clone(), sens.as_slice().unwrap_or(&[]), k),
+                    ranking(key, ns.clone(), sens.to_vec().as_slice(), k),
                 );
             }
         }
@@ -323,7 +318,7 @@ pub fn delta_sensitive(
             let key = "permutation";
             rankings.insert(
                 key.to_string(),
-                ranking(key, ns.clone(), v.as_slice().unwrap_or(&[]), k),
+                ranking(key, ns.clone(), v.to_vec().as_slice(), k),
             );
         }
         result.insert(l, DeltaSensitivity { rankings });
