@@ -26,10 +26,12 @@ pub const WORD_BITS: usize = 64;
 pub enum Binarize {
     /// `x != 0` (the correct mask of a pruned weight; default).
     #[default]
+    #[serde(rename = "nonzero")]
     NonZero,
     /// `x > 0`: reproduces the original scripts, which drop every negative weight (a bug for masks).
     Positive,
     /// `|x| > τ` (activation sparsity with a magnitude threshold).
+    #[serde(rename = "abs-gt")]
     AbsGreater(f32),
 }
 

@@ -114,9 +114,10 @@ pub fn kernel_name() -> &'static str {
     kernel::name()
 }
 
-/// Runs `f` inside a dedicated rayon pool of `threads` threads (1 = single-threaded), so the
-/// parallel functions of this crate use exactly that many cores.
-pub fn with_threads<T: Send>(threads: usize, f: impl FnOnce() -> T + Send) -> Result<T> {
+/// A dedicated rayon pool of `threads` threads (1 = single-threaded): `pool.install(|| ...)`
+/// runs the parallel functions of this crate on exactly that many cores. Build it once and
+/// reuse it when timing short calls.
+pub fn thread_pool(threads: usize) -> Result<rayon::ThreadPool> {
     if threads == 0 {
         return Err(ClusterError::InvalidParam {
             name: "threads",
@@ -124,15 +125,20 @@ pub fn with_threads<T: Send>(threads: usize, f: impl FnOnce() -> T + Send) -> Re
             reason: "must be >= 1",
         });
     }
-    let pool = rayon::ThreadPoolBuilder::new()
+    rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build()
         .map_err(|_| ClusterError::InvalidParam {
             name: "threads",
             value: threads.to_string(),
             reason: "could not build the rayon thread pool",
-        })?;
-    Ok(pool.install(f))
+        })
+}
+
+/// Runs `f` inside a new [`thread_pool`] of `threads` threads (1 = single-threaded), so the
+/// parallel functions of this crate use exactly that many cores.
+pub fn with_threads<T: Send>(threads: usize, f: impl FnOnce() -> T + Send) -> Result<T> {
+    Ok(thread_pool(threads)?.install(f))
 }
 
 /// Raw Hamming count between two packed features of equal word length.

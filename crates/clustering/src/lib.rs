@@ -8,7 +8,8 @@
 //! ([`ward`]). [`metrics`] gives exact within/between distances and the separation ratio,
 //! [`mmm`] the multiply–mask–multiply block coherence, [`procedure`] the original study's
 //! "reference + 128 nearest, k = 4, 8, 16" procedure (and its multi-execution), [`ordering`]
-//! and [`plot`] the pictures.
+//! and [`plot`] the pictures; [`report`] runs the whole `cargo xtask cluster` analysis of a
+//! safetensors tensor and defines the `clusters.json` schema.
 //!
 //! ```
 //! use ndarray::array;
@@ -45,6 +46,7 @@ pub mod mmm;
 pub mod ordering;
 pub mod plot;
 pub mod procedure;
+pub mod report;
 pub mod ward;
 
 pub use binary::{Binarize, BinaryMatrix, FeatureAxis};

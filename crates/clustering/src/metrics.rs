@@ -14,6 +14,12 @@
 //! cluster pair is the mean over `min(50, |c|·|c′|)` random pairs drawn with replacement
 //! (seeded `ChaCha8Rng` instead of Python's `random`), averaged over cluster pairs.
 //!
+//! Centroid variant ([`centroid_metrics`], the original `hamming_cluster_analysis.py`, §2.4B, the
+//! committed JSON numbers): centroids are the member means (fractional), `within` = mean over
+//! all points of the Euclidean distance to their own centroid, `between` = mean Euclidean
+//! distance over centroid pairs, in raw bit units (for 0/1 vectors `‖x − y‖₂ = √Hamming`),
+//! ratio = between / within (`None` when within is 0), plus the inertia `Σ ‖x − c‖²`.
+//!
 //! Adjusted Rand index: Hubert & Arabie (1985).
 
 use rand::{Rng, SeedableRng};
@@ -274,6 +280,89 @@ pub fn cluster_metrics(
     })
 }
 
+/// The original procedure B's centroid-based separation (see the module docs).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CentroidMetrics {
+    /// Mean Euclidean distance of every feature to its cluster's mean, raw bit units.
+    pub within: f64,
+    /// Mean Euclidean distance between the means of every pair of non-empty clusters
+    /// (`None` with fewer than two clusters).
+    pub between: Option<f64>,
+    /// `between / within`; `None` when either is undefined or within is 0.
+    pub separation_ratio: Option<f64>,
+    /// `Σ_i ‖x_i − c_label(i)‖²` (scikit-learn's inertia for these centroids).
+    pub inertia: f64,
+}
+
+/// Centroid-based within/between of `labels` (`[n_features]`) on `data`, as the original
+/// `hamming_cluster_analysis.py` computed them from its k-means centroids (here the member means
+/// of any clustering; for a converged k-means they are the same).
+pub fn centroid_metrics(data: &BinaryMatrix, labels: &[usize]) -> Result<CentroidMetrics> {
+    let k = check_labels(data, labels)?;
+    let nb = data.n_bits();
+    let mut sums = vec![0f64; k * nb];
+    let mut sizes = vec![0usize; k];
+    for (i, &l) in labels.iter().enumerate() {
+        sizes[l] += 1;
+        for (wi, &word) in data.feature_words(i).iter().enumerate() {
+            let mut x = word;
+            while x != 0 {
+                sums[l * nb + wi * crate::binary::WORD_BITS + x.trailing_zeros() as usize] += 1.0;
+                x &= x - 1;
+            }
+        }
+    }
+    for (c, &n) in sizes.iter().enumerate() {
+        if n > 0 {
+            for v in &mut sums[c * nb..(c + 1) * nb] {
+                *v /= n as f64;
+            }
+        }
+    }
+    let centroid = |c: usize| &sums[c * nb..(c + 1) * nb];
+    // ‖x − c‖² = Σ_b (x_b − c_b)², x_b ∈ {0, 1}.
+    let mut within_sum = 0.0;
+    let mut inertia = 0.0;
+    for (i, &l) in labels.iter().enumerate() {
+        let d2: f64 = centroid(l)
+            .iter()
+            .enumerate()
+            .map(|(b, &cb)| {
+                let x = if data.get(i, b) { 1.0 } else { 0.0 };
+                (x - cb) * (x - cb)
+            })
+            .sum();
+        inertia += d2;
+        within_sum += d2.sqrt();
+    }
+    let within = within_sum / labels.len() as f64;
+    let live: Vec<usize> = (0..k).filter(|&c| sizes[c] > 0).collect();
+    let mut between_sum = 0.0;
+    let mut n_pairs = 0usize;
+    for (a, &ca) in live.iter().enumerate() {
+        for &cb in &live[a + 1..] {
+            let d2: f64 = centroid(ca)
+                .iter()
+                .zip(centroid(cb))
+                .map(|(x, y)| (x - y) * (x - y))
+                .sum();
+            between_sum += d2.sqrt();
+            n_pairs += 1;
+        }
+    }
+    let between = (n_pairs > 0).then(|| between_sum / n_pairs as f64);
+    let separation_ratio = match between {
+        Some(b) if within > 0.0 => Some(b / within),
+        _ => None,
+    };
+    Ok(CentroidMetrics {
+        within,
+        between,
+        separation_ratio,
+        inertia,
+    })
+}
+
 /// Adjusted Rand index between two labelings of the same items (1.0 = identical partitions up
 /// to renaming; ≈ 0 for independent ones). Two all-in-one-cluster (or all-singleton) labelings give 1.0.
 pub fn adjusted_rand_index(a: &[usize], b: &[usize]) -> Result<f64> {
@@ -363,5 +452,30 @@ mod tests {
         assert!((legacy.within_mean.unwrap() - w / 3.0).abs() < 1e-12);
         // 1x1 cluster pairs have a single possible pair: sampling is exact there.
         assert!(legacy.separation_ratio.unwrap() > exact.separation_ratio.unwrap());
+    }
+
+    #[test]
+    fn centroid_metrics_by_hand() {
+        // Cluster 0 = {1100, 1000}: mean (1, .5, 0, 0); cluster 1 = {0011}: mean (0, 0, 1, 1).
+        let m = BinaryMatrix::from_fn(3, 4, |f, b| match f {
+            0 => b < 2,
+            1 => b == 0,
+            _ => b >= 2,
+        })
+        .unwrap();
+        let c = centroid_metrics(&m, &[0, 0, 1]).unwrap();
+        // Distances to own centroid: 0.5, 0.5, 0 -> within 1/3; inertia 0.25 + 0.25.
+        assert!((c.within - 1.0 / 3.0).abs() < 1e-12);
+        assert!((c.inertia - 0.5).abs() < 1e-12);
+        // Between: ‖(1, .5, -1, -1)‖ = √3.25.
+        assert!((c.between.unwrap() - 3.25f64.sqrt()).abs() < 1e-12);
+        assert!((c.separation_ratio.unwrap() - 3.0 * 3.25f64.sqrt()).abs() < 1e-12);
+        // One cluster: no between; identical members: within 0 -> ratio undefined.
+        assert_eq!(centroid_metrics(&m, &[0, 0, 0]).unwrap().between, None);
+        let same = BinaryMatrix::from_fn(4, 8, |f, b| (f < 2) == (b < 4)).unwrap();
+        let c = centroid_metrics(&same, &[0, 0, 1, 1]).unwrap();
+        assert_eq!(c.within, 0.0);
+        assert_eq!(c.separation_ratio, None);
+        assert!(centroid_metrics(&m, &[0, 1]).is_err());
     }
 }

@@ -14,8 +14,16 @@
 //!
 //! Null model: under independent bits with per-feature densities `ρ_f`, a block of length `L`
 //! is coherent with probability `Π_f (1 − ρ_f)^L`; `independence_baseline` is that probability
-//! averaged over the counted blocks. The original per-row coherence of groups of 8 features
-//! (original-algorithms.md §2.5) is this quantity with `B = 1`.
+//! averaged over the counted blocks.
+//!
+//! Legacy ([`legacy_group_coherence`], original-algorithms.md §2.5, `correlation_analysis.py`):
+//! the original did not block the *bits*. It sorted the clustered features by cluster label,
+//! cut that order into `⌊F/8⌋` consecutive groups of 8 features (the remainder dropped, groups
+//! may straddle two clusters), and for each group counted the rows (bits) on which all 8
+//! features are zero, divided by the number of rows `D`; `mean_coherence` is the mean over the
+//! groups. (Its README's "/ total_blocks" does not match the code, which divides by `D`.) Under
+//! independent bits the expected value of a group is `(1/D)·Σ_r Π_f (1 − ρ_f)` = `Π_f (1 − ρ_f)`,
+//! `(1 − ρ)^8 ≈ 0.0039` at 50 % density.
 
 use serde::{Deserialize, Serialize};
 
@@ -205,6 +213,78 @@ pub fn block_coherence(
     })
 }
 
+/// The original's coherence of groups of consecutive cluster-ordered features (see the module docs).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LegacyCoherence {
+    /// Features per group (the original used 8).
+    pub group_size: usize,
+    /// Feature indices in cluster order (labels ascending, stable inside a cluster), `[F]`.
+    pub order: Vec<usize>,
+    /// Coherence of every group `g`: rows where its features are all zero / `n_bits`, `[⌊F/group⌋]`.
+    pub per_group: Vec<f64>,
+    /// Mean over the groups.
+    pub mean_coherence: f64,
+    /// Mean over the groups of `Π_f (1 − ρ_f)` (independent bits with the features' densities).
+    pub independence_baseline: f64,
+    /// `mean_coherence > 0.3` (the original's "block structure exists").
+    pub block_structure: bool,
+}
+
+/// The original per-row coherence of groups of `group_size` cluster-ordered features
+/// (original-algorithms.md §2.5); `labels` is `[n_features]`. Features are ordered by label
+/// with a stable sort (the original's `argsort` was unstable), groups are consecutive in that
+/// order, a last incomplete group is dropped as in the original.
+pub fn legacy_group_coherence(
+    data: &BinaryMatrix,
+    labels: &[usize],
+    group_size: usize,
+) -> Result<LegacyCoherence> {
+    if labels.len() != data.n_features() {
+        return Err(ClusterError::LengthMismatch {
+            what: "labels",
+            got: labels.len(),
+            expected: data.n_features(),
+        });
+    }
+    if group_size == 0 || group_size > data.n_features() {
+        return Err(ClusterError::InvalidParam {
+            name: "legacy MMM group size",
+            value: group_size.to_string(),
+            reason: "must be in 1..=n_features",
+        });
+    }
+    let (order, _) = crate::ordering::cluster_order(labels);
+    let nb = data.n_bits();
+    let w = data.words_per_feature();
+    let mut per_group = Vec::with_capacity(order.len() / group_size);
+    let mut baseline = 0.0;
+    for group in order.chunks_exact(group_size) {
+        let mut union = vec![0u64; w];
+        let mut p_zero = 1.0f64;
+        for &f in group {
+            let mut ones = 0u32;
+            for (u, x) in union.iter_mut().zip(data.feature_words(f)) {
+                *u |= x;
+                ones += x.count_ones();
+            }
+            p_zero *= 1.0 - f64::from(ones) / nb as f64;
+        }
+        let any: u32 = union.iter().map(|x| x.count_ones()).sum();
+        per_group.push((nb - any as usize) as f64 / nb as f64);
+        baseline += p_zero;
+    }
+    let g = per_group.len() as f64;
+    let mean_coherence = per_group.iter().sum::<f64>() / g;
+    Ok(LegacyCoherence {
+        group_size,
+        order,
+        mean_coherence,
+        independence_baseline: baseline / g,
+        block_structure: mean_coherence > MMM_THRESHOLD,
+        per_group,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -275,5 +355,44 @@ mod tests {
         let g = group_coherence(&m, &[0, 1], 4, RaggedBlock::Include).unwrap();
         assert!((g.independence_baseline - (0.5f64 * 0.75).powi(4)).abs() < 1e-12);
         assert_eq!(g.coherence, 0.0);
+    }
+
+    #[test]
+    fn legacy_groups_of_cluster_ordered_features() {
+        // 10 features of 6 bits; labels put features {1, 3} in cluster 0, the rest in cluster 1.
+        // Cluster order: 1, 3, 0, 2, 4, 5, 6, 7, 8, 9. Groups of 4: [1,3,0,2], [4,5,6,7]; 8, 9 dropped.
+        let mut m = BinaryMatrix::zeros(10, 6).unwrap();
+        m.set(0, 0, true); // group 0: rows 0 and 5 are used -> 4 of 6 rows all zero
+        m.set(2, 5, true);
+        m.set(4, 1, true); // group 1: rows 1, 2 used (twice row 2) -> 4 of 6
+        m.set(5, 2, true);
+        m.set(7, 2, true);
+        m.set(8, 3, true); // in the dropped remainder: no effect
+        let labels = [1, 0, 1, 0, 1, 1, 1, 1, 1, 1];
+        let c = legacy_group_coherence(&m, &labels, 4).unwrap();
+        assert_eq!(c.order, vec![1, 3, 0, 2, 4, 5, 6, 7, 8, 9]);
+        assert_eq!(c.per_group, vec![4.0 / 6.0, 4.0 / 6.0]);
+        assert!((c.mean_coherence - 4.0 / 6.0).abs() < 1e-15);
+        assert!(c.block_structure);
+        // Baseline: group 0 densities 1/6, 0, 1/6, 0 -> (5/6)^2; group 1: 1/6, 1/6, 0, 1/6 -> (5/6)^3.
+        let want = 0.5 * ((5.0f64 / 6.0).powi(2) + (5.0f64 / 6.0).powi(3));
+        assert!((c.independence_baseline - want).abs() < 1e-12);
+        assert!(legacy_group_coherence(&m, &labels, 0).is_err());
+        assert!(legacy_group_coherence(&m, &labels, 11).is_err());
+        assert!(legacy_group_coherence(&m, &labels[..9], 4).is_err());
+    }
+
+    #[test]
+    fn legacy_and_corrected_differ_on_the_same_data() {
+        // One cluster of 8 features, 32 bits; feature f sets bit 4f: every row has at most one
+        // set feature, so per-row legacy coherence = 24/32, but every block of B = 4 holds one bit.
+        let m = BinaryMatrix::from_fn(8, 32, |f, b| b == 4 * f).unwrap();
+        let labels = [0; 8];
+        let legacy = legacy_group_coherence(&m, &labels, 8).unwrap();
+        assert_eq!(legacy.per_group, vec![0.75]);
+        let blocks = block_coherence(&m, &labels, 4, RaggedBlock::Include).unwrap();
+        assert_eq!(blocks.weighted_mean, 0.0);
+        let blocks = block_coherence(&m, &labels, 1, RaggedBlock::Include).unwrap();
+        assert_eq!(blocks.weighted_mean, 0.75);
     }
 }

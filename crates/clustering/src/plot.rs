@@ -120,11 +120,12 @@ pub fn spy_plot(
     );
     with_png(path, params.size, |root| {
         let mut chart = ChartBuilder::on(root)
-            .caption(title, (FONT, 20))
+            .caption(title, (FONT, 18))
             .margin(12)
             .x_label_area_size(45)
             .y_label_area_size(70)
-            .build_cartesian_2d(0f64..nf as f64, 0f64..nb as f64)?;
+            // y runs from nb at the bottom to 0 at the top (bit 0 on top, like `plt.spy`).
+            .build_cartesian_2d(0f64..nf as f64, nb as f64..0f64)?;
         let nb_f = nb as f64;
         chart
             .configure_mesh()
@@ -133,7 +134,8 @@ pub fn spy_plot(
             .y_desc("bit (row), 0 at top")
             .label_style((FONT, 13))
             .axis_desc_style((FONT, 15))
-            .y_label_formatter(&|v| format!("{:.0}", nb_f - v))
+            .x_label_formatter(&|v| format!("{v:.0}"))
+            .y_label_formatter(&|v| format!("{v:.0}"))
             .draw()?;
         let area = chart.plotting_area();
         let (pw, ph) = area.dim_in_pixel();
@@ -179,7 +181,7 @@ pub fn spy_plot(
             let x = b as f64;
             chart.draw_series(std::iter::once(PathElement::new(
                 vec![(x, 0.0), (x, nb_f)],
-                RED.stroke_width(1),
+                RED.stroke_width(2),
             )))?;
         }
         Ok(())
@@ -235,6 +237,7 @@ pub fn hamming_histogram(
             .configure_mesh()
             .x_desc("normalised Hamming distance")
             .y_desc("count")
+            .y_label_formatter(&|v| format!("{v:.0}"))
             .label_style((FONT, 13))
             .axis_desc_style((FONT, 15))
             .draw()?;
@@ -317,18 +320,44 @@ pub fn separation_heatmap(
     let vmin = defined.iter().copied().fold(f64::INFINITY, f64::min);
     let vmax = defined.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     let (nr, nc) = (row_names.len(), col_names.len());
-    let w = (220 + 110 * nc as u32).max(600);
-    let h = (160 + 60 * nr as u32).max(360);
+    let w = (240 + 150 * nc as u32).max(720);
+    let h = (170 + 60 * nr as u32).max(360);
+    let range_note = if defined.is_empty() {
+        "all undefined (grey)".to_string()
+    } else {
+        format!("colour {vmin:.2} .. {vmax:.2}, grey = undefined")
+    };
+    // Cell (r, c) spans [2c, 2c + 2] × [2r, 2r + 2] in integer coordinates; the axis labels sit
+    // on key points at the odd cell centres.
+    let x_keys: Vec<i32> = (0..nc).map(|c| 2 * c as i32 + 1).collect();
+    let y_keys: Vec<i32> = (0..nr).map(|r| 2 * r as i32 + 1).collect();
+    let name_at = |names: &[String], v: i32| -> String {
+        if v > 0 && v % 2 == 1 {
+            names.get((v / 2) as usize).cloned().unwrap_or_default()
+        } else {
+            String::new()
+        }
+    };
     with_png(path, (w, h), |root| {
-        let mut chart = ChartBuilder::on(root)
-            .caption(
-                format!("{title} (colour: {vmin:.2} .. {vmax:.2}; grey = undefined)"),
-                (FONT, 18),
-            )
+        let (title_area, rest) = root.split_vertically(56);
+        title_area.draw(&Text::new(
+            title.to_string(),
+            (12, 6),
+            (FONT, 17).into_font(),
+        ))?;
+        title_area.draw(&Text::new(
+            range_note.clone(),
+            (12, 30),
+            (FONT, 14).into_font().color(&RGBColor(80, 80, 80)),
+        ))?;
+        let mut chart = ChartBuilder::on(&rest)
             .margin(12)
             .x_label_area_size(50)
             .y_label_area_size(150)
-            .build_cartesian_2d((0..nc).into_segmented(), (0..nr).into_segmented())?;
+            .build_cartesian_2d(
+                (0..2 * nc as i32).with_key_points(x_keys),
+                (0..2 * nr as i32).with_key_points(y_keys),
+            )?;
         chart
             .configure_mesh()
             .disable_mesh()
@@ -338,18 +367,8 @@ pub fn separation_heatmap(
             .y_desc("method")
             .label_style((FONT, 13))
             .axis_desc_style((FONT, 15))
-            .x_label_formatter(&|v| match v {
-                SegmentValue::CenterOf(i) | SegmentValue::Exact(i) => {
-                    col_names.get(*i).cloned().unwrap_or_default()
-                }
-                SegmentValue::Last => String::new(),
-            })
-            .y_label_formatter(&|v| match v {
-                SegmentValue::CenterOf(i) | SegmentValue::Exact(i) => {
-                    row_names.get(*i).cloned().unwrap_or_default()
-                }
-                SegmentValue::Last => String::new(),
-            })
+            .x_label_formatter(&|v| name_at(col_names, *v))
+            .y_label_formatter(&|v| name_at(row_names, *v))
             .draw()?;
         for (r, row) in values.iter().enumerate() {
             for (c, v) in row.iter().enumerate() {
@@ -364,11 +383,9 @@ pub fn separation_heatmap(
                     }
                     _ => RGBColor(190, 190, 190),
                 };
+                let (x0, y0) = (2 * c as i32, 2 * r as i32);
                 chart.draw_series(std::iter::once(Rectangle::new(
-                    [
-                        (SegmentValue::Exact(c), SegmentValue::Exact(r)),
-                        (SegmentValue::Exact(c + 1), SegmentValue::Exact(r + 1)),
-                    ],
+                    [(x0, y0), (x0 + 2, y0 + 2)],
                     color.filled(),
                 )))?;
                 let text = match v {
@@ -381,7 +398,7 @@ pub fn separation_heatmap(
                 };
                 chart.draw_series(std::iter::once(Text::new(
                     text,
-                    (SegmentValue::CenterOf(c), SegmentValue::CenterOf(r)),
+                    (x0 + 1, y0 + 1),
                     (FONT, 16)
                         .into_font()
                         .color(&fg)
@@ -394,4 +411,44 @@ pub fn separation_heatmap(
         }
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn is_png(path: &Path) -> bool {
+        std::fs::read(path).is_ok_and(|b| b.len() > 1000 && b.starts_with(b"\x89PNG\r\n\x1a\n"))
+    }
+
+    #[test]
+    fn plots_are_written_and_inputs_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = BinaryMatrix::from_fn(50, 130, |f, b| (f + b) % 3 == 0).unwrap();
+        let mut p = SpyPlotParams::new("test");
+        p.boundaries = vec![10, 20];
+        let order: Vec<usize> = (0..50).rev().collect();
+        let spy = dir.path().join("spy.png");
+        spy_plot(&m, Some(&order), &p, &spy).unwrap();
+        assert!(is_png(&spy));
+        assert!(spy_plot(&m, Some(&order[1..]), &p, &spy).is_err());
+        assert!(spy_plot(&m, None, &p, &dir.path().join("spy.svg")).is_err());
+        let hist = dir.path().join("hist.png");
+        hamming_histogram(&[0.1, 0.2, 0.2, 0.5], 10, "t", "d", &hist).unwrap();
+        assert!(is_png(&hist));
+        assert!(hamming_histogram(&[], 10, "t", "d", &hist).is_err());
+        assert!(hamming_histogram(&[f64::NAN], 10, "t", "d", &hist).is_err());
+        let heat = dir.path().join("heat.png");
+        let rows = vec!["a".to_string(), "b".to_string()];
+        let cols = vec!["k=4".to_string()];
+        separation_heatmap(&rows, &cols, &[vec![Some(1.5)], vec![None]], "t", &heat).unwrap();
+        assert!(is_png(&heat));
+        assert!(separation_heatmap(&rows, &cols, &[vec![Some(1.5)]], "t", &heat).is_err());
+        // No temporary files are left behind.
+        let names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(names.iter().all(|n| !n.starts_with(".plot-")), "{names:?}");
+    }
 }

@@ -20,8 +20,13 @@ use crate::error::{ClusterError, Result};
 use crate::hamming::nearest_neighbours;
 use crate::kmeans::HammingKMeansParams;
 use crate::linfa_kmeans::{LinfaKMeansParams, linfa_kmeans};
-use crate::metrics::{ClusterMetrics, ClusterMetricsParams, cluster_metrics};
-use crate::mmm::{BlockCoherence, DEFAULT_BLOCK_SIZES, RaggedBlock, block_coherence};
+use crate::metrics::{
+    CentroidMetrics, ClusterMetrics, ClusterMetricsParams, centroid_metrics, cluster_metrics,
+};
+use crate::mmm::{
+    BlockCoherence, DEFAULT_BLOCK_SIZES, LegacyCoherence, RaggedBlock, block_coherence,
+    legacy_group_coherence,
+};
 use crate::ward::ward;
 
 /// Clustering algorithm for the neighbourhood.
@@ -30,8 +35,10 @@ use crate::ward::ward;
 pub enum ClusterMethod {
     /// Majority-vote k-medians in Hamming space ([`crate::kmeans`]). Default.
     #[default]
+    #[serde(rename = "hamming-kmeans")]
     HammingKMeans,
     /// linfa's Euclidean k-means on 0/1 floats ([`crate::linfa_kmeans`]).
+    #[serde(rename = "linfa-kmeans")]
     LinfaKMeans,
     /// Ward agglomerative clustering cut at `k` clusters ([`crate::ward`]).
     Ward,
@@ -84,6 +91,10 @@ pub struct NeighbourhoodParams {
     pub ragged: RaggedBlock,
     /// Within/between definitions.
     pub metrics: ClusterMetricsParams,
+    /// Also report the original's per-row coherence of groups of this many cluster-ordered
+    /// features ([`crate::mmm::legacy_group_coherence`]; the original used 8). Default `None`.
+    #[serde(default)]
+    pub legacy_mmm_group: Option<usize>,
 }
 
 impl Default for NeighbourhoodParams {
@@ -98,6 +109,7 @@ impl Default for NeighbourhoodParams {
             block_sizes: DEFAULT_BLOCK_SIZES.to_vec(),
             ragged: RaggedBlock::Include,
             metrics: ClusterMetricsParams::default(),
+            legacy_mmm_group: None,
         }
     }
 }
@@ -113,8 +125,13 @@ pub struct KClustering {
     pub sizes: Vec<usize>,
     /// Within/between distances and separation ratio.
     pub metrics: ClusterMetrics,
+    /// The original procedure B's centroid-based within/between/separation (raw bit units),
+    /// for comparison with its committed numbers.
+    pub centroid_metrics: CentroidMetrics,
     /// MMM block coherence per block size.
     pub coherence: Vec<BlockCoherence>,
+    /// The original's group coherence, when [`NeighbourhoodParams::legacy_mmm_group`] is set.
+    pub legacy_coherence: Option<LegacyCoherence>,
 }
 
 /// Result of [`neighbourhood_clustering`].
@@ -160,6 +177,15 @@ fn validate(data: &BinaryMatrix, p: &NeighbourhoodParams) -> Result<()> {
         return Err(ClusterError::TooManyClusters {
             k,
             n_features: p.n_neighbours + 1,
+        });
+    }
+    if let Some(g) = p.legacy_mmm_group
+        && (g == 0 || g > p.n_neighbours + 1)
+    {
+        return Err(ClusterError::InvalidParam {
+            name: "legacy MMM group size",
+            value: g.to_string(),
+            reason: "must be in 1..=1 + neighbors",
         });
     }
     if let Some(&b) = p.block_sizes.iter().find(|&&b| b == 0) {
@@ -227,18 +253,25 @@ pub fn neighbourhood_clustering(
             None => cluster_labels(&subset, k, params.method, params.seed, params.n_init)?,
         };
         let metrics = cluster_metrics(&subset, &labels, params.metrics)?;
+        let centroid_metrics = centroid_metrics(&subset, &labels)?;
         let coherence = params
             .block_sizes
             .iter()
             .map(|&b| block_coherence(&subset, &labels, b, params.ragged))
             .collect::<Result<Vec<_>>>()?;
+        let legacy_coherence = params
+            .legacy_mmm_group
+            .map(|g| legacy_group_coherence(&subset, &labels, g))
+            .transpose()?;
         tracing::debug!(reference, k, separation = ?metrics.separation_ratio, "clustered neighbourhood");
         per_k.push(KClustering {
             k,
             sizes: metrics.cluster_sizes.clone(),
             labels,
             metrics,
+            centroid_metrics,
             coherence,
+            legacy_coherence,
         });
     }
     Ok(NeighbourhoodReport {

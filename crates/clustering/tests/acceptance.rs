@@ -5,7 +5,9 @@
 use proptest::prelude::*;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use sparsity_clustering::hamming::{all_pairs, cross, nearest_neighbours, one_vs_all};
+use sparsity_clustering::hamming::{
+    all_pairs, cross, nearest_neighbours, one_vs_all, with_threads,
+};
 use sparsity_clustering::kmeans::HammingKMeansParams;
 use sparsity_clustering::metrics::{ClusterMetricsParams, adjusted_rand_index, cluster_metrics};
 use sparsity_clustering::procedure::{
@@ -52,7 +54,7 @@ fn planted(k: usize, per: usize, bits: usize, noise: f64, seed: u64) -> (BinaryM
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(48))]
     #[test]
-    fn hamming_equals_naive(n in 2usize..40, bits in 1usize..300, density in 0.05f64..0.95, seed in any::<u64>()) {
+    fn hamming_equals_naive(n in 2usize..40, bits in (1usize..300).prop_filter("odd size: not a multiple of 64 bits", |b| b % 64 != 0), density in 0.05f64..0.95, seed in any::<u64>()) {
         let (m, dense) = random_bits(n, bits, density, seed);
         let all = all_pairs(&m);
         prop_assert_eq!(all.condensed().len(), n * (n - 1) / 2);
@@ -193,4 +195,141 @@ fn procedure_defaults_and_determinism() {
         .is_err()
     );
     assert!(neighbourhood_clustering(&m, &NeighbourhoodParams { ks: vec![200], ..p }).is_err());
+}
+
+#[test]
+fn word_boundary_bit_lengths_match_naive() {
+    // Exactly around the u64 word boundaries, where padding bugs would show.
+    for bits in [1usize, 63, 64, 65, 127, 128, 129, 191, 4097] {
+        let (m, dense) = random_bits(7, bits, 0.5, bits as u64);
+        assert_eq!(m.words_per_feature(), bits.div_ceil(64));
+        let all = all_pairs(&m);
+        for i in 0..7 {
+            for j in 0..7 {
+                assert_eq!(all.count(i, j), naive(&dense[i], &dense[j]), "bits {bits}");
+            }
+        }
+        // All-ones features: the distance to all-zeros is exactly n_bits (no padding counted).
+        let ones = BinaryMatrix::from_fn(2, bits, |f, _| f == 0).unwrap();
+        assert_eq!(all_pairs(&ones).count(0, 1) as usize, bits);
+    }
+}
+
+#[test]
+fn thread_count_does_not_change_results() {
+    let (m, _) = random_bits(301, 777, 0.3, 4);
+    let one = with_threads(1, || all_pairs(&m)).unwrap();
+    let two = with_threads(2, || all_pairs(&m)).unwrap();
+    assert_eq!(one, two);
+    let nn1 = with_threads(1, || nearest_neighbours(&m, 17, 40).unwrap()).unwrap();
+    let nn2 = with_threads(2, || nearest_neighbours(&m, 17, 40).unwrap()).unwrap();
+    assert_eq!(nn1, nn2);
+    assert!(with_threads(0, || ()).is_err());
+}
+
+#[test]
+fn legacy_sampled_metrics_are_seeded() {
+    let (m, truth) = planted(4, 10, 300, 0.05, 12);
+    let a = cluster_metrics(&m, &truth, ClusterMetricsParams::legacy(5)).unwrap();
+    let b = cluster_metrics(&m, &truth, ClusterMetricsParams::legacy(5)).unwrap();
+    assert_eq!(a, b);
+    let exact = cluster_metrics(&m, &truth, ClusterMetricsParams::default()).unwrap();
+    // 100 pairs per cluster pair, 50 sampled: an estimate close to, but not always equal to, the exact mean.
+    let (ea, eb) = (a.between_mean.unwrap(), exact.between_mean.unwrap());
+    assert!((ea - eb).abs() < 0.03, "sampled {ea} vs exact {eb}");
+}
+
+#[test]
+fn mmm_coherence_of_planted_zero_blocks() {
+    // Two clusters over 200 bits (B = 32 leaves a ragged block of 8 bits): cluster 0 is zero on
+    // bits 0..96 and on the ragged tail 192..200, cluster 1 is zero on bits 96..192.
+    let m = BinaryMatrix::from_fn(6, 200, |f, b| {
+        if f < 3 {
+            (96..192).contains(&b) && (b + f) % 3 == 0
+        } else {
+            !(96..192).contains(&b) && (b + f) % 2 == 0
+        }
+    })
+    .unwrap();
+    let labels = [0, 0, 0, 1, 1, 1];
+    let c = sparsity_clustering::mmm::block_coherence(
+        &m,
+        &labels,
+        32,
+        sparsity_clustering::mmm::RaggedBlock::Include,
+    )
+    .unwrap();
+    let g0 = c.per_cluster[0].as_ref().unwrap();
+    let g1 = c.per_cluster[1].as_ref().unwrap();
+    assert_eq!((g0.coherent_blocks, g0.total_blocks), (4, 7)); // 3 full + the ragged tail
+    assert_eq!((g1.coherent_blocks, g1.total_blocks), (3, 7));
+    assert!((c.weighted_mean - 0.5).abs() < 1e-12);
+    assert!(c.mmm_candidate);
+    let d = sparsity_clustering::mmm::block_coherence(
+        &m,
+        &labels,
+        32,
+        sparsity_clustering::mmm::RaggedBlock::Drop,
+    )
+    .unwrap();
+    assert_eq!(d.per_cluster[0].as_ref().unwrap().total_blocks, 6);
+    assert!((d.weighted_mean - 0.5).abs() < 1e-12);
+}
+
+#[test]
+fn report_on_planted_data_with_plots() {
+    use sparsity_clustering::report::{
+        ClusterReport, TensorClusterParams, cluster_binary, separation_heatmap_of,
+    };
+    let (m, truth) = planted(4, 20, 200, 0.05, 21);
+    let dir = tempfile::tempdir().unwrap();
+    let params = TensorClusterParams {
+        neighbourhood: NeighbourhoodParams {
+            reference: ReferenceChoice::Index(0),
+            n_neighbours: 79,
+            ks: vec![4, 6],
+            legacy_mmm_group: Some(8),
+            ..NeighbourhoodParams::default()
+        },
+        executions: Some(3),
+        ..TensorClusterParams::default()
+    };
+    let t = cluster_binary(&m, "planted", [200, 80], &params, Some(dir.path())).unwrap();
+    assert_eq!(t.subset.len(), 80);
+    // k = 4 recovers the planted partition (subset order: reference, then neighbours).
+    let k4 = &t.per_k[0];
+    let truth_subset: Vec<usize> = t.subset.iter().map(|&f| truth[f]).collect();
+    assert_eq!(adjusted_rand_index(&truth_subset, &k4.labels).unwrap(), 1.0);
+    assert!(k4.metrics.separation_ratio.unwrap() > 5.0);
+    assert!(k4.centroid_metrics.separation_ratio.unwrap() > 1.0);
+    assert_eq!(t.separation_by_method.len(), 3);
+    assert!(
+        t.separation_by_method
+            .iter()
+            .all(|s| s.per_k[0].ari_vs_main == 1.0)
+    );
+    let me = t.multi_execution.as_ref().unwrap();
+    assert_eq!(me.references.len(), 3);
+    assert_eq!(t.plots.len(), 5);
+    for p in &t.plots {
+        let bytes = std::fs::read(dir.path().join(p)).unwrap();
+        assert!(bytes.starts_with(b"\x89PNG"), "{p}");
+    }
+    let heat = dir.path().join("heat.png");
+    separation_heatmap_of(std::slice::from_ref(&t), &heat).unwrap();
+    assert!(heat.is_file());
+    assert!(separation_heatmap_of(&[], &heat).is_err());
+    // The report round-trips through JSON.
+    let mut r = ClusterReport::new(std::path::Path::new("x.safetensors"), &params, "rev".into());
+    r.tensors.push(t);
+    let back: ClusterReport = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
+    assert_eq!(back.params, r.params);
+    let (b, t) = (&back.tensors[0], &r.tensors[0]);
+    assert_eq!(b.subset, t.subset);
+    assert_eq!(b.neighbour_counts, t.neighbour_counts);
+    for (bk, tk) in b.per_k.iter().zip(&t.per_k) {
+        assert_eq!(bk.labels, tk.labels);
+        let (x, y) = (bk.metrics.separation_ratio, tk.metrics.separation_ratio);
+        assert!((x.unwrap() - y.unwrap()).abs() < 1e-12);
+    }
 }

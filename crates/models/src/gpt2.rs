@@ -30,14 +30,14 @@ pub struct LayerNorm {
 }
 
 impl LayerNorm {
-    fn ones(width: usize, device: &Device) -> Self {
+    pub(crate) fn ones(width: usize, device: &Device) -> Self {
         Self {
             weight: const_param([width], 1.0, device),
             bias: const_param([width], 0.0, device),
         }
     }
 
-    fn forward<const D: usize>(&self, x: Tensor<D>, eps: f64) -> Tensor<D> {
+    pub(crate) fn forward<const D: usize>(&self, x: Tensor<D>, eps: f64) -> Tensor<D> {
         layer_norm(x, self.weight.val(), self.bias.val(), eps)
     }
 }
@@ -52,7 +52,13 @@ pub struct Conv1D {
 }
 
 impl Conv1D {
-    fn init(rng: &mut ChaCha8Rng, d_in: usize, d_out: usize, std: f32, device: &Device) -> Self {
+    pub(crate) fn init(
+        rng: &mut ChaCha8Rng,
+        d_in: usize,
+        d_out: usize,
+        std: f32,
+        device: &Device,
+    ) -> Self {
         Self {
             weight: normal_param(rng, [d_in, d_out], std, device),
             bias: const_param([d_out], 0.0, device),

@@ -6,7 +6,9 @@
 //!   optional [`Intervention`];
 //! - [`Gpt2`] / [`Mamba`] are the burn modules (also usable directly for training), with
 //!   `save_pretrained` writing Hugging Face layouts;
-//! - [`text`] tokenises, pads and batches texts and computes perplexity.
+//! - [`text`] tokenises, pads and batches texts and computes perplexity;
+//! - [`dsa`] is a transformer with DeepSeek sparse attention (lightning indexer + causal top-k) and
+//!   [`dsa_sweep`] its keep-ratio sweep with statistics.
 //!
 //! ```
 //! use sparsity_models::{Capture, CausalLm, Batch, Gpt2, Gpt2Config, cpu_device};
@@ -23,6 +25,8 @@
 
 pub mod analysis;
 pub mod config;
+pub mod dsa;
+pub mod dsa_sweep;
 pub mod dump;
 pub mod error;
 pub mod gpt2;

@@ -30,6 +30,19 @@ pub trait CausalLmTrain: Module {
         &self,
         input_ids: Tensor<2, Int>,
     ) -> Result<Tensor<3>, Box<dyn std::error::Error + Send + Sync>>;
+
+    /// Logits for a training step plus an optional auxiliary loss `[1]` (already weighted) that the
+    /// loop adds to the cross-entropy; `step` is the 0-based optimiser step (for schedules such as a
+    /// dense warm-up). Default: [`CausalLmTrain::causal_logits`] and no auxiliary loss.
+    #[allow(clippy::type_complexity)]
+    fn training_logits(
+        &self,
+        input_ids: Tensor<2, Int>,
+        step: usize,
+    ) -> Result<(Tensor<3>, Option<Tensor<1>>), Box<dyn std::error::Error + Send + Sync>> {
+        let _ = step;
+        Ok((self.causal_logits(input_ids)?, None))
+    }
 }
 
 /// Errors of the training loop.
@@ -251,6 +264,9 @@ pub struct EvalPoint {
     pub val_loss: f64,
     /// Mean training loss over the steps since the previous evaluation, nats per token.
     pub train_loss: f64,
+    /// Next-token argmax accuracy on the same validation tokens.
+    #[serde(default)]
+    pub val_accuracy: Option<f64>,
 }
 
 /// What a training run did.
@@ -260,8 +276,12 @@ pub struct TrainRecord {
     pub config: TrainConfig,
     /// Trainable parameters of the model.
     pub n_params: usize,
-    /// Training loss of every step, nats per token.
+    /// Training loss (next-token cross-entropy) of every step, nats per token.
     pub train_losses: Vec<f32>,
+    /// The model's auxiliary loss of the steps that had one (see
+    /// [`CausalLmTrain::training_logits`]), in step order; empty for plain language models.
+    #[serde(default)]
+    pub aux_losses: Vec<f32>,
     /// Validation measurements, in step order (the last is after the final step).
     pub evals: Vec<EvalPoint>,
     /// Tokens consumed (targets), `steps · batch_size · seq_len`.
@@ -357,6 +377,16 @@ fn checked_logits<M: CausalLmTrain>(
     let logits = model
         .causal_logits(input)
         .map_err(|source| TrainError::Forward { step, source })?;
+    check_logits_shape(&logits, batch, seq, vocab)?;
+    Ok(logits)
+}
+
+fn check_logits_shape(
+    logits: &Tensor<3>,
+    batch: usize,
+    seq: usize,
+    vocab: usize,
+) -> Result<(), TrainError> {
     let got = logits.dims();
     if got != [batch, seq, vocab] {
         return Err(TrainError::LogitsShape {
@@ -366,7 +396,7 @@ fn checked_logits<M: CausalLmTrain>(
             vocab,
         });
     }
-    Ok(logits)
+    Ok(())
 }
 
 /// Mean next-token cross-entropy (nats per token) of `model` on `ids` (windows of
@@ -380,11 +410,34 @@ pub fn evaluate<M: CausalLmTrain>(
     max_batches: Option<usize>,
     device: &Device,
 ) -> Result<f64, TrainError> {
+    evaluate_with_accuracy(
+        model,
+        ids,
+        vocab_size,
+        seq_len,
+        batch_size,
+        max_batches,
+        device,
+    )
+    .map(|(loss, _)| loss)
+}
+
+/// Like [`evaluate`], also returning the next-token argmax accuracy over the same tokens.
+pub fn evaluate_with_accuracy<M: CausalLmTrain>(
+    model: &M,
+    ids: &[u32],
+    vocab_size: usize,
+    seq_len: usize,
+    batch_size: usize,
+    max_batches: Option<usize>,
+    device: &Device,
+) -> Result<(f64, f64), TrainError> {
     let windows = Windows::new("validation", ids, seq_len, vocab_size)?;
     let model = model.valid();
     let device = device.clone().inner();
     let all: Vec<usize> = (0..windows.count).collect();
     let mut total = 0.0f64;
+    let mut correct = 0usize;
     let mut count = 0usize;
     for (i, chunk) in all.chunks(batch_size.max(1)).enumerate() {
         if max_batches.is_some_and(|m| i >= m) {
@@ -392,11 +445,24 @@ pub fn evaluate<M: CausalLmTrain>(
         }
         let (input, target) = windows.batch(chunk, &device);
         let logits = checked_logits(&model, input, vocab_size, usize::MAX)?;
+        let hits: i64 = logits
+            .clone()
+            .argmax(2)
+            .reshape([chunk.len() * seq_len])
+            .equal(target.clone())
+            .int()
+            .sum()
+            .into_scalar();
         let loss: f32 = next_token_loss(logits, target).into_scalar();
         total += loss as f64 * chunk.len() as f64;
+        correct += hits.max(0) as usize;
         count += chunk.len();
     }
-    Ok(total / count.max(1) as f64)
+    let count = count.max(1);
+    Ok((
+        total / count as f64,
+        correct as f64 / (count * seq_len) as f64,
+    ))
 }
 
 /// Trains `model` (on the autodiff `device`) on the `train` token stream, validating on
@@ -440,6 +506,7 @@ pub fn train<M: CausalLmTrain>(
     let mut train_losses = Vec::with_capacity(config.steps);
     let mut evals = Vec::new();
     let mut since_eval: Vec<f32> = Vec::new();
+    let mut aux_losses: Vec<f32> = Vec::new();
     let n_params = model.num_params();
 
     for step in 0..config.steps {
@@ -455,16 +522,32 @@ pub fn train<M: CausalLmTrain>(
             cursor += 1;
         }
         let (input, target) = train_windows.batch(&batch, device);
-        let logits = checked_logits(&model, input, vocab_size, step)?;
-        let loss = next_token_loss(logits, target);
+        let [batch_n, seq_n] = input.dims();
+        let (logits, aux) = model
+            .training_logits(input, step)
+            .map_err(|source| TrainError::Forward { step, source })?;
+        check_logits_shape(&logits, batch_n, seq_n, vocab_size)?;
+        let ce = next_token_loss(logits, target);
         let lr = config.lr_at(step);
-        let loss_value: f32 = loss.clone().into_scalar();
-        if !loss_value.is_finite() {
-            return Err(TrainError::NonFinite {
-                step,
-                loss: loss_value,
-                lr,
-            });
+        let loss_value: f32 = ce.clone().into_scalar();
+        let (loss, aux_value) = match aux {
+            Some(aux) => {
+                let value: f32 = aux.clone().into_scalar();
+                (ce + aux, Some(value))
+            }
+            None => (ce, None),
+        };
+        for value in std::iter::once(loss_value).chain(aux_value) {
+            if !value.is_finite() {
+                return Err(TrainError::NonFinite {
+                    step,
+                    loss: value,
+                    lr,
+                });
+            }
+        }
+        if let Some(a) = aux_value {
+            aux_losses.push(a);
         }
         if !loss.is_tracked() {
             return Err(TrainError::NotAutodiff);
@@ -491,7 +574,7 @@ pub fn train<M: CausalLmTrain>(
 
         let last = step + 1 == config.steps;
         if last || (config.eval_every > 0 && (step + 1) % config.eval_every == 0) {
-            let val_loss = evaluate(
+            let (val_loss, val_accuracy) = evaluate_with_accuracy(
                 &model,
                 validation_ids,
                 vocab_size,
@@ -503,11 +586,18 @@ pub fn train<M: CausalLmTrain>(
             let train_loss =
                 since_eval.iter().map(|&x| x as f64).sum::<f64>() / since_eval.len().max(1) as f64;
             since_eval.clear();
-            tracing::info!(step = step + 1, train_loss, val_loss, "validation");
+            tracing::info!(
+                step = step + 1,
+                train_loss,
+                val_loss,
+                val_accuracy,
+                "validation"
+            );
             evals.push(EvalPoint {
                 step: step + 1,
                 val_loss,
                 train_loss,
+                val_accuracy: Some(val_accuracy),
             });
         }
     }
@@ -518,6 +608,7 @@ pub fn train<M: CausalLmTrain>(
         config,
         n_params,
         train_losses,
+        aux_losses,
         evals,
         seconds: started.elapsed().as_secs_f64(),
     };

@@ -55,21 +55,10 @@ where
                 .map_err(|e| plot_err(path, e))?;
             crate::io::write_atomic(path, s.as_bytes()).map_err(io_err)
         }
-        ImageFormat::Png => {
-            let dir = match path.parent() {
-                Some(p) if !p.as_os_str().is_empty() => p,
-                _ => Path::new("."),
-            };
-            std::fs::create_dir_all(dir).map_err(io_err)?;
-            let tmp = tempfile::Builder::new()
-                .suffix(".png")
-                .tempfile_in(dir)
-                .map_err(io_err)?;
-            draw_png(BitMapBackend::new(tmp.path(), size).into_drawing_area())
-                .map_err(|e| plot_err(path, e))?;
-            tmp.persist(path).map_err(|e| io_err(e.error))?;
-            Ok(())
-        }
+        ImageFormat::Png => crate::plot::png_atomic(path, size, draw_png).map_err(|e| match e {
+            crate::plot::PngError::Io { source, .. } => io_err(source),
+            other => plot_err(path, other),
+        }),
     }
 }
 

@@ -46,3 +46,68 @@ impl ImageFormat {
         }
     }
 }
+
+/// Why an atomic PNG could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum PngError {
+    /// The embedded font could not be registered (text would be missing).
+    #[error("{path}: the embedded plot font could not be registered")]
+    Font {
+        /// The PNG's path.
+        path: String,
+    },
+    /// Creating the directory, the temporary file or renaming it failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The PNG's path.
+        path: String,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The drawing closure failed.
+    #[error("{path}: drawing failed: {message}")]
+    Draw {
+        /// The PNG's path.
+        path: String,
+        /// What failed.
+        message: String,
+    },
+}
+
+/// Draws a `size` (width, height) PNG with `draw` and writes it atomically: into a temporary file
+/// in the target directory (created if missing), renamed over `path` only when drawing succeeded,
+/// so a failed plot never leaves a half-written image. Registers the embedded font first.
+pub fn png_atomic<F>(path: &Path, size: (u32, u32), draw: F) -> Result<(), PngError>
+where
+    F: FnOnce(
+        plotters::drawing::DrawingArea<plotters::prelude::BitMapBackend<'_>, plotters::coord::Shift>,
+    ) -> Result<(), String>,
+{
+    use plotters::prelude::IntoDrawingArea;
+    let shown = || path.display().to_string();
+    if !ensure_font() {
+        return Err(PngError::Font { path: shown() });
+    }
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let io = |source| PngError::Io {
+        path: shown(),
+        source,
+    };
+    std::fs::create_dir_all(dir).map_err(io)?;
+    let tmp = tempfile::Builder::new()
+        .suffix(".png")
+        .tempfile_in(dir)
+        .map_err(io)?;
+    draw(plotters::prelude::BitMapBackend::new(tmp.path(), size).into_drawing_area()).map_err(
+        |message| PngError::Draw {
+            path: shown(),
+            message,
+        },
+    )?;
+    tmp.persist(path).map_err(|e| io(e.error))?;
+    Ok(())
+}

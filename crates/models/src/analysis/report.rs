@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use plotters::prelude::*;
 use serde::{Deserialize, Serialize};
-use sparsity_metrics::plot::{FONT, ensure_font};
+use sparsity_metrics::plot::FONT;
 
 use super::ModelAnalysis;
 
@@ -132,31 +132,15 @@ fn plot_err(path: &Path, e: impl std::fmt::Display) -> ReportError {
     }
 }
 
-/// Draws a PNG through a temporary file and a rename.
+/// Draws a PNG through a temporary file and a rename ([`sparsity_metrics::plot::png_atomic`]).
 fn png<F>(path: &Path, size: (u32, u32), draw: F) -> Result<(), ReportError>
 where
     F: FnOnce(DrawingArea<BitMapBackend<'_>, plotters::coord::Shift>) -> Result<(), String>,
 {
-    if !ensure_font() {
-        return Err(plot_err(path, "the embedded font could not be registered"));
-    }
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let io = |source| ReportError::Io {
-        path: path.display().to_string(),
-        source,
-    };
-    std::fs::create_dir_all(dir).map_err(io)?;
-    let tmp = tempfile::Builder::new()
-        .suffix(".png")
-        .tempfile_in(dir)
-        .map_err(io)?;
-    draw(BitMapBackend::new(tmp.path(), size).into_drawing_area())
-        .map_err(|e| plot_err(path, e))?;
-    tmp.persist(path).map_err(|e| io(e.error))?;
-    Ok(())
+    sparsity_metrics::plot::png_atomic(path, size, draw).map_err(|e| match e {
+        sparsity_metrics::plot::PngError::Io { path, source } => ReportError::Io { path, source },
+        other => plot_err(path, other),
+    })
 }
 
 /// A line chart: one series per (label, points).

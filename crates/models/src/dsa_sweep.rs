@@ -1,0 +1,1011 @@
+//! The DeepSeek-sparse-attention sweep: for each sequence length, a dense baseline and DSA at
+//! several keep ratios, each trained from scratch with several seeds on the same data; results as
+//! one JSON line per run (append-only, so an interrupted sweep resumes), deterministic shards and a
+//! Slurm job-array script for clusters, and a report with the statistics
+//! ([`sparsity_metrics::stats::compare_groups`]: one-way ANOVA, Tukey HSD, Cohen's d and Welch's
+//! test against dense with Bonferroni correction, a power note).
+//!
+//! Fixes relative to the original study (see `docs/dsa.md`): causal top-k (no future keys), a
+//! trained indexer (dense warm-up + KL), train and validation windows from disjoint texts, a dense
+//! arm, a scaled initialisation (the first loss is ≈ ln V), and `keep_ratio` = fraction of the
+//! sequence length kept (the original's code dropped that fraction; `RatioSemantics::LegacyDropped`
+//! reads ratios the original's way).
+
+use std::collections::{BTreeMap, HashSet};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use burn::module::Module;
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use serde::{Deserialize, Serialize};
+
+use crate::dsa::{AttentionMode, DsaConfig, DsaTransformer, IndexerTraining, SparseImpl};
+use crate::error::{ModelError, Result};
+use crate::train::{EvalPoint, TrainConfig, next_token_loss, train};
+use crate::util::tensor_to_vec;
+
+/// Model size preset.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Preset {
+    /// d_model 64, 2 layers, 4 heads, d_ff 256 (CPU).
+    Tiny,
+    /// The original's d_model 512, 8 heads, 6 layers, d_ff 2048.
+    Paper,
+}
+
+impl Preset {
+    /// The architecture for a vocabulary and a maximum length.
+    pub fn config(self, vocab_size: usize, max_seq_len: usize) -> DsaConfig {
+        match self {
+            Self::Tiny => DsaConfig::tiny(vocab_size, max_seq_len),
+            Self::Paper => DsaConfig::paper(vocab_size, max_seq_len),
+        }
+    }
+}
+
+/// How the sweep's ratios are read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RatioSemantics {
+    /// `k = max(1, ⌊L · r⌋)`: r is the fraction of the sequence kept (the issue's definition).
+    Keep,
+    /// `k = max(1, ⌊L · (1 − r)⌋)`: r is the fraction dropped (what the original's code did).
+    LegacyDropped,
+}
+
+/// Everything that defines a sweep (the same parameters give the same run list and results).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SweepParams {
+    /// Sequence lengths.
+    pub lengths: Vec<usize>,
+    /// Ratios (see `semantics`); a ratio giving k ≥ L is still run (it equals dense).
+    pub ratios: Vec<f64>,
+    /// How ratios are read.
+    pub semantics: RatioSemantics,
+    /// Seeds per cell (runs use `base_seed + r`, r = 0..seeds).
+    pub seeds: usize,
+    /// First seed.
+    pub base_seed: u64,
+    /// Model preset.
+    pub preset: Preset,
+    /// Also run the dense baseline per length (and seed).
+    pub dense_baseline: bool,
+    /// Optimiser steps per run.
+    pub steps: usize,
+    /// Sequences per batch.
+    pub batch_size: usize,
+    /// Peak learning rate (AdamW, cosine with warm-up).
+    pub learning_rate: f64,
+    /// Dense warm-up steps during which the indexer learns the dense attention (then sparse).
+    pub indexer_warmup_steps: usize,
+    /// Weight of the indexer's KL loss.
+    pub indexer_loss_weight: f64,
+    /// Validate every this many steps (0: only at the end).
+    pub eval_every: usize,
+    /// Validation batches per intermediate evaluation (the final one uses the whole split).
+    pub eval_batches: usize,
+    /// How sparse attention is computed in training (same selection and result either way; on
+    /// burn's CPU backend the masked dense form trains faster at these sizes).
+    pub implementation: SparseImpl,
+}
+
+impl SweepParams {
+    /// The tiny-preset defaults for the given grid.
+    pub fn tiny(lengths: Vec<usize>, ratios: Vec<f64>, seeds: usize) -> Self {
+        Self {
+            lengths,
+            ratios,
+            semantics: RatioSemantics::Keep,
+            seeds,
+            base_seed: 0,
+            preset: Preset::Tiny,
+            dense_baseline: true,
+            steps: 200,
+            batch_size: 8,
+            learning_rate: 3e-3,
+            indexer_warmup_steps: 50,
+            indexer_loss_weight: 1.0,
+            eval_every: 50,
+            eval_batches: 4,
+            implementation: SparseImpl::MaskedDense,
+        }
+    }
+
+    /// Checks the grid and options.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(ModelError::Invalid(m));
+        if self.lengths.is_empty() || self.lengths.contains(&0) {
+            return bad(format!(
+                "--lengths {:?}: need at least one length ≥ 1",
+                self.lengths
+            ));
+        }
+        if self.ratios.is_empty() {
+            return bad("--keep-ratios: need at least one ratio".into());
+        }
+        for &r in &self.ratios {
+            let ok = match self.semantics {
+                RatioSemantics::Keep => r > 0.0 && r <= 1.0,
+                RatioSemantics::LegacyDropped => (0.0..1.0).contains(&r),
+            };
+            if !(r.is_finite() && ok) {
+                return bad(format!(
+                    "ratio {r} is out of range for {:?} (keep: (0, 1]; legacy dropped: [0, 1))",
+                    self.semantics
+                ));
+            }
+        }
+        if self.seeds == 0 || self.steps == 0 || self.batch_size == 0 {
+            return bad("--seeds, --steps and --batch-size must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    /// The keep ratio (fraction of L kept) of a sweep ratio.
+    pub fn keep_ratio(&self, ratio: f64) -> f64 {
+        match self.semantics {
+            RatioSemantics::Keep => ratio,
+            RatioSemantics::LegacyDropped => 1.0 - ratio,
+        }
+    }
+}
+
+/// One training run of the sweep.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunSpec {
+    /// Stable identifier, e.g. `L128-r0.25-s1` or `L128-dense-s1`.
+    pub id: String,
+    /// Sequence length.
+    pub length: usize,
+    /// The sweep ratio as given (`None` for the dense baseline).
+    pub ratio: Option<f64>,
+    /// Fraction of L kept (`None` for dense).
+    pub keep_ratio: Option<f64>,
+    /// Keys per query (L for dense).
+    pub top_k: usize,
+    /// Seed of initialisation and data order.
+    pub seed: u64,
+}
+
+impl RunSpec {
+    /// Mean over queries t of min(k, t + 1)/(t + 1): the fraction of causal keys really kept.
+    pub fn mean_kept_fraction(&self) -> f64 {
+        let l = self.length;
+        (0..l)
+            .map(|t| (self.top_k.min(t + 1)) as f64 / (t + 1) as f64)
+            .sum::<f64>()
+            / l as f64
+    }
+}
+
+/// The sweep's runs in a fixed order: per length, the dense baseline then each ratio, each seed.
+pub fn run_list(params: &SweepParams) -> Result<Vec<RunSpec>> {
+    params.validate()?;
+    let mut runs = Vec::new();
+    for &l in &params.lengths {
+        let mut arms: Vec<Option<f64>> = Vec::new();
+        if params.dense_baseline {
+            arms.push(None);
+        }
+        arms.extend(params.ratios.iter().map(|&r| Some(r)));
+        for arm in arms {
+            for s in 0..params.seeds {
+                let seed = params.base_seed + s as u64;
+                let (id, keep, k) = match arm {
+                    None => (format!("L{l}-dense-s{seed}"), None, l),
+                    Some(r) => {
+                        let keep = params.keep_ratio(r);
+                        let k = AttentionMode::sparse(keep).top_k(l)?.unwrap_or(l).min(l);
+                        (format!("L{l}-r{r}-s{seed}"), Some(keep), k)
+                    }
+                };
+                runs.push(RunSpec {
+                    id,
+                    length: l,
+                    ratio: arm,
+                    keep_ratio: keep,
+                    top_k: k,
+                    seed,
+                });
+            }
+        }
+    }
+    Ok(runs)
+}
+
+/// A deterministic slice of the run list: runs whose position `p` has `p mod n == i`.
+pub fn shard(runs: Vec<RunSpec>, i: usize, n: usize) -> Result<Vec<RunSpec>> {
+    if n == 0 || i >= n {
+        return Err(ModelError::Invalid(format!(
+            "--shard {i}/{n}: need 0 ≤ i < n (shards are numbered from 0)"
+        )));
+    }
+    Ok(runs
+        .into_iter()
+        .enumerate()
+        .filter(|(p, _)| p % n == i)
+        .map(|(_, r)| r)
+        .collect())
+}
+
+/// Tokenised training and validation streams.
+#[derive(Clone, Debug)]
+pub struct SweepData {
+    /// Training tokens.
+    pub train: Vec<u32>,
+    /// Validation tokens (from texts disjoint from the training texts).
+    pub validation: Vec<u32>,
+    /// Vocabulary size.
+    pub vocab_size: usize,
+    /// Where the data came from.
+    pub source: String,
+}
+
+impl SweepData {
+    /// The synthetic demo corpus (seeded) with a byte-level BPE tokenizer of `vocab_size` trained on
+    /// its training split; validation texts are a disjoint split.
+    pub fn demo_corpus(seed: u64, vocab_size: usize) -> Result<Self> {
+        let splits =
+            crate::corpus::CorpusSplits::generate(seed, crate::corpus::SplitSizes::default())
+                .map_err(|e| ModelError::Invalid(format!("demo corpus: {e}")))?;
+        let tok = crate::demo_tokenizer::train_bpe_tokenizer(&splits.train, vocab_size)
+            .map_err(|e| ModelError::Invalid(format!("demo tokenizer: {e}")))?;
+        let enc = |texts: &[String]| {
+            crate::demo_tokenizer::encode_stream(&tok, texts)
+                .map_err(|e| ModelError::Invalid(format!("demo tokenizer: {e}")))
+        };
+        Ok(Self {
+            train: enc(&splits.train)?,
+            validation: enc(&splits.validation)?,
+            vocab_size: tok.get_vocab_size(true),
+            source: format!(
+                "synthetic demo corpus (seed {seed}, {} train / {} validation texts), byte-level BPE {vocab_size}",
+                splits.train.len(),
+                splits.validation.len()
+            ),
+        })
+    }
+}
+
+/// What one run measured.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunResult {
+    /// The run.
+    pub spec: RunSpec,
+    /// The model preset.
+    pub preset: Preset,
+    /// Trainable parameters.
+    pub n_params: usize,
+    /// Mean next-token cross-entropy over the whole validation split (nats/token).
+    pub final_val_loss: f64,
+    /// Next-token argmax accuracy over the whole validation split.
+    pub final_val_accuracy: f64,
+    /// Validation curve during training.
+    pub val_curve: Vec<EvalPoint>,
+    /// Last training loss (cross-entropy).
+    pub final_train_loss: f64,
+    /// Last indexer KL (None for dense).
+    pub final_indexer_kl: Option<f64>,
+    /// Wall-clock seconds of training (validation included).
+    pub train_seconds: f64,
+    /// Training tokens per second.
+    pub train_tokens_per_second: f64,
+    /// Mean fraction of causal keys kept per query.
+    pub mean_kept_fraction: f64,
+    /// Process peak resident memory after the run (VmHWM; a process-wide high-water mark).
+    pub peak_rss_bytes: Option<u64>,
+}
+
+/// Trains and evaluates one run on the CPU autodiff `device`.
+pub fn run_one(
+    spec: &RunSpec,
+    params: &SweepParams,
+    data: &SweepData,
+    device: &Device,
+) -> Result<RunResult> {
+    let config = params.preset.config(data.vocab_size, spec.length);
+    let mode = match spec.keep_ratio {
+        None => AttentionMode::Dense,
+        Some(keep) => AttentionMode::Sparse {
+            keep_ratio: keep,
+            implementation: params.implementation,
+        },
+    };
+    let mut model = DsaTransformer::init(&config, mode, spec.seed, device)?;
+    model.indexer_training = IndexerTraining {
+        warmup_steps: if spec.keep_ratio.is_some() {
+            params.indexer_warmup_steps
+        } else {
+            params.steps
+        },
+        // The dense arm trains its (unused) indexer too, so every arm's optimiser sees the same
+        // parameter set: gradient clipping uses the global norm, which includes the indexer.
+        loss_weight: params.indexer_loss_weight,
+    };
+    let tc = TrainConfig {
+        steps: params.steps,
+        batch_size: params.batch_size,
+        seq_len: spec.length,
+        learning_rate: params.learning_rate,
+        warmup_steps: (params.steps / 10).max(1),
+        eval_every: params.eval_every,
+        eval_batches: Some(params.eval_batches.max(1)),
+        seed: spec.seed,
+        show_progress: false,
+        ..TrainConfig::default()
+    };
+    let started = Instant::now();
+    let (model, record) = train(
+        model,
+        &data.train,
+        &data.validation,
+        data.vocab_size,
+        &tc,
+        device,
+    )
+    .map_err(|e| ModelError::Invalid(format!("run {}: {e}", spec.id)))?;
+    let train_seconds = started.elapsed().as_secs_f64();
+    let (loss, acc) = evaluate_full(
+        &model.valid(),
+        &data.validation,
+        spec.length,
+        params.batch_size,
+    )?;
+    Ok(RunResult {
+        spec: spec.clone(),
+        preset: params.preset,
+        n_params: record.n_params,
+        final_val_loss: loss,
+        final_val_accuracy: acc,
+        val_curve: record.evals.clone(),
+        final_train_loss: record.train_losses.last().copied().unwrap_or(f32::NAN) as f64,
+        final_indexer_kl: record.aux_losses.last().map(|&v| v as f64),
+        train_seconds,
+        train_tokens_per_second: record.tokens_seen as f64 / train_seconds.max(1e-9),
+        mean_kept_fraction: spec.mean_kept_fraction(),
+        peak_rss_bytes: peak_rss_bytes(),
+    })
+}
+
+/// Mean cross-entropy and argmax accuracy over every disjoint window of `ids`.
+pub fn evaluate_full(
+    model: &DsaTransformer,
+    ids: &[u32],
+    seq_len: usize,
+    batch_size: usize,
+) -> Result<(f64, f64)> {
+    let windows = ids.len().saturating_sub(1) / seq_len;
+    if windows == 0 {
+        return Err(ModelError::Invalid(format!(
+            "validation stream of {} tokens is shorter than one window of {} + 1",
+            ids.len(),
+            seq_len
+        )));
+    }
+    let device = model.wte.val().device();
+    let (mut loss_sum, mut correct, mut count) = (0.0f64, 0usize, 0usize);
+    let all: Vec<usize> = (0..windows).collect();
+    for chunk in all.chunks(batch_size.max(1)) {
+        let mut input = Vec::with_capacity(chunk.len() * seq_len);
+        let mut target = Vec::with_capacity(chunk.len() * seq_len);
+        for &w in chunk {
+            let s = &ids[w * seq_len..w * seq_len + seq_len + 1];
+            input.extend(s[..seq_len].iter().map(|&x| x as i64));
+            target.extend(s[1..].iter().map(|&x| x as i64));
+        }
+        let n = chunk.len();
+        let logits = model.logits(Tensor::<2, Int>::from_data(
+            TensorData::new(input, [n, seq_len]),
+            &device,
+        ))?;
+        let pred = tensor_to_vec(&logits.clone().argmax(2).float())?;
+        correct += pred
+            .iter()
+            .zip(&target)
+            .filter(|(p, t)| **p as i64 == **t)
+            .count();
+        let t = Tensor::<1, Int>::from_data(TensorData::new(target, [n * seq_len]), &device);
+        let loss: f32 = next_token_loss(logits, t).into_scalar();
+        loss_sum += loss as f64 * (n * seq_len) as f64;
+        count += n * seq_len;
+    }
+    Ok((loss_sum / count as f64, correct as f64 / count as f64))
+}
+
+/// The process's peak resident set size (Linux `VmHWM`), if readable.
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// Reads a results file (JSON lines). A truncated last line (an interrupted append) is skipped with
+/// a warning; any other malformed line is an error naming the file and line.
+pub fn read_results(path: &Path) -> Result<Vec<RunResult>> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => {
+            return Err(ModelError::Io {
+                path: path.to_path_buf(),
+                source,
+            });
+        }
+    };
+    let lines: Vec<&str> = text.lines().collect();
+    let mut out = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        match serde_json::from_str::<RunResult>(line) {
+            Ok(r) => out.push(r),
+            Err(e) if i + 1 == lines.len() && !text.ends_with('\n') => {
+                tracing::warn!(path = %path.display(), line = i + 1, error = %e, "skipping a truncated last line");
+            }
+            Err(e) => {
+                return Err(ModelError::Jsonl {
+                    path: path.to_path_buf(),
+                    line: i + 1,
+                    message: e.to_string(),
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Appends one result as a JSON line and flushes it to disk. If the file ends with a truncated
+/// line (an append interrupted by a crash), that partial record is cut off first: its run is not
+/// complete, so it is re-run.
+pub fn append_result(path: &Path, result: &RunResult) -> Result<()> {
+    let io = |source| ModelError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    if let Some(dir) = path.parent()
+        && !dir.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(dir).map_err(io)?;
+    }
+    let mut line = serde_json::to_string(result)
+        .map_err(|e| ModelError::Invalid(format!("serialising run {}: {e}", result.spec.id)))?;
+    line.push('\n');
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(io)?;
+    let existing = std::fs::read(path).map_err(io)?;
+    if !existing.is_empty() && existing.last() != Some(&b'\n') {
+        let keep = existing
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(0, |p| p + 1);
+        tracing::warn!(path = %path.display(), bytes = existing.len() - keep, "cutting off a truncated last record");
+        f.set_len(keep as u64).map_err(io)?;
+    }
+    f.write_all(line.as_bytes()).map_err(io)?;
+    f.sync_data().map_err(io)?;
+    Ok(())
+}
+
+/// Ids of the runs already in a results file.
+pub fn completed_ids(path: &Path) -> Result<HashSet<String>> {
+    Ok(read_results(path)?.into_iter().map(|r| r.spec.id).collect())
+}
+
+/// A Slurm job-array script running `n_shards` shards of the sweep, one array task per shard,
+/// each appending to its own results file under `results_dir`; `sweep_args` are the sweep's own
+/// options (lengths, ratios, seeds, preset, ...), repeated verbatim.
+pub fn slurm_script(
+    sweep_args: &str,
+    n_shards: usize,
+    results_dir: &Path,
+    job_name: &str,
+    time_limit: &str,
+    cpus_per_task: usize,
+) -> Result<String> {
+    if n_shards == 0 {
+        return Err(ModelError::Invalid(
+            "--emit-slurm needs at least one shard".into(),
+        ));
+    }
+    let dir = results_dir.display();
+    Ok(format!(
+        "#!/bin/bash\n\
+         # Slurm job array for the DSA sweep: one task per shard; each appends to its own JSONL file,\n\
+         # so a re-submitted array resumes where it stopped. Merge with:\n\
+         #   cargo xtask dsa-report {dir}/shard-*.jsonl --out {dir}/report\n\
+         #SBATCH --job-name={job_name}\n\
+         #SBATCH --array=0-{last}\n\
+         #SBATCH --cpus-per-task={cpus_per_task}\n\
+         #SBATCH --time={time_limit}\n\
+         #SBATCH --output={dir}/slurm-%A_%a.out\n\
+         set -euo pipefail\n\
+         export RAYON_NUM_THREADS=\"${{SLURM_CPUS_PER_TASK:-{cpus_per_task}}}\"\n\
+         cargo xtask dsa-sweep {sweep_args} --shard \"${{SLURM_ARRAY_TASK_ID}}/{n_shards}\" \\\n\
+         \x20   --results {dir}/shard-\"${{SLURM_ARRAY_TASK_ID}}\".jsonl\n",
+        last = n_shards - 1,
+    ))
+}
+
+/// One cell (length × arm) of the report.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CellSummary {
+    /// Sequence length.
+    pub length: usize,
+    /// Arm label (`dense` or the ratio).
+    pub arm: String,
+    /// Keep ratio (None for dense).
+    pub keep_ratio: Option<f64>,
+    /// Keys per query.
+    pub top_k: usize,
+    /// Mean fraction of causal keys kept per query.
+    pub mean_kept_fraction: f64,
+    /// Runs.
+    pub n: usize,
+    /// Mean and sample standard deviation (ddof 1) of the final validation loss.
+    pub val_loss_mean: f64,
+    /// Standard deviation (ddof 1; 0 for a single run).
+    pub val_loss_std: f64,
+    /// Mean validation accuracy.
+    pub val_accuracy_mean: f64,
+    /// Mean training seconds.
+    pub train_seconds_mean: f64,
+    /// Mean training tokens per second.
+    pub train_tokens_per_second_mean: f64,
+}
+
+/// Per length: the original's results row plus the statistics.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LengthSummary {
+    /// Sequence length.
+    pub length: usize,
+    /// The sparse arm with the lowest mean validation loss.
+    pub optimal_arm: Option<String>,
+    /// Its mean validation loss.
+    pub optimal_val_loss: Option<f64>,
+    /// The dense baseline's mean validation loss.
+    pub dense_val_loss: Option<f64>,
+    /// (dense − optimal)/dense · 100.
+    pub improvement_vs_dense_percent: Option<f64>,
+    /// ANOVA / Tukey / Cohen's d / power over the sparse arms (dense as baseline); None with a
+    /// reason when there are too few runs.
+    pub statistics: Option<sparsity_metrics::stats::GroupComparison>,
+    /// Why the statistics are missing, if they are.
+    pub statistics_note: Option<String>,
+}
+
+/// The merged sweep report.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SweepReport {
+    /// Runs merged.
+    pub runs: usize,
+    /// Cells.
+    pub cells: Vec<CellSummary>,
+    /// Per length.
+    pub lengths: Vec<LengthSummary>,
+}
+
+fn arm_label(spec: &RunSpec) -> String {
+    match spec.ratio {
+        None => "dense".into(),
+        Some(r) => format!("{r}"),
+    }
+}
+
+fn mean(v: &[f64]) -> f64 {
+    v.iter().sum::<f64>() / v.len().max(1) as f64
+}
+
+fn std1(v: &[f64]) -> f64 {
+    if v.len() < 2 {
+        return 0.0;
+    }
+    let m = mean(v);
+    (v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (v.len() - 1) as f64).sqrt()
+}
+
+/// Merges runs (later duplicates of a run id are dropped) into the report.
+pub fn summarize(results: &[RunResult]) -> Result<SweepReport> {
+    let mut seen = HashSet::new();
+    let mut by_cell: BTreeMap<(usize, u8, String), Vec<&RunResult>> = BTreeMap::new();
+    for r in results {
+        if !seen.insert(r.spec.id.clone()) {
+            continue;
+        }
+        let order = u8::from(r.spec.ratio.is_some());
+        by_cell
+            .entry((r.spec.length, order, arm_label(&r.spec)))
+            .or_default()
+            .push(r);
+    }
+    let mut cells = Vec::new();
+    for ((length, _, arm), runs) in &by_cell {
+        let loss: Vec<f64> = runs.iter().map(|r| r.final_val_loss).collect();
+        let first = &runs[0].spec;
+        cells.push(CellSummary {
+            length: *length,
+            arm: arm.clone(),
+            keep_ratio: first.keep_ratio,
+            top_k: first.top_k,
+            mean_kept_fraction: first.mean_kept_fraction(),
+            n: runs.len(),
+            val_loss_mean: mean(&loss),
+            val_loss_std: std1(&loss),
+            val_accuracy_mean: mean(
+                &runs
+                    .iter()
+                    .map(|r| r.final_val_accuracy)
+                    .collect::<Vec<_>>(),
+            ),
+            train_seconds_mean: mean(&runs.iter().map(|r| r.train_seconds).collect::<Vec<_>>()),
+            train_tokens_per_second_mean: mean(
+                &runs
+                    .iter()
+                    .map(|r| r.train_tokens_per_second)
+                    .collect::<Vec<_>>(),
+            ),
+        });
+    }
+    let mut lengths = Vec::new();
+    let all_lengths: Vec<usize> = {
+        let mut l: Vec<usize> = cells.iter().map(|c| c.length).collect();
+        l.dedup();
+        l
+    };
+    let params = sparsity_metrics::stats::CompareParams::default()
+        .check()
+        .map_err(|e| ModelError::Invalid(format!("statistics options: {e}")))?;
+    for length in all_lengths {
+        let dense = by_cell
+            .iter()
+            .find(|((l, o, _), _)| *l == length && *o == 0)
+            .map(|(_, runs)| runs.iter().map(|r| r.final_val_loss).collect::<Vec<f64>>());
+        let sparse: Vec<sparsity_metrics::stats::LabelledGroup> = by_cell
+            .iter()
+            .filter(|((l, o, _), _)| *l == length && *o == 1)
+            .map(|((_, _, arm), runs)| {
+                sparsity_metrics::stats::LabelledGroup::new(
+                    arm.clone(),
+                    runs.iter().map(|r| r.final_val_loss).collect(),
+                )
+            })
+            .collect();
+        let best = sparse
+            .iter()
+            .min_by(|a, b| mean(&a.values).total_cmp(&mean(&b.values)));
+        let dense_mean = dense.as_ref().map(|d| mean(d));
+        let baseline = dense
+            .clone()
+            .map(|d| sparsity_metrics::stats::LabelledGroup::new("dense", d));
+        let (statistics, statistics_note) =
+            match sparsity_metrics::stats::compare_groups(&sparse, baseline.as_ref(), &params) {
+                Ok(s) => (Some(s), None),
+                Err(e) => (None, Some(e.to_string())),
+            };
+        lengths.push(LengthSummary {
+            length,
+            optimal_arm: best.map(|b| b.label.clone()),
+            optimal_val_loss: best.map(|b| mean(&b.values)),
+            dense_val_loss: dense_mean,
+            improvement_vs_dense_percent: match (best, dense_mean) {
+                (Some(b), Some(d)) if d != 0.0 => Some((d - mean(&b.values)) / d * 100.0),
+                _ => None,
+            },
+            statistics,
+            statistics_note,
+        });
+    }
+    Ok(SweepReport {
+        runs: seen.len(),
+        cells,
+        lengths,
+    })
+}
+
+/// Writes `report.json`, `report.md`, `loss_vs_ratio.png` and `time_vs_ratio.png` into `dir`
+/// (each atomically); returns the Markdown path.
+pub fn write_report(report: &SweepReport, sources: &[PathBuf], dir: &Path) -> Result<PathBuf> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| ModelError::Io { path, source }
+    };
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    let json = serde_json::to_vec_pretty(report)
+        .map_err(|e| ModelError::Invalid(format!("serialising the report: {e}")))?;
+    let json_path = dir.join("report.json");
+    sparsity_metrics::io::write_atomic(&json_path, &json).map_err(io(&json_path))?;
+    plot_cells(
+        report,
+        &dir.join("loss_vs_ratio.png"),
+        "Validation loss vs keep ratio",
+        "validation loss (nats/token)",
+        |c| c.val_loss_mean,
+        true,
+    )?;
+    plot_cells(
+        report,
+        &dir.join("time_vs_ratio.png"),
+        "Training throughput vs keep ratio",
+        "training tokens / s",
+        |c| c.train_tokens_per_second_mean,
+        false,
+    )?;
+    let md = markdown(report, sources);
+    let md_path = dir.join("report.md");
+    sparsity_metrics::io::write_atomic(&md_path, md.as_bytes()).map_err(io(&md_path))?;
+    Ok(md_path)
+}
+
+fn markdown(report: &SweepReport, sources: &[PathBuf]) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::new();
+    let _ = writeln!(s, "# DeepSeek sparse attention sweep\n");
+    let _ = writeln!(
+        s,
+        "{} runs merged from {}. Keep ratio = fraction of the sequence length kept per query \
+         (k = max(1, ⌊L·r⌋), causal: query t sees min(k, t+1) keys). Loss = mean next-token \
+         cross-entropy on the whole validation split (texts disjoint from training).\n",
+        report.runs,
+        sources
+            .iter()
+            .map(|p| format!("`{}`", p.display()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let _ = writeln!(
+        s,
+        "![loss](loss_vs_ratio.png)\n\n![time](time_vs_ratio.png)\n"
+    );
+    let _ = writeln!(s, "## Results (the original's table)\n");
+    let _ = writeln!(
+        s,
+        "| length | optimal ratio | validation loss | dense loss | improvement vs dense | best vs runner-up (Tukey p) |"
+    );
+    let _ = writeln!(s, "|---|---|---|---|---|---|");
+    let f = |v: Option<f64>, d: usize| v.map_or("–".to_string(), |x| format!("{x:.d$}"));
+    for l in &report.lengths {
+        let tukey = l.statistics.as_ref().map_or("–".to_string(), |st| {
+            format!(
+                "{} vs {}: p = {:.3}{}",
+                st.best.label,
+                st.best.runner_up_label,
+                st.best.tukey_p_value,
+                if st.best.significantly_better {
+                    " (significant)"
+                } else {
+                    " (not significant)"
+                }
+            )
+        });
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} | {} |",
+            l.length,
+            l.optimal_arm.clone().unwrap_or_else(|| "–".into()),
+            f(l.optimal_val_loss, 4),
+            f(l.dense_val_loss, 4),
+            l.improvement_vs_dense_percent
+                .map_or("–".to_string(), |x| format!("{x:+.2} %")),
+            tukey
+        );
+    }
+    let _ = writeln!(s, "\n## Cells\n");
+    let _ = writeln!(
+        s,
+        "| length | arm | k | mean kept fraction | n | val loss (mean ± sd) | val accuracy | train s | tokens/s |"
+    );
+    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|");
+    for c in &report.cells {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {:.3} | {} | {:.4} ± {:.4} | {:.4} | {:.1} | {:.0} |",
+            c.length,
+            c.arm,
+            c.top_k,
+            c.mean_kept_fraction,
+            c.n,
+            c.val_loss_mean,
+            c.val_loss_std,
+            c.val_accuracy_mean,
+            c.train_seconds_mean,
+            c.train_tokens_per_second_mean
+        );
+    }
+    let _ = writeln!(s, "\n## Statistics per length\n");
+    for l in &report.lengths {
+        let _ = writeln!(s, "### L = {}\n", l.length);
+        let Some(st) = &l.statistics else {
+            let _ = writeln!(
+                s,
+                "No statistics: {}\n",
+                l.statistics_note.clone().unwrap_or_default()
+            );
+            continue;
+        };
+        let _ = writeln!(
+            s,
+            "One-way ANOVA over the keep ratios: F({}, {}) = {:.3}, p = {:.4}.\n",
+            st.anova.df_between, st.anova.df_within, st.anova.f_statistic, st.anova.p_value
+        );
+        let _ = writeln!(
+            s,
+            "| pair | mean difference | Tukey HSD p | significant |\n|---|---|---|---|"
+        );
+        for p in &st.tukey.pairs {
+            let _ = writeln!(
+                s,
+                "| {} vs {} | {:+.4} | {:.4} | {} |",
+                st.labels[p.group_a],
+                st.labels[p.group_b],
+                p.mean_diff,
+                p.p_value,
+                if p.reject { "yes" } else { "no" }
+            );
+        }
+        if !st.versus_baseline.is_empty() {
+            let _ = writeln!(
+                s,
+                "\n| ratio vs dense | Cohen's d | Welch p | Bonferroni p | significant |\n|---|---|---|---|---|"
+            );
+            for v in &st.versus_baseline {
+                let _ = writeln!(
+                    s,
+                    "| {} | {:+.3} | {:.4} | {:.4} | {} |",
+                    v.label,
+                    v.cohens_d.d,
+                    v.welch.p_value,
+                    v.p_adjusted,
+                    if v.significant { "yes" } else { "no" }
+                );
+            }
+        }
+        let _ = writeln!(
+            s,
+            "\nPower: with n = {} runs per group, a two-sample t test at α = {} detects d = {} with power {:.2}{}.\n",
+            st.power.n_per_group,
+            st.power.alpha,
+            st.power.effect_size_d,
+            st.power.power,
+            st.power.n_for_target.map_or(String::new(), |n| format!(
+                "; {} runs per group would reach power {}",
+                n, st.power.target_power
+            ))
+        );
+    }
+    s
+}
+
+fn plot_cells(
+    report: &SweepReport,
+    path: &Path,
+    title: &str,
+    y_label: &str,
+    value: impl Fn(&CellSummary) -> f64,
+    error_bars: bool,
+) -> Result<()> {
+    use plotters::prelude::*;
+    use sparsity_metrics::plot::FONT;
+    let sparse: Vec<&CellSummary> = report
+        .cells
+        .iter()
+        .filter(|c| c.keep_ratio.is_some())
+        .collect();
+    let all: Vec<f64> = report
+        .cells
+        .iter()
+        .map(&value)
+        .filter(|v| v.is_finite())
+        .collect();
+    if all.is_empty() {
+        return Err(ModelError::Invalid(format!(
+            "{}: no finite values to plot",
+            path.display()
+        )));
+    }
+    let (mut lo, mut hi) = all
+        .iter()
+        .fold((f64::MAX, f64::MIN), |(a, b), &v| (a.min(v), b.max(v)));
+    let extra = report
+        .cells
+        .iter()
+        .map(|c| c.val_loss_std)
+        .fold(0.0, f64::max);
+    if error_bars {
+        lo -= extra;
+        hi += extra;
+    }
+    let pad = ((hi - lo).abs() * 0.08).max(1e-6);
+    let lengths: Vec<usize> = report.lengths.iter().map(|l| l.length).collect();
+    sparsity_metrics::plot::png_atomic(path, (1100, 700), |root| {
+        let e = |e: &dyn std::fmt::Display| e.to_string();
+        root.fill(&WHITE).map_err(|x| e(&x))?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, (FONT, 28))
+            .margin(20)
+            .x_label_area_size(55)
+            .y_label_area_size(90)
+            .build_cartesian_2d(0.0f64..1.05, (lo - pad)..(hi + pad))
+            .map_err(|x| e(&x))?;
+        chart
+            .configure_mesh()
+            .x_desc("keep ratio (fraction of L kept per query)")
+            .y_desc(y_label)
+            .label_style((FONT, 18))
+            .axis_desc_style((FONT, 20))
+            .draw()
+            .map_err(|x| e(&x))?;
+        for (i, &l) in lengths.iter().enumerate() {
+            let color = Palette99::pick(i).to_rgba();
+            // a small horizontal offset per length keeps overlapping error bars apart
+            let dx = (i as f64 - (lengths.len() as f64 - 1.0) / 2.0) * 0.006;
+            let mut pts: Vec<(f64, f64, f64)> = sparse
+                .iter()
+                .filter(|c| c.length == l)
+                .filter_map(|c| c.keep_ratio.map(|k| (k + dx, value(c), c.val_loss_std)))
+                .collect();
+            pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+            chart
+                .draw_series(LineSeries::new(
+                    pts.iter().map(|p| (p.0, p.1)),
+                    color.stroke_width(3),
+                ))
+                .map_err(|x| e(&x))?
+                .label(format!("L = {l}"))
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(3))
+                });
+            chart
+                .draw_series(
+                    pts.iter()
+                        .map(|p| Circle::new((p.0, p.1), 5, color.filled())),
+                )
+                .map_err(|x| e(&x))?;
+            if error_bars {
+                chart
+                    .draw_series(pts.iter().map(|p| {
+                        PathElement::new(
+                            vec![(p.0, p.1 - p.2), (p.0, p.1 + p.2)],
+                            color.stroke_width(2),
+                        )
+                    }))
+                    .map_err(|x| e(&x))?;
+            }
+            if let Some(d) = report
+                .cells
+                .iter()
+                .find(|c| c.length == l && c.keep_ratio.is_none())
+            {
+                let y = value(d);
+                chart
+                    .draw_series(DashedLineSeries::new(
+                        vec![(0.0, y), (1.05, y)],
+                        8,
+                        6,
+                        color.stroke_width(2),
+                    ))
+                    .map_err(|x| e(&x))?
+                    .label(format!("L = {l} dense"))
+                    .legend(move |(x, y)| {
+                        PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(1))
+                    });
+            }
+        }
+        chart
+            .configure_series_labels()
+            .label_font((FONT, 18))
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .position(SeriesLabelPosition::UpperRight)
+            .draw()
+            .map_err(|x| e(&x))?;
+        root.present().map_err(|x| e(&x))?;
+        Ok(())
+    })
+    .map_err(|err| ModelError::Invalid(err.to_string()))
+}

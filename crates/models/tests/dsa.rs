@@ -1,0 +1,545 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! DeepSeek sparse attention: causality for every keep ratio, keep 1.0 = dense exactly, gather =
+//! masked dense, no future keys, top-k = brute-force sort, detached indexer, training.
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use sparsity_models::burn::tensor::{Int, Tensor, TensorData};
+use sparsity_models::dsa::{
+    AttentionMode, DsaConfig, DsaTransformer, IndexerTraining, SparseImpl, select_top_k,
+};
+use sparsity_models::train::{TrainConfig, train};
+use sparsity_models::util::tensor_to_vec;
+use sparsity_models::{ModelError, cpu_device};
+
+fn config() -> DsaConfig {
+    DsaConfig {
+        vocab_size: 40,
+        max_seq_len: 40,
+        d_model: 16,
+        n_heads: 2,
+        n_layers: 2,
+        d_ff: 32,
+        index_heads: 2,
+        index_dim: 8,
+        layer_norm_eps: 1e-5,
+    }
+}
+
+fn ids(values: &[i64], batch: usize) -> Tensor<2, Int> {
+    let seq = values.len() / batch;
+    Tensor::from_data(
+        TensorData::new(values.to_vec(), [batch, seq]),
+        &cpu_device(),
+    )
+}
+
+fn random_ids(n: usize, vocab: usize, seed: u64) -> Vec<i64> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    (0..n).map(|_| rng.random_range(0..vocab as i64)).collect()
+}
+
+fn modes() -> Vec<AttentionMode> {
+    let mut m = vec![AttentionMode::Dense];
+    for keep in [0.1, 0.25, 0.5, 0.75, 1.0] {
+        for implementation in [SparseImpl::Gather, SparseImpl::MaskedDense] {
+            m.push(AttentionMode::Sparse {
+                keep_ratio: keep,
+                implementation,
+            });
+        }
+    }
+    m
+}
+
+#[test]
+fn outputs_before_a_changed_token_are_bit_identical_for_every_keep_ratio() {
+    let cfg = config();
+    let model = DsaTransformer::init(&cfg, AttentionMode::Dense, 3, &cpu_device()).unwrap();
+    let len = 24;
+    let base = random_ids(2 * len, cfg.vocab_size, 1);
+    for t in [0usize, 3, 11, 23] {
+        let mut changed = base.clone();
+        for b in 0..2 {
+            changed[b * len + t] = (changed[b * len + t] + 7) % cfg.vocab_size as i64;
+        }
+        for mode in modes() {
+            let a =
+                tensor_to_vec(&model.forward(ids(&base, 2), mode, false).unwrap().logits).unwrap();
+            let c = tensor_to_vec(&model.forward(ids(&changed, 2), mode, false).unwrap().logits)
+                .unwrap();
+            let v = cfg.vocab_size;
+            for b in 0..2 {
+                for pos in 0..t {
+                    let row = (b * len + pos) * v;
+                    assert_eq!(
+                        a[row..row + v],
+                        c[row..row + v],
+                        "{mode:?}: output at {pos} changed when token {t} changed"
+                    );
+                }
+                // and the change is visible at t itself (the test can fail)
+                let row = (b * len + t) * v;
+                assert_ne!(
+                    a[row..row + v],
+                    c[row..row + v],
+                    "{mode:?}: token {t} ignored"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn keep_ratio_one_equals_dense_exactly() {
+    let cfg = config();
+    let model = DsaTransformer::init(&cfg, AttentionMode::Dense, 5, &cpu_device()).unwrap();
+    let x = random_ids(3 * 17, cfg.vocab_size, 2);
+    let dense = tensor_to_vec(
+        &model
+            .forward(ids(&x, 3), AttentionMode::Dense, false)
+            .unwrap()
+            .logits,
+    )
+    .unwrap();
+    for implementation in [SparseImpl::Gather, SparseImpl::MaskedDense] {
+        let mode = AttentionMode::Sparse {
+            keep_ratio: 1.0,
+            implementation,
+        };
+        let sparse =
+            tensor_to_vec(&model.forward(ids(&x, 3), mode, false).unwrap().logits).unwrap();
+        assert_eq!(dense, sparse, "{implementation:?}");
+    }
+    // and a real sparse ratio does change them
+    let sparse = tensor_to_vec(
+        &model
+            .forward(ids(&x, 3), AttentionMode::sparse(0.25), false)
+            .unwrap()
+            .logits,
+    )
+    .unwrap();
+    assert_ne!(dense, sparse);
+}
+
+#[test]
+fn gather_equals_masked_dense() {
+    let cfg = config();
+    let model = DsaTransformer::init(&cfg, AttentionMode::Dense, 9, &cpu_device()).unwrap();
+    // 150 > the gather chunk of 128 queries would need max_seq_len ≥ 150: use a longer config.
+    let long = DsaConfig {
+        max_seq_len: 160,
+        ..cfg.clone()
+    };
+    let long_model = DsaTransformer::init(&long, AttentionMode::Dense, 9, &cpu_device()).unwrap();
+    for (m, len) in [(&model, 31usize), (&long_model, 150)] {
+        let x = random_ids(2 * len, cfg.vocab_size, len as u64);
+        for keep in [0.05, 0.3, 0.5, 0.9] {
+            let g = m
+                .forward(
+                    ids(&x, 2),
+                    AttentionMode::Sparse {
+                        keep_ratio: keep,
+                        implementation: SparseImpl::Gather,
+                    },
+                    true,
+                )
+                .unwrap();
+            let d = m
+                .forward(
+                    ids(&x, 2),
+                    AttentionMode::Sparse {
+                        keep_ratio: keep,
+                        implementation: SparseImpl::MaskedDense,
+                    },
+                    true,
+                )
+                .unwrap();
+            assert_eq!(g.selections, d.selections);
+            let gl = tensor_to_vec(&g.logits).unwrap();
+            let dl = tensor_to_vec(&d.logits).unwrap();
+            for (a, b) in gl.iter().zip(&dl) {
+                assert!(
+                    (a - b).abs() <= 1e-5 * (1.0 + b.abs()),
+                    "{a} vs {b} (keep {keep}, L {len})"
+                );
+            }
+            let gk: f32 = g.indexer_loss.unwrap().into_scalar();
+            let dk: f32 = d.indexer_loss.unwrap().into_scalar();
+            assert!(
+                gk >= 0.0 && (gk - dk).abs() <= 1e-4 * (1.0 + dk.abs()),
+                "KL {gk} vs {dk}"
+            );
+        }
+    }
+}
+
+#[test]
+fn selections_never_include_future_positions() {
+    let cfg = config();
+    let model = DsaTransformer::init(&cfg, AttentionMode::Dense, 11, &cpu_device()).unwrap();
+    let len = 37;
+    let x = random_ids(2 * len, cfg.vocab_size, 4);
+    for keep in [0.02, 0.2, 0.5, 0.8, 0.99] {
+        let out = model
+            .forward(ids(&x, 2), AttentionMode::sparse(keep), false)
+            .unwrap();
+        let k = ((len as f64 * keep).floor() as usize).max(1);
+        assert_eq!(out.selections.len(), cfg.n_layers);
+        for sel in out.selections.iter() {
+            let sel = sel.as_ref().expect("k < L gives a selection");
+            assert_eq!(sel.k, k);
+            for b in 0..2 {
+                for t in 0..len {
+                    let keys = sel.keys(b, t);
+                    assert_eq!(keys.len(), k.min(t + 1), "query {t}");
+                    assert!(keys.iter().all(|&s| s <= t), "query {t} selected {keys:?}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn top_k_equals_brute_force_sort() {
+    let mut rng = ChaCha8Rng::seed_from_u64(21);
+    for trial in 0..40 {
+        let batch = 1 + trial % 3;
+        let len = 1 + rng.random_range(0..30usize);
+        let k = 1 + rng.random_range(0..len + 3);
+        // a coarse grid makes ties common, so the tie rule is exercised
+        let scores: Vec<f32> = (0..batch * len * len)
+            .map(|_| rng.random_range(-4..4) as f32 * 0.5)
+            .collect();
+        let sel = select_top_k(&scores, batch, len, k).unwrap();
+        for b in 0..batch {
+            for t in 0..len {
+                let row = &scores[(b * len + t) * len..(b * len + t + 1) * len];
+                let mut order: Vec<usize> = (0..=t).collect();
+                order.sort_by(|&x, &y| row[y].partial_cmp(&row[x]).unwrap().then(x.cmp(&y)));
+                order.truncate(k);
+                order.sort();
+                assert_eq!(sel.keys(b, t), order, "trial {trial} b {b} t {t} k {k}");
+            }
+        }
+    }
+}
+
+#[test]
+fn indexer_loss_trains_only_the_indexer() {
+    let device = cpu_device().autodiff();
+    let cfg = config();
+    let model = DsaTransformer::init(&cfg, AttentionMode::sparse(0.25), 13, &device).unwrap();
+    let x = random_ids(2 * 20, cfg.vocab_size, 8);
+    let input = Tensor::<2, Int>::from_data(TensorData::new(x, [2, 20]), &device);
+    for mode in [AttentionMode::Dense, AttentionMode::sparse(0.25)] {
+        let out = model.forward(input.clone(), mode, true).unwrap();
+        let grads = out.indexer_loss.unwrap().backward();
+        let blk = &model.blocks[0];
+        assert!(
+            blk.indexer.wq.weight.val().grad(&grads).is_some(),
+            "{mode:?}"
+        );
+        assert!(
+            blk.indexer.wk.weight.val().grad(&grads).is_some(),
+            "{mode:?}"
+        );
+        assert!(blk.qkv.weight.val().grad(&grads).is_none(), "{mode:?}");
+        assert!(model.wte.val().grad(&grads).is_none(), "{mode:?}");
+    }
+}
+
+#[test]
+fn bad_options_are_errors() {
+    let cfg = config();
+    let device = cpu_device();
+    for keep in [0.0, -0.5, 1.5, f64::NAN] {
+        let err = DsaTransformer::init(&cfg, AttentionMode::sparse(keep), 1, &device).unwrap_err();
+        assert!(
+            matches!(err, ModelError::Invalid(ref m) if m.contains("keep_ratio")),
+            "{err}"
+        );
+    }
+    let bad = DsaConfig {
+        d_model: 15,
+        ..cfg.clone()
+    };
+    let err = DsaTransformer::init(&bad, AttentionMode::Dense, 1, &device).unwrap_err();
+    assert!(err.to_string().contains("n_heads"), "{err}");
+    let model = DsaTransformer::init(&cfg, AttentionMode::Dense, 1, &device).unwrap();
+    let too_long = random_ids(cfg.max_seq_len + 1, cfg.vocab_size, 1);
+    assert!(matches!(
+        model.forward(ids(&too_long, 1), AttentionMode::Dense, false),
+        Err(ModelError::SequenceTooLong { .. })
+    ));
+}
+
+#[test]
+fn training_with_warm_up_lowers_the_loss_and_the_indexer_kl() {
+    let device = cpu_device().autodiff();
+    let cfg = DsaConfig {
+        vocab_size: 12,
+        max_seq_len: 16,
+        ..config()
+    };
+    let mut model = DsaTransformer::init(&cfg, AttentionMode::sparse(0.5), 17, &device).unwrap();
+    model.indexer_training = IndexerTraining {
+        warmup_steps: 20,
+        loss_weight: 1.0,
+    };
+    // a periodic stream: every token is predictable from the one 3 back
+    let stream: Vec<u32> = (0..600).map(|i| ((i * 5 + i / 3) % 12) as u32).collect();
+    let tc = TrainConfig {
+        steps: 60,
+        batch_size: 4,
+        seq_len: 16,
+        learning_rate: 1e-2,
+        warmup_steps: 5,
+        eval_every: 0,
+        seed: 3,
+        ..TrainConfig::default()
+    };
+    let fresh = DsaTransformer::init(&cfg, AttentionMode::sparse(0.5), 17, &device).unwrap();
+    let (trained, record) = train(model, &stream[..500], &stream[500..], 12, &tc, &device).unwrap();
+    assert_eq!(record.aux_losses.len(), 60);
+    let first = record.train_losses[..5].iter().sum::<f32>() / 5.0;
+    let last = record.train_losses[55..].iter().sum::<f32>() / 5.0;
+    assert!(last < 0.7 * first, "LM loss {first} -> {last}");
+    // The trained indexer matches the trained model's attention better than the initial indexer
+    // does (same main weights: only the indexers are swapped).
+    let held_out: Vec<i64> = stream[500..564].iter().map(|&t| t as i64).collect();
+    let input = Tensor::<2, Int>::from_data(TensorData::new(held_out, [4, 16]), &device);
+    let kl = |m: &DsaTransformer, mode| -> f32 {
+        m.forward(input.clone(), mode, true)
+            .unwrap()
+            .indexer_loss
+            .unwrap()
+            .into_scalar()
+    };
+    let mut swapped = trained.clone();
+    for (blk, init) in swapped.blocks.iter_mut().zip(&fresh.blocks) {
+        blk.indexer = init.indexer.clone();
+    }
+    for mode in [AttentionMode::Dense, AttentionMode::sparse(0.5)] {
+        let (t, u) = (kl(&trained, mode), kl(&swapped, mode));
+        assert!(
+            t < 0.8 * u,
+            "{mode:?}: trained indexer KL {t} vs initial {u}"
+        );
+    }
+}
+
+mod sweep {
+    use sparsity_models::dsa::SparseImpl;
+    use sparsity_models::dsa_sweep::{
+        RatioSemantics, RunResult, SweepData, SweepParams, append_result, completed_ids,
+        read_results, run_list, run_one, shard, slurm_script, summarize, write_report,
+    };
+    use sparsity_models::{ModelError, cpu_device};
+
+    fn params() -> SweepParams {
+        SweepParams::tiny(vec![16, 32], vec![0.25, 0.5], 2)
+    }
+
+    #[test]
+    fn run_list_order_ids_and_top_k() {
+        let runs = run_list(&params()).unwrap();
+        assert_eq!(runs.len(), 2 * 3 * 2);
+        let ids: Vec<&str> = runs.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(
+            &ids[..6],
+            [
+                "L16-dense-s0",
+                "L16-dense-s1",
+                "L16-r0.25-s0",
+                "L16-r0.25-s1",
+                "L16-r0.5-s0",
+                "L16-r0.5-s1"
+            ]
+        );
+        assert_eq!(runs[2].top_k, 4);
+        assert_eq!(runs[0].top_k, 16);
+        // legacy semantics: the ratio is the fraction dropped
+        let legacy = SweepParams {
+            semantics: RatioSemantics::LegacyDropped,
+            ..params()
+        };
+        let runs = run_list(&legacy).unwrap();
+        assert_eq!(runs[2].top_k, 12);
+        assert_eq!(runs[2].keep_ratio, Some(0.75));
+        // mean kept fraction: k = 4 at L = 16 → Σ min(4, t+1)/(t+1) / 16
+        let spec = &run_list(&params()).unwrap()[2];
+        let expected = (0..16)
+            .map(|t| (4.min(t + 1)) as f64 / (t + 1) as f64)
+            .sum::<f64>()
+            / 16.0;
+        assert!((spec.mean_kept_fraction() - expected).abs() < 1e-12);
+        let bad = SweepParams {
+            ratios: vec![1.5],
+            ..params()
+        };
+        assert!(matches!(run_list(&bad), Err(ModelError::Invalid(m)) if m.contains("1.5")));
+    }
+
+    #[test]
+    fn shards_partition_the_run_list() {
+        let all = run_list(&params()).unwrap();
+        let mut seen: Vec<String> = Vec::new();
+        for i in 0..5 {
+            seen.extend(shard(all.clone(), i, 5).unwrap().into_iter().map(|r| r.id));
+        }
+        seen.sort();
+        let mut ids: Vec<String> = all.iter().map(|r| r.id.clone()).collect();
+        ids.sort();
+        assert_eq!(seen, ids);
+        assert!(shard(all.clone(), 5, 5).is_err());
+        assert!(shard(all, 0, 0).is_err());
+        let script = slurm_script(
+            "--lengths 16",
+            4,
+            std::path::Path::new("out"),
+            "j",
+            "1:00:00",
+            2,
+        )
+        .unwrap();
+        assert!(script.contains("#SBATCH --array=0-3"));
+        assert!(script.contains("--shard \"${SLURM_ARRAY_TASK_ID}/4\""));
+    }
+
+    fn tiny_data() -> SweepData {
+        // a deterministic stream with structure (period 7) over a 20-token vocabulary
+        let stream: Vec<u32> = (0..4000u32).map(|i| (i * 3 + i / 7) % 20).collect();
+        SweepData {
+            train: stream[..3000].to_vec(),
+            validation: stream[3000..].to_vec(),
+            vocab_size: 20,
+            source: "test".into(),
+        }
+    }
+
+    fn quick() -> SweepParams {
+        SweepParams {
+            steps: 3,
+            batch_size: 2,
+            indexer_warmup_steps: 1,
+            eval_every: 0,
+            ..SweepParams::tiny(vec![16], vec![0.25, 1.0], 2)
+        }
+    }
+
+    #[test]
+    fn runs_are_deterministic_resumable_and_keep_one_equals_dense() {
+        let device = cpu_device().autodiff();
+        let data = tiny_data();
+        let p = quick();
+        let runs = run_list(&p).unwrap();
+        let dense = run_one(&runs[0], &p, &data, &device).unwrap();
+        let again = run_one(&runs[0], &p, &data, &device).unwrap();
+        assert_eq!(dense.final_val_loss, again.final_val_loss);
+        assert_eq!(dense.final_train_loss, again.final_train_loss);
+        let keep_one = runs.iter().find(|r| r.id == "L16-r1-s0").unwrap();
+        let one = run_one(keep_one, &p, &data, &device).unwrap();
+        assert_eq!(
+            dense.final_val_loss, one.final_val_loss,
+            "keep 1.0 must train exactly like dense"
+        );
+        let sparse = runs.iter().find(|r| r.id == "L16-r0.25-s0").unwrap();
+        let s = run_one(sparse, &p, &data, &device).unwrap();
+        assert_ne!(dense.final_val_loss, s.final_val_loss);
+        assert!(s.final_val_accuracy >= 0.0 && s.final_val_accuracy <= 1.0);
+
+        // append-only results with a truncated last line (an interrupted append)
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("runs.jsonl");
+        append_result(&path, &dense).unwrap();
+        append_result(&path, &s).unwrap();
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes.extend_from_slice(b"{\"spec\": {\"id\": \"L16-r1-s0\"");
+        std::fs::write(&path, &bytes).unwrap();
+        let done = completed_ids(&path).unwrap();
+        assert_eq!(done.len(), 2);
+        assert!(done.contains("L16-dense-s0") && done.contains("L16-r0.25-s0"));
+        append_result(&path, &one).unwrap();
+        let back = read_results(&path).unwrap();
+        assert_eq!(
+            back.len(),
+            3,
+            "the partial record is cut off, the new one appended"
+        );
+        assert_eq!(back[2], one);
+        // a malformed line in the middle is an error naming the line
+        let text = std::fs::read_to_string(&path).unwrap();
+        let broken = text.replacen("\n", "\n{oops\n", 1);
+        std::fs::write(&path, broken).unwrap();
+        assert!(matches!(
+            read_results(&path),
+            Err(ModelError::Jsonl { line: 2, .. })
+        ));
+    }
+
+    #[test]
+    fn report_has_statistics_with_two_seeds() {
+        let device = cpu_device().autodiff();
+        let data = tiny_data();
+        let p = SweepParams {
+            implementation: SparseImpl::MaskedDense,
+            ..quick()
+        };
+        let p = SweepParams {
+            ratios: vec![0.25, 0.5],
+            ..p
+        };
+        let results: Vec<RunResult> = run_list(&p)
+            .unwrap()
+            .iter()
+            .map(|r| run_one(r, &p, &data, &device).unwrap())
+            .collect();
+        let report = summarize(&results).unwrap();
+        assert_eq!(report.runs, 6);
+        assert_eq!(report.cells.len(), 3);
+        let l = &report.lengths[0];
+        let st = l
+            .statistics
+            .as_ref()
+            .expect("two seeds per group give statistics");
+        assert_eq!(st.labels, ["0.25", "0.5"]);
+        assert_eq!(st.versus_baseline.len(), 2);
+        assert!(st.anova.p_value >= 0.0 && st.anova.p_value <= 1.0);
+        let best = l.optimal_arm.clone().unwrap();
+        let means: Vec<(String, f64)> = report
+            .cells
+            .iter()
+            .filter(|c| c.keep_ratio.is_some())
+            .map(|c| (c.arm.clone(), c.val_loss_mean))
+            .collect();
+        let min = means.iter().min_by(|a, b| a.1.total_cmp(&b.1)).unwrap();
+        assert_eq!(best, min.0);
+        let dir = tempfile::tempdir().unwrap();
+        let md = write_report(&report, &[], dir.path()).unwrap();
+        let text = std::fs::read_to_string(md).unwrap();
+        assert!(text.contains("One-way ANOVA"));
+        assert!(dir.path().join("loss_vs_ratio.png").is_file());
+        assert!(dir.path().join("report.json").is_file());
+    }
+}
+
+#[test]
+fn loop_accuracy_equals_the_sweep_evaluator() {
+    use sparsity_models::burn::module::Module;
+    use sparsity_models::dsa_sweep::evaluate_full;
+    use sparsity_models::train::evaluate_with_accuracy;
+    let device = cpu_device();
+    let cfg = DsaConfig {
+        vocab_size: 20,
+        max_seq_len: 16,
+        ..config()
+    };
+    let model = DsaTransformer::init(&cfg, AttentionMode::sparse(0.5), 2, &device).unwrap();
+    let stream: Vec<u32> = (0..700u32).map(|i| (i * 3 + i / 7) % 20).collect();
+    let (loss, acc) = evaluate_with_accuracy(&model, &stream, 20, 16, 4, None, &device).unwrap();
+    let (loss2, acc2) = evaluate_full(&model.valid(), &stream, 16, 4).unwrap();
+    assert!((loss - loss2).abs() < 1e-6, "{loss} vs {loss2}");
+    assert_eq!(acc, acc2);
+    assert!(acc > 0.0 && acc < 1.0, "{acc}");
+}

@@ -1,0 +1,10 @@
+//! `cargo xtask prune` (being implemented).
+
+/// Arguments.
+#[derive(clap::Args, Debug)]
+pub struct Args {}
+
+/// Runs the command.
+pub fn run(_args: Args) -> anyhow::Result<()> {
+    anyhow::bail!("`cargo xtask prune` is not implemented yet")
+}
