@@ -34,12 +34,8 @@ enum Command {
     TrainDemo(cmd::train_demo::Args),
     /// Mamba vs GPT-2 neuron analysis: sparsity, delta-sensitive, causal and attention neurons, report.
     Analyze(cmd::analyze::Args),
-    /// Whole-model pruning (sequential calibration), perplexity before/after, pruned HF directory + masks.
-    Prune(cmd::prune::Args),
     /// Bit-packed Hamming neighbours and clustering of a binary pattern matrix, MMM coherence, plots.
     Cluster(cmd::cluster::Args),
-    /// Sparse decoding (TEAL-style masked GEMV on MLP inputs): perplexity and tokens/s vs sparsity.
-    SparseDecode(cmd::sparse_decode::Args),
     /// DeepSeek sparse attention sweep over lengths × keep ratios × seeds (resumable, shardable, Slurm).
     DsaSweep(cmd::dsa_sweep::Args),
     /// Merge DSA sweep result files into one report with ANOVA / Tukey HSD / Cohen's d tables.
@@ -57,9 +53,7 @@ fn main() -> anyhow::Result<()> {
         Command::Dump(a) => cmd::dump::run(a),
         Command::TrainDemo(a) => cmd::train_demo::run(a),
         Command::Analyze(a) => cmd::analyze::run(a),
-        Command::Prune(a) => cmd::prune::run(a),
         Command::Cluster(a) => cmd::cluster::run(a),
-        Command::SparseDecode(a) => cmd::sparse_decode::run(a),
         Command::DsaSweep(a) => cmd::dsa_sweep::run(a),
         Command::DsaReport(a) => cmd::dsa_report::run(a),
     }
