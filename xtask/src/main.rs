@@ -24,6 +24,10 @@ enum Command {
     Sparsity(cmd::sparsity::Args),
     /// Prune one linear layer (weight + calibration activations) with magnitude, Wanda, Wanda variant or SparseGPT.
     PruneLayer(cmd::prune_layer::Args),
+    /// Prune a whole GPT-2 / Mamba (sequential calibration), report per-layer errors and perplexity, save an HF directory.
+    Prune(cmd::prune::Args),
+    /// TEAL-style MLP-input activation sparsity: calibrated thresholds, held-out perplexity vs sparsity.
+    SparseDecode(cmd::sparse_decode::Args),
     /// Compare two pruning masks (or pruned weights): Jaccard, Hamming, cosine per feature and layer.
     CompareMasks(cmd::compare_masks::Args),
     /// Benchmark the masked (sparse) GEMV against dense on LLM-sized shapes.
@@ -48,6 +52,8 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Sparsity(a) => cmd::sparsity::run(a),
         Command::PruneLayer(a) => cmd::prune_layer::run(a),
+        Command::Prune(a) => cmd::prune::run(a),
+        Command::SparseDecode(a) => cmd::sparse_decode::run(a),
         Command::CompareMasks(a) => cmd::compare_masks::run(a),
         Command::BenchGemv(a) => cmd::bench_gemv::run(a),
         Command::Dump(a) => cmd::dump::run(a),

@@ -221,6 +221,7 @@ impl Gpt2 {
                 scale /= (l + 1) as f64;
             }
             let a = blk.ln_1.forward(x.clone(), eps);
+            let a = hooks.site3(|| format!("attn_in.{l}"), a)?;
             let qkv = blk.c_attn.forward(a);
             let split = |i: usize| {
                 qkv.clone()
@@ -234,9 +235,11 @@ impl Gpt2 {
             let probs = burn::tensor::activation::softmax(scores, 3);
             let probs = hooks.site4(|| format!("attn_probs.{l}"), probs)?;
             let o = probs.matmul(v).swap_dims(1, 2).reshape([b, s, d]);
+            let o = hooks.site3(|| format!("attn_ctx.{l}"), o)?;
             x = x + blk.attn_c_proj.forward(o);
 
             let m = blk.ln_2.forward(x.clone(), eps);
+            let m = hooks.site3(|| format!("mlp_in.{l}"), m)?;
             let m = act.apply(blk.c_fc.forward(m));
             let m = hooks.site3(|| format!("mlp_act.{l}"), m)?;
             x = x + blk.mlp_c_proj.forward(m);

@@ -35,6 +35,7 @@ pub mod lm;
 pub mod loader;
 pub mod mamba;
 pub mod sites;
+pub mod sparse_decode;
 pub mod text;
 pub mod util;
 

@@ -178,7 +178,8 @@ impl CausalLm {
             .unwrap_or(0)
     }
 
-    /// Every site of this model (`ssm_state.*` included), in a stable order.
+    /// Every site of this model (`ssm_state.*` included, the by-name-only linear-layer inputs of
+    /// [`crate::sites::BY_NAME_ONLY`] not), in a stable order.
     pub fn site_names(&self) -> Vec<String> {
         let n = self.num_layers();
         let mut names: Vec<String> = (0..=n).map(|i| format!("hidden_states.{i}")).collect();
@@ -210,6 +211,10 @@ impl CausalLm {
         match (self, kind) {
             (_, "block_out" | "hidden_states") => Ok(self.hidden_size()),
             (Self::Gpt2(m), "mlp_act") => Ok(m.config.inner_size()),
+            (Self::Gpt2(_), "attn_in" | "attn_ctx" | "mlp_in") => Ok(self.hidden_size()),
+            (Self::Mamba(_), "mixer_in") => Ok(self.hidden_size()),
+            (Self::Mamba(m), "mixer_conv") => Ok(m.config.inner_size()),
+            (Self::Mamba(m), "mixer_dt_in") => Ok(m.config.dt_rank()),
             (Self::Gpt2(m), "attn_probs") => Ok(m.config.n_head),
             (Self::Mamba(m), "mixer_gated" | "mixer_dt" | "ssm_state") => Ok(m.config.inner_size()),
             _ => Err(unknown()),

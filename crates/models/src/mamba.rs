@@ -250,6 +250,7 @@ impl MambaMixer {
         let n = c.state_size;
         let r = c.dt_rank();
         let k = c.conv_kernel;
+        let u = hooks.site3(|| format!("mixer_in.{l}"), u)?;
         let xz = self.in_proj.forward(u);
         let xs = xz.clone().narrow(2, 0, e) * mask3.clone();
         let z = xz.narrow(2, e, e);
@@ -273,9 +274,11 @@ impl MambaMixer {
             conv = conv + bias.val().reshape([1, 1, e]);
         }
         let xc = act.apply(conv) * mask3.clone();
+        let xc = hooks.site3(|| format!("mixer_conv.{l}"), xc)?;
 
         let ssm = linear(xc.clone(), self.x_proj.val(), None);
         let dt_raw = ssm.clone().narrow(2, 0, r);
+        let dt_raw = hooks.site3(|| format!("mixer_dt_in.{l}"), dt_raw)?;
         let bm = ssm.clone().narrow(2, r, n);
         let cm = ssm.narrow(2, r + n, n);
         let delta = softplus(self.dt_proj.forward(dt_raw));

@@ -9,7 +9,13 @@
 //!   ([batch, heads, seq_q, seq_k], after the causal/padding mask and softmax);
 //! - Mamba: `mixer_gated.{l}` ([batch, seq, intermediate], input of `mixer.out_proj`), `mixer_dt.{l}`
 //!   (Δ after softplus, [batch, seq, intermediate]), `ssm_state.{l}` (state h_t after each step,
-//!   [batch, seq, intermediate, state_size], recorded only when asked for by name; read-only).
+//!   [batch, seq, intermediate, state_size], recorded only when asked for by name; read-only);
+//! - linear-layer inputs, recorded only when asked for by name (whole-model pruning reads them):
+//!   GPT-2 `attn_in.{l}` (ln_1 output, input of `attn.c_attn`), `attn_ctx.{l}` (attention context,
+//!   input of `attn.c_proj`), `mlp_in.{l}` (ln_2 output, input of `mlp.c_fc`) and `mlp_act.{l}`;
+//!   Mamba `mixer_in.{l}` (the block's RMSNorm output, input of `in_proj`), `mixer_conv.{l}` (activated
+//!   convolution output, input of `x_proj`), `mixer_dt_in.{l}` (the low-rank Δ, input of `dt_proj`)
+//!   and `mixer_gated.{l}`.
 //!
 //! Edits happen where the site is computed, before the forward continues, and a captured site holds the
 //! edited value. Edits restricted to channels act on the last axis of 3-D sites and on the head axis (1)
@@ -23,6 +29,17 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal};
 
 use crate::error::{ModelError, Result};
+
+/// Site kinds that [`Capture::all`] leaves out: recorded only when named.
+pub const BY_NAME_ONLY: &[&str] = &[
+    "ssm_state.",
+    "attn_in.",
+    "attn_ctx.",
+    "mlp_in.",
+    "mixer_in.",
+    "mixer_conv.",
+    "mixer_dt_in.",
+];
 
 /// A recorded site activation: rank 3 for per-token sites, rank 4 for `attn_probs` and `ssm_state`.
 #[derive(Debug, Clone)]
@@ -84,7 +101,8 @@ impl Capture {
         Self::default()
     }
 
-    /// Records every site of the model except `ssm_state.*`.
+    /// Records every site of the model except the [`BY_NAME_ONLY`] kinds (`ssm_state.*` and the
+    /// linear-layer inputs).
     pub fn all() -> Self {
         Self {
             all: true,
@@ -112,7 +130,7 @@ impl Capture {
 
     /// Whether `name` is recorded.
     pub fn contains(&self, name: &str) -> bool {
-        self.names.contains(name) || (self.all && !name.starts_with("ssm_state."))
+        self.names.contains(name) || (self.all && !BY_NAME_ONLY.iter().any(|p| name.starts_with(p)))
     }
 
     fn is_empty(&self) -> bool {
@@ -150,6 +168,9 @@ pub enum Edit {
     },
     /// Replace by a given tensor of exactly the site's shape.
     Set(SiteTensor),
+    /// Magnitude masking (TEAL): keep x where |x| > τ, set the rest to 0 (τ = 0 leaves every
+    /// non-zero value). τ must be finite and ≥ 0.
+    Threshold(f32),
 }
 
 /// Which channels an edit touches.
@@ -364,11 +385,22 @@ fn noise(dims: &[usize], std: f32, seed: u64, site: &str) -> Result<Vec<f32>> {
     Ok((0..n).map(|_| normal.sample(&mut rng)).collect())
 }
 
+fn threshold<const D: usize>(x: Tensor<D>, tau: f32, site: &str) -> Result<Tensor<D>> {
+    if !(tau.is_finite() && tau >= 0.0) {
+        return Err(ModelError::Invalid(format!(
+            "intervention on `{site}`: threshold {tau} must be finite and >= 0"
+        )));
+    }
+    let drop = x.clone().abs().lower_equal_elem(tau);
+    Ok(x.mask_fill(drop, 0.0))
+}
+
 fn apply3(x: Tensor<3>, e: &SiteEdit, mask: &Tensor<2>) -> Result<Tensor<3>> {
     let [b, s, w] = x.dims();
     let device = x.device();
     let edited = match &e.edit {
         Edit::Zero => x.zeros_like(),
+        Edit::Threshold(t) => threshold(x.clone(), *t, &e.site)?,
         Edit::Scale(f) => x.clone().mul_scalar(*f),
         Edit::Mean(MeanSource::Given(v)) => {
             if v.len() != w {
@@ -418,6 +450,7 @@ fn apply4(x: Tensor<4>, e: &SiteEdit, mask: &Tensor<2>) -> Result<Tensor<4>> {
     let device = x.device();
     let edited = match &e.edit {
         Edit::Zero => x.zeros_like(),
+        Edit::Threshold(t) => threshold(x.clone(), *t, &e.site)?,
         Edit::Scale(f) => x.clone().mul_scalar(*f),
         Edit::Mean(MeanSource::Given(v)) => {
             if v.len() != h {

@@ -8,8 +8,8 @@
 
 use std::path::{Path, PathBuf};
 
-use burn::tensor::Device;
 use burn::tensor::activation::log_softmax;
+use burn::tensor::{Device, Tensor};
 
 use crate::error::{ModelError, Result};
 use crate::lm::{Batch, CausalLm};
@@ -251,11 +251,20 @@ impl Perplexity {
 /// Summed next-token NLL and count of predicted tokens of one batch (padding excluded: a prediction counts
 /// when both its context position and its target are real).
 pub fn batch_nll(model: &CausalLm, batch: &Batch) -> Result<(f64, usize)> {
+    let [_, s] = batch.dims();
+    if s < 2 {
+        return Ok((0.0, 0));
+    }
+    nll_of_logits(model.logits(batch)?, batch)
+}
+
+/// [`batch_nll`] from logits [batch, seq, vocab] already computed for `batch` (e.g. by a forward
+/// pass with an intervention).
+pub fn nll_of_logits(logits: Tensor<3>, batch: &Batch) -> Result<(f64, usize)> {
     let [b, s] = batch.dims();
     if s < 2 {
         return Ok((0.0, 0));
     }
-    let logits = model.logits(batch)?;
     let logp = log_softmax(logits.narrow(1, 0, s - 1), 2);
     let targets = batch
         .input_ids

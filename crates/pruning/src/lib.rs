@@ -7,7 +7,9 @@
 //! * [`WandaStats`] / [`HessianStats`]: streamed calibration statistics (never the activations);
 //! * [`prune()`] / [`LayerPruner`]: one layer, any [`Method`] × [`Pattern`];
 //! * [`ReconError`]: ‖WXᵀ − WₚXᵀ‖²_F / ‖WXᵀ‖²_F;
-//! * [`compare`]: mask comparison per row / column / layer on [`bitmask::BitMask`]s.
+//! * [`compare`]: mask comparison per row / column / layer on [`bitmask::BitMask`]s;
+//! * `model` (feature `models`, default): sequential whole-model pruning of the `sparsity-models`
+//!   GPT-2 and Mamba, saved as a Hugging Face directory with its masks.
 //!
 //! ```
 //! use ndarray::Array2;
@@ -40,6 +42,8 @@ pub mod layer_file;
 pub mod layout;
 pub mod linalg;
 pub mod magnitude;
+#[cfg(feature = "models")]
+pub mod model;
 pub mod plot;
 pub mod prune;
 pub mod pt;

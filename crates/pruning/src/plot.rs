@@ -156,3 +156,98 @@ fn draw<DB: DrawingBackend>(
     root.present().map_err(|e| e.to_string())?;
     Ok(())
 }
+
+/// Bar chart of a whole-model run's per-layer relative reconstruction errors (PNG, atomic),
+/// captioned with the method, pattern and held-out perplexity before → after.
+#[cfg(feature = "models")]
+pub fn plot_model_pruning(path: &Path, report: &crate::model::ModelPruneReport) -> Result<()> {
+    let errors: Vec<f64> = report
+        .layers
+        .iter()
+        .map(|l| l.rel_recon_error.unwrap_or(f64::NAN))
+        .collect();
+    let finite_max = errors
+        .iter()
+        .copied()
+        .filter(|v| v.is_finite())
+        .fold(0.0f64, f64::max);
+    let y_max = if finite_max > 0.0 {
+        finite_max * 1.1
+    } else {
+        1.0
+    };
+    let ppl = match (&report.perplexity_before, &report.perplexity_after) {
+        (Some(b), Some(a)) => format!(
+            ", held-out perplexity {:.2} → {:.2}",
+            b.perplexity, a.perplexity
+        ),
+        _ => String::new(),
+    };
+    let title = format!(
+        "{} {} {} (overall sparsity {:.3}){ppl}",
+        report.family,
+        report.options.method.name(),
+        report.options.pattern,
+        report.overall_sparsity
+    );
+    let labels: Vec<String> = report
+        .layers
+        .iter()
+        .map(|l| {
+            l.target
+                .name
+                .trim_end_matches(".weight")
+                .replace("transformer.h.", "h")
+                .replace("backbone.layers.", "L")
+                .replace(".mixer", "")
+        })
+        .collect();
+    let n = errors.len().max(1);
+    let height = (130 + 24 * n as u32).max(320);
+    sparsity_metrics::plot::png_atomic(path, (1100, height), |root| {
+        let e = |e: &dyn std::fmt::Display| e.to_string();
+        root.fill(&WHITE).map_err(|x| e(&x))?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(&title, ("sans-serif", 18))
+            .margin(14)
+            .x_label_area_size(50)
+            .y_label_area_size(230)
+            .build_cartesian_2d(0f64..y_max, (0..n).into_segmented())
+            .map_err(|x| e(&x))?;
+        chart
+            .configure_mesh()
+            .disable_y_mesh()
+            .y_labels(n)
+            .y_label_formatter(&|v| match v {
+                SegmentValue::CenterOf(i) => labels.get(*i).cloned().unwrap_or_default(),
+                _ => String::new(),
+            })
+            .x_desc("relative reconstruction error  ‖(W − Wₚ)Xᵀ‖² / ‖WXᵀ‖²")
+            .draw()
+            .map_err(|x| e(&x))?;
+        chart
+            .draw_series(
+                errors
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, v)| v.is_finite())
+                    .map(|(i, &v)| {
+                        let mut r = Rectangle::new(
+                            [
+                                (0.0, SegmentValue::Exact(i)),
+                                (v, SegmentValue::Exact(i + 1)),
+                            ],
+                            BLUE.mix(0.7).filled(),
+                        );
+                        r.set_margin(3, 3, 0, 0);
+                        r
+                    }),
+            )
+            .map_err(|x| e(&x))?;
+        root.present().map_err(|x| e(&x))
+    })
+    .map_err(|e| PruneError::Write {
+        file: path.display().to_string(),
+        reason: e.to_string(),
+    })
+}

@@ -7,6 +7,8 @@ pub mod compare_masks;
 pub mod dsa_report;
 pub mod dsa_sweep;
 pub mod dump;
+pub mod prune;
 pub mod prune_layer;
+pub mod sparse_decode;
 pub mod sparsity;
 pub mod train_demo;

@@ -60,7 +60,7 @@ pub struct Args {
     pub report: Option<PathBuf>,
 }
 
-fn parse_nm(s: &str) -> anyhow::Result<(usize, usize)> {
+pub(crate) fn parse_nm(s: &str) -> anyhow::Result<(usize, usize)> {
     let Some((n, m)) = s.split_once(':') else {
         bail!("--nm {s:?}: expected N:M, e.g. 2:4");
     };

@@ -1,0 +1,350 @@
+//! TEAL-style activation sparsity at the MLP inputs (Liu et al. 2024, "Training-Free
+//! Activation Sparsity in Large Language Models"): per-site magnitude thresholds calibrated on
+//! text for a target sparsity, applied with [`Edit::Threshold`], and the perplexity they cost.
+//!
+//! Sites (the inputs of the MLP's linear layers): GPT-2 `mlp_in.{l}` (input of `c_fc`) and
+//! `mlp_act.{l}` (input of `c_proj`); Mamba `mixer_in.{l}` (input of `in_proj`) and
+//! `mixer_gated.{l}` (input of `out_proj`). The threshold of a site for target sparsity p is
+//! numpy's linear-interpolation quantile p of |x| over every calibration token and channel of
+//! the **dense** model at that site (TEAL's recipe), so that |x| ≤ τ holds for a fraction p of the
+//! calibration entries. The sweep then measures, with all sites masked at once, the sparsity
+//! actually reached on held-out text and the held-out perplexity.
+//!
+//! This module measures quality only; the speed of a masked GEMV is measured by the
+//! `sparsity-kernels` benchmarks. Decoding with the masked kernel in the models is not built yet.
+
+use std::collections::BTreeMap;
+
+use burn::tensor::Device;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{ModelError, Result};
+use crate::lm::{Batch, CausalLm};
+use crate::sites::{Capture, Edit, Intervention};
+use crate::text::Perplexity;
+
+/// The MLP-input sites of `model`, in forward order.
+pub fn mlp_input_sites(model: &CausalLm) -> Vec<String> {
+    let kinds: [&str; 2] = match model {
+        CausalLm::Gpt2(_) => ["mlp_in", "mlp_act"],
+        CausalLm::Mamba(_) => ["mixer_in", "mixer_gated"],
+    };
+    (0..model.num_layers())
+        .flat_map(|l| kinds.iter().map(move |k| format!("{k}.{l}")))
+        .collect()
+}
+
+/// Per-site thresholds for one target sparsity.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Thresholds {
+    /// The target sparsity p.
+    pub target: f64,
+    /// Site → τ.
+    pub per_site: BTreeMap<String, f32>,
+}
+
+impl Thresholds {
+    /// The intervention that masks every site with its τ.
+    pub fn intervention(&self) -> Intervention {
+        self.per_site
+            .iter()
+            .fold(Intervention::new(), |iv, (site, &tau)| {
+                iv.edit(site.clone(), Edit::Threshold(tau))
+            })
+    }
+}
+
+fn check_sequences(sequences: &[Vec<u32>], what: &str) -> Result<usize> {
+    let Some(first) = sequences.first() else {
+        return Err(ModelError::Invalid(format!("{what}: no sequences")));
+    };
+    let len = first.len();
+    if len < 2 {
+        return Err(ModelError::Invalid(format!(
+            "{what}: sequences need at least 2 tokens, got {len}"
+        )));
+    }
+    if let Some((i, s)) = sequences.iter().enumerate().find(|(_, s)| s.len() != len) {
+        return Err(ModelError::Invalid(format!(
+            "{what}: sequence {i} has {} tokens, the first has {len} (all must be equal)",
+            s.len()
+        )));
+    }
+    Ok(len)
+}
+
+fn batches<'a>(
+    sequences: &'a [Vec<u32>],
+    len: usize,
+    batch_size: usize,
+    device: &'a Device,
+) -> impl Iterator<Item = Result<Batch>> + 'a {
+    sequences.chunks(batch_size.max(1)).map(move |chunk| {
+        let ids: Vec<i64> = chunk.iter().flatten().map(|&t| i64::from(t)).collect();
+        Batch::from_ids(&ids, chunk.len(), len, device)
+    })
+}
+
+fn check_targets(targets: &[f64]) -> Result<()> {
+    if targets.is_empty() {
+        return Err(ModelError::Invalid("no target sparsities given".into()));
+    }
+    if let Some(t) = targets.iter().find(|t| !(0.0..1.0).contains(*t)) {
+        return Err(ModelError::Invalid(format!(
+            "target sparsity {t} is outside [0, 1)"
+        )));
+    }
+    Ok(())
+}
+
+/// Calibrates thresholds for each target on `sequences` (all of one length, run `batch_size`
+/// at a time). Memory: every |x| of every site over the calibration tokens.
+pub fn calibrate_thresholds(
+    model: &CausalLm,
+    sequences: &[Vec<u32>],
+    targets: &[f64],
+    batch_size: usize,
+    device: &Device,
+) -> Result<Vec<Thresholds>> {
+    check_targets(targets)?;
+    let len = check_sequences(sequences, "threshold calibration")?;
+    let sites = mlp_input_sites(model);
+    let capture = Capture::sites(sites.iter().cloned());
+    let mut values: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    for batch in batches(sequences, len, batch_size, device) {
+        let out = model.forward(&batch?, &capture, None)?;
+        for site in &sites {
+            let t = out
+                .sites
+                .get(site)
+                .ok_or_else(|| ModelError::Invalid(format!("site `{site}` was not recorded")))?;
+            let v = t.to_vec()?;
+            if let Some(bad) = v.iter().find(|x| !x.is_finite()) {
+                return Err(ModelError::Invalid(format!(
+                    "site `{site}`: non-finite activation {bad} during calibration"
+                )));
+            }
+            values
+                .entry(site.clone())
+                .or_default()
+                .extend(v.iter().map(|x| f64::from(x.abs())));
+        }
+    }
+    let mut out: Vec<Thresholds> = targets
+        .iter()
+        .map(|&target| Thresholds {
+            target,
+            per_site: BTreeMap::new(),
+        })
+        .collect();
+    for (site, mut v) in values {
+        v.sort_by(f64::total_cmp);
+        for th in &mut out {
+            let tau = sparsity_metrics::percentile::percentile_sorted(&v, th.target * 100.0)
+                .map_err(|e| ModelError::Invalid(format!("site `{site}`: {e}")))?;
+            // τ = 0 leaves exact zeros only
+            let tau = if th.target == 0.0 { 0.0 } else { tau as f32 };
+            th.per_site.insert(site.clone(), tau);
+        }
+    }
+    Ok(out)
+}
+
+/// One row of the sparsity sweep.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SweepRow {
+    /// Target sparsity.
+    pub target: f64,
+    /// Fraction of zeroed entries over all sites on the held-out text (masks applied together).
+    pub achieved_sparsity: f64,
+    /// Per site, the fraction zeroed on the held-out text.
+    pub per_site_sparsity: BTreeMap<String, f64>,
+    /// Held-out perplexity with the masks.
+    pub perplexity: Perplexity,
+    /// perplexity / dense perplexity − 1.
+    pub relative_increase: f64,
+    /// The thresholds.
+    pub thresholds: Thresholds,
+}
+
+/// The sweep's result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SparseDecodeReport {
+    /// Model family.
+    pub family: String,
+    /// The sites masked.
+    pub sites: Vec<String>,
+    /// Calibration sequences × length.
+    pub calibration: [usize; 2],
+    /// Held-out sequences × length.
+    pub evaluation: [usize; 2],
+    /// Dense held-out perplexity.
+    pub dense: Perplexity,
+    /// One row per target, in the order given.
+    pub rows: Vec<SweepRow>,
+}
+
+/// Per site: (zeroed entries, all entries).
+type ZeroCounts = BTreeMap<String, (usize, usize)>;
+
+/// Held-out NLL with `intervention`, plus per-site counts of zeros (real tokens only; all
+/// sequences have one length, so every position is real).
+fn masked_eval(
+    model: &CausalLm,
+    eval: &[Vec<u32>],
+    len: usize,
+    batch_size: usize,
+    intervention: Option<&Intervention>,
+    sites: &[String],
+    device: &Device,
+) -> Result<(Perplexity, ZeroCounts)> {
+    let capture = if intervention.is_some() {
+        Capture::sites(sites.iter().cloned())
+    } else {
+        Capture::none()
+    };
+    let (mut nll_sum, mut tokens) = (0.0f64, 0usize);
+    let mut zeros = ZeroCounts::new();
+    for batch in batches(eval, len, batch_size, device) {
+        let batch = batch?;
+        let out = model.forward(&batch, &capture, intervention)?;
+        let (n, t) = crate::text::nll_of_logits(out.logits, &batch)?;
+        nll_sum += n;
+        tokens += t;
+        for (site, t) in &out.sites {
+            let v = t.to_vec()?;
+            let e = zeros.entry(site.clone()).or_default();
+            e.0 += v.iter().filter(|x| **x == 0.0).count();
+            e.1 += v.len();
+        }
+    }
+    if tokens == 0 {
+        return Err(ModelError::Invalid(
+            "evaluation: no predicted tokens".into(),
+        ));
+    }
+    Ok((
+        Perplexity {
+            nll_sum,
+            tokens,
+            perplexity: (nll_sum / tokens as f64).exp(),
+        },
+        zeros,
+    ))
+}
+
+/// Calibrates thresholds on `calibration`, then measures held-out perplexity and achieved
+/// sparsity on `eval` (all sequences of one length each set) for every target.
+pub fn sparsity_sweep(
+    model: &CausalLm,
+    calibration: &[Vec<u32>],
+    eval: &[Vec<u32>],
+    targets: &[f64],
+    batch_size: usize,
+    device: &Device,
+) -> Result<SparseDecodeReport> {
+    let eval_len = check_sequences(eval, "evaluation")?;
+    let calib_len = check_sequences(calibration, "threshold calibration")?;
+    let thresholds = calibrate_thresholds(model, calibration, targets, batch_size, device)?;
+    let sites = mlp_input_sites(model);
+    let (dense, _) = masked_eval(model, eval, eval_len, batch_size, None, &sites, device)?;
+    let bar = indicatif::ProgressBar::new(thresholds.len() as u64);
+    let mut rows = Vec::with_capacity(thresholds.len());
+    for th in thresholds {
+        let iv = th.intervention();
+        let (ppl, zeros) =
+            masked_eval(model, eval, eval_len, batch_size, Some(&iv), &sites, device)?;
+        let (z, n) = zeros
+            .values()
+            .fold((0usize, 0usize), |(z, n), (a, b)| (z + a, n + b));
+        tracing::info!(
+            target = th.target,
+            perplexity = ppl.perplexity,
+            "sparse-decode sweep row"
+        );
+        rows.push(SweepRow {
+            target: th.target,
+            achieved_sparsity: z as f64 / n.max(1) as f64,
+            per_site_sparsity: zeros
+                .iter()
+                .map(|(k, (z, n))| (k.clone(), *z as f64 / (*n).max(1) as f64))
+                .collect(),
+            relative_increase: ppl.perplexity / dense.perplexity - 1.0,
+            perplexity: ppl,
+            thresholds: th,
+        });
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    Ok(SparseDecodeReport {
+        family: model.family().to_string(),
+        sites,
+        calibration: [calibration.len(), calib_len],
+        evaluation: [eval.len(), eval_len],
+        dense,
+        rows,
+    })
+}
+
+/// Line plot of held-out perplexity against achieved MLP-input sparsity, one line per report
+/// (PNG, written atomically).
+pub fn plot_sweep(path: &std::path::Path, reports: &[(String, SparseDecodeReport)]) -> Result<()> {
+    use plotters::prelude::*;
+    let colours = [BLUE, RED, GREEN, MAGENTA, CYAN, BLACK];
+    let ratio =
+        |r: &SparseDecodeReport, row: &SweepRow| row.perplexity.perplexity / r.dense.perplexity;
+    let y_max = reports
+        .iter()
+        .flat_map(|(_, r)| r.rows.iter().map(move |row| ratio(r, row)))
+        .filter(|v| v.is_finite())
+        .fold(1.0f64, f64::max)
+        * 1.05;
+    sparsity_metrics::plot::png_atomic(path, (900, 560), |root| {
+        let e = |e: &dyn std::fmt::Display| e.to_string();
+        root.fill(&WHITE).map_err(|x| e(&x))?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(
+                "TEAL-style MLP-input sparsity: held-out perplexity / dense",
+                ("sans-serif", 20),
+            )
+            .margin(14)
+            .x_label_area_size(50)
+            .y_label_area_size(70)
+            .build_cartesian_2d(0f64..1f64, 0.95f64..y_max)
+            .map_err(|x| e(&x))?;
+        chart
+            .configure_mesh()
+            .x_desc("achieved sparsity of the MLP inputs (held-out text)")
+            .y_desc("perplexity / dense perplexity")
+            .draw()
+            .map_err(|x| e(&x))?;
+        for (i, (name, r)) in reports.iter().enumerate() {
+            let c = colours[i % colours.len()];
+            let pts: Vec<(f64, f64)> = r
+                .rows
+                .iter()
+                .map(|row| (row.achieved_sparsity, ratio(r, row)))
+                .filter(|(x, y)| x.is_finite() && y.is_finite())
+                .collect();
+            chart
+                .draw_series(LineSeries::new(pts.clone(), c.stroke_width(2)))
+                .map_err(|x| e(&x))?
+                .label(name.clone())
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2))
+                });
+            chart
+                .draw_series(pts.iter().map(|&p| Circle::new(p, 4, c.filled())))
+                .map_err(|x| e(&x))?;
+        }
+        chart
+            .configure_series_labels()
+            .border_style(BLACK)
+            .background_style(WHITE.mix(0.9))
+            .position(SeriesLabelPosition::UpperLeft)
+            .draw()
+            .map_err(|x| e(&x))?;
+        root.present().map_err(|x| e(&x))
+    })
+    .map_err(|e| ModelError::Invalid(format!("plot {}: {e}", path.display())))
+}

@@ -1,0 +1,641 @@
+//! Whole-model pruning of the `sparsity-models` GPT-2 and Mamba (feature `models`, on by default).
+//!
+//! Sequential, as in the Wanda and SparseGPT papers: blocks are pruned in order, and the
+//! calibration inputs of block `l` are computed by the model whose blocks `< l` are already
+//! pruned. Within a block every selected linear layer sees the block's *dense* inputs of that
+//! pass (the reference code collects all of a block's inputs with forward hooks, then prunes).
+//!
+//! Memory is bounded by one block's statistics plus one calibration batch: the inputs are read
+//! at the by-name-only linear-input sites of [`sparsity_models::sites`] and streamed into
+//! [`LayerPruner`]s, never stored. Calibration length is an explicit property of the sequences
+//! the caller passes (all of one length, so no padding enters the statistics).
+//!
+//! The relative reconstruction error ‖WXᵀ − WₚXᵀ‖²_F / ‖WXᵀ‖²_F of each layer is computed from
+//! the Gram matrix G = Σ x xᵀ of the same inputs, accumulated in f64, as
+//! tr(ΔW G ΔWᵀ) / tr(W G Wᵀ) — equal to [`crate::ReconError`] on the stored activations.
+//!
+//! Each calibration pass runs the full forward (the sites of block `l` are read, later blocks
+//! are computed and discarded), so pruning an L-block model costs L calibration forwards.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use ndarray::{Array2, ArrayD, IxDyn};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use sparsity_models::burn::module::Param;
+use sparsity_models::burn::tensor::{Device, Tensor, TensorData};
+use sparsity_models::text::{Perplexity, perplexity_of_sequences};
+use sparsity_models::{Batch, Capture, CausalLm, ModelFamily};
+
+use crate::error::{PruneError, Result};
+use crate::io::{OutTensor, write_safetensors};
+use crate::{HessianStats, LayerPruner, Method, Pattern, Precision, PruneReport};
+
+/// A family of linear layers to prune.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LinearGroup {
+    /// GPT-2 `attn.c_attn` and `attn.c_proj`.
+    Attention,
+    /// GPT-2 `mlp.c_fc` and `mlp.c_proj`.
+    Mlp,
+    /// Mamba `mixer.in_proj`.
+    MambaIn,
+    /// Mamba `mixer.x_proj`.
+    MambaX,
+    /// Mamba `mixer.dt_proj`.
+    MambaDt,
+    /// Mamba `mixer.out_proj`.
+    MambaOut,
+}
+
+impl LinearGroup {
+    /// Every group of a family (the default selection).
+    pub fn all_for(family: ModelFamily) -> Vec<Self> {
+        match family {
+            ModelFamily::Gpt2 => vec![Self::Attention, Self::Mlp],
+            ModelFamily::Mamba => vec![Self::MambaIn, Self::MambaX, Self::MambaDt, Self::MambaOut],
+        }
+    }
+
+    /// The family the group belongs to.
+    pub fn family(self) -> ModelFamily {
+        match self {
+            Self::Attention | Self::Mlp => ModelFamily::Gpt2,
+            _ => ModelFamily::Mamba,
+        }
+    }
+
+    /// Parses `attention`, `mlp`, `in_proj`, `x_proj`, `dt_proj`, `out_proj`.
+    pub fn parse(s: &str) -> Result<Self> {
+        Ok(match s.trim() {
+            "attention" | "attn" => Self::Attention,
+            "mlp" => Self::Mlp,
+            "in_proj" | "in" => Self::MambaIn,
+            "x_proj" | "x" => Self::MambaX,
+            "dt_proj" | "dt" => Self::MambaDt,
+            "out_proj" | "out" => Self::MambaOut,
+            other => {
+                return Err(PruneError::InvalidOption {
+                    layer: "<model>".into(),
+                    option: "layers".into(),
+                    value: other.into(),
+                    reason: "expected attention, mlp (GPT-2) or in_proj, x_proj, dt_proj, \
+                             out_proj (Mamba)"
+                        .into(),
+                });
+            }
+        })
+    }
+}
+
+/// One prunable linear layer of a model.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinearTarget {
+    /// Block index.
+    pub block: usize,
+    /// Its group.
+    pub group: LinearGroup,
+    /// The Hugging Face weight name, e.g. `transformer.h.0.attn.c_attn.weight`.
+    pub name: String,
+    /// The site holding the layer's input.
+    pub input_site: String,
+    /// Weight shape [out, in] as pruned (GPT-2 Conv1D and burn layouts are transposed).
+    pub shape: [usize; 2],
+    /// Whether the Hugging Face tensor is stored [in, out] (GPT-2 Conv1D) rather than [out, in].
+    pub hf_in_out: bool,
+}
+
+/// The prunable linear layers of `model` in the selected groups, in forward order.
+pub fn linear_targets(model: &CausalLm, groups: &[LinearGroup]) -> Result<Vec<LinearTarget>> {
+    let family = model.family();
+    if let Some(g) = groups.iter().find(|g| g.family() != family) {
+        return Err(PruneError::InvalidOption {
+            layer: "<model>".into(),
+            option: "layers".into(),
+            value: format!("{g:?}"),
+            reason: format!("not a layer group of a {family} model"),
+        });
+    }
+    let want = |g: LinearGroup| groups.contains(&g);
+    let mut out = Vec::new();
+    match model {
+        CausalLm::Gpt2(m) => {
+            let d = m.config.n_embd;
+            let inner = m.config.inner_size();
+            for l in 0..m.blocks.len() {
+                let p = format!("transformer.h.{l}");
+                let mut push = |g, name: &str, site: &str, shape: [usize; 2]| {
+                    if want(g) {
+                        out.push(LinearTarget {
+                            block: l,
+                            group: g,
+                            name: format!("{p}.{name}.weight"),
+                            input_site: format!("{site}.{l}"),
+                            shape,
+                            hf_in_out: true,
+                        });
+                    }
+                };
+                push(LinearGroup::Attention, "attn.c_attn", "attn_in", [3 * d, d]);
+                push(LinearGroup::Attention, "attn.c_proj", "attn_ctx", [d, d]);
+                push(LinearGroup::Mlp, "mlp.c_fc", "mlp_in", [inner, d]);
+                push(LinearGroup::Mlp, "mlp.c_proj", "mlp_act", [d, inner]);
+            }
+        }
+        CausalLm::Mamba(m) => {
+            let c = &m.config;
+            let (h, e, r, n) = (c.hidden_size, c.inner_size(), c.dt_rank(), c.state_size);
+            for l in 0..m.layers.len() {
+                let p = format!("backbone.layers.{l}.mixer");
+                let mut push = |g, name: &str, site: &str, shape: [usize; 2]| {
+                    if want(g) {
+                        out.push(LinearTarget {
+                            block: l,
+                            group: g,
+                            name: format!("{p}.{name}.weight"),
+                            input_site: format!("{site}.{l}"),
+                            shape,
+                            hf_in_out: false,
+                        });
+                    }
+                };
+                push(LinearGroup::MambaIn, "in_proj", "mixer_in", [2 * e, h]);
+                push(LinearGroup::MambaX, "x_proj", "mixer_conv", [r + 2 * n, e]);
+                push(LinearGroup::MambaDt, "dt_proj", "mixer_dt_in", [e, r]);
+                push(LinearGroup::MambaOut, "out_proj", "mixer_gated", [h, e]);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The burn parameter (stored [in, out]) behind a target.
+fn param_of<'a>(model: &'a mut CausalLm, t: &LinearTarget) -> Result<&'a mut Param<Tensor<2>>> {
+    let missing = || PruneError::InvalidOption {
+        layer: t.name.clone(),
+        option: "block".into(),
+        value: t.block.to_string(),
+        reason: "the model has no such block".into(),
+    };
+    Ok(match model {
+        CausalLm::Gpt2(m) => {
+            let b = m.blocks.get_mut(t.block).ok_or_else(missing)?;
+            match t.name.rsplit('.').nth(1) {
+                Some("c_attn") => &mut b.c_attn.weight,
+                Some("c_fc") => &mut b.c_fc.weight,
+                Some("c_proj") if t.group == LinearGroup::Attention => &mut b.attn_c_proj.weight,
+                Some("c_proj") => &mut b.mlp_c_proj.weight,
+                _ => return Err(missing()),
+            }
+        }
+        CausalLm::Mamba(m) => {
+            let b = &mut m.layers.get_mut(t.block).ok_or_else(missing)?.mixer;
+            match t.group {
+                LinearGroup::MambaIn => &mut b.in_proj.weight,
+                LinearGroup::MambaX => &mut b.x_proj,
+                LinearGroup::MambaDt => &mut b.dt_proj.weight,
+                LinearGroup::MambaOut => &mut b.out_proj.weight,
+                _ => return Err(missing()),
+            }
+        }
+    })
+}
+
+fn model_err(what: &str) -> impl Fn(sparsity_models::ModelError) -> PruneError + '_ {
+    move |e| PruneError::File {
+        file: what.to_string(),
+        reason: e.to_string(),
+    }
+}
+
+/// The weight of `t` as [out, in] f32.
+pub fn read_weight(model: &mut CausalLm, t: &LinearTarget) -> Result<Array2<f32>> {
+    let p = param_of(model, t)?;
+    let stored = p.val();
+    let [i, o] = stored.dims();
+    if [o, i] != t.shape {
+        return Err(PruneError::ShapeMismatch {
+            layer: t.name.clone(),
+            what: "model weight [out, in]".into(),
+            expected: t.shape.to_vec(),
+            got: vec![o, i],
+        });
+    }
+    let v = sparsity_models::util::tensor_to_vec(&stored).map_err(model_err(&t.name))?;
+    let a = Array2::from_shape_vec((i, o), v).map_err(|e| PruneError::File {
+        file: t.name.clone(),
+        reason: e.to_string(),
+    })?;
+    Ok(a.t().as_standard_layout().into_owned())
+}
+
+/// Replaces the weight of `t` with `w` [out, in].
+pub fn write_weight(model: &mut CausalLm, t: &LinearTarget, w: &Array2<f32>) -> Result<()> {
+    if w.dim() != (t.shape[0], t.shape[1]) {
+        return Err(PruneError::ShapeMismatch {
+            layer: t.name.clone(),
+            what: "new weight [out, in]".into(),
+            expected: t.shape.to_vec(),
+            got: w.shape().to_vec(),
+        });
+    }
+    let p = param_of(model, t)?;
+    let device = p.val().device();
+    let stored: Vec<f32> = w.t().iter().copied().collect();
+    *p = Param::from_tensor(Tensor::from_data(
+        TensorData::new(stored, [t.shape[1], t.shape[0]]),
+        &device,
+    ));
+    Ok(())
+}
+
+/// Options of [`prune_model`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelPruneOptions {
+    /// The method.
+    pub method: Method,
+    /// The pattern, applied to every selected layer.
+    pub pattern: Pattern,
+    /// Layer groups to prune (empty: every group of the model's family).
+    pub groups: Vec<LinearGroup>,
+    /// Calibration sequences per forward pass.
+    pub batch_size: usize,
+    /// SparseGPT Hessian accumulation precision (the reference: f32).
+    pub hessian_precision: Precision,
+    /// SparseGPT's limit on 10× damping retries (`None`: the crate default).
+    pub max_damp_retries: Option<usize>,
+    /// Compute each layer's relative reconstruction error (an extra f64 Gram matrix per layer).
+    pub recon_error: bool,
+}
+
+impl ModelPruneOptions {
+    /// Defaults: every layer group, batches of 8 sequences, f32 Hessian, reconstruction errors on.
+    pub fn new(method: Method, pattern: Pattern) -> Self {
+        Self {
+            method,
+            pattern,
+            groups: Vec::new(),
+            batch_size: 8,
+            hessian_precision: Precision::F32,
+            max_damp_retries: None,
+            recon_error: true,
+        }
+    }
+}
+
+/// One pruned layer of a whole-model run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LayerRecord {
+    /// Which layer.
+    pub target: LinearTarget,
+    /// The per-layer report (sparsity, SparseGPT retries, …).
+    pub report: PruneReport,
+    /// ‖WXᵀ − WₚXᵀ‖²_F / ‖WXᵀ‖²_F over the calibration inputs (when requested).
+    pub rel_recon_error: Option<f64>,
+}
+
+/// The outcome of [`prune_model`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelPruneReport {
+    /// Model family.
+    pub family: String,
+    /// The options used.
+    pub options: ModelPruneOptions,
+    /// Number of calibration sequences.
+    pub calibration_sequences: usize,
+    /// Their length in tokens.
+    pub calibration_length: usize,
+    /// Per layer, in forward order.
+    pub layers: Vec<LayerRecord>,
+    /// Pruned / total over the selected layers.
+    pub overall_sparsity: f64,
+    /// Perplexity of the held-out sequences before pruning (when given).
+    pub perplexity_before: Option<Perplexity>,
+    /// … and after.
+    pub perplexity_after: Option<Perplexity>,
+}
+
+impl ModelPruneReport {
+    /// Mean relative reconstruction error over the layers that have one.
+    pub fn mean_recon_error(&self) -> Option<f64> {
+        let v: Vec<f64> = self
+            .layers
+            .iter()
+            .filter_map(|l| l.rel_recon_error)
+            .collect();
+        (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+    }
+}
+
+/// The masks of a run, keyed by Hugging Face weight name, in the layout of the tensor in
+/// `model.safetensors` (GPT-2 [in, out], Mamba [out, in]); 1 = pruned.
+pub type Masks = BTreeMap<String, Array2<u8>>;
+
+/// Prunes `model` in place on the calibration `sequences` (all of one length), returning the
+/// report and the masks; `eval` sequences (any lengths; empty: skip) give perplexity before and
+/// after.
+pub fn prune_model(
+    model: &mut CausalLm,
+    sequences: &[Vec<u32>],
+    eval: &[Vec<u32>],
+    options: &ModelPruneOptions,
+    device: &Device,
+) -> Result<(ModelPruneReport, Masks)> {
+    let bad = |option: &str, value: String, reason: &str| PruneError::InvalidOption {
+        layer: "<model>".into(),
+        option: option.into(),
+        value,
+        reason: reason.into(),
+    };
+    let Some(first) = sequences.first() else {
+        return Err(bad(
+            "calibration",
+            "0 sequences".into(),
+            "need at least one",
+        ));
+    };
+    let len = first.len();
+    if len == 0 {
+        return Err(bad("calibration", "length 0".into(), "sequences are empty"));
+    }
+    if let Some((i, s)) = sequences.iter().enumerate().find(|(_, s)| s.len() != len) {
+        return Err(bad(
+            "calibration",
+            format!("sequence {i} has {} tokens", s.len()),
+            &format!("every calibration sequence must have the first one's length {len}"),
+        ));
+    }
+    if let Some(max) = model.max_positions()
+        && len > max
+    {
+        return Err(bad(
+            "calibration length",
+            len.to_string(),
+            &format!("longer than the model's {max} positions"),
+        ));
+    }
+    if options.batch_size == 0 {
+        return Err(bad("batch_size", "0".into(), "must be at least 1"));
+    }
+    let groups = if options.groups.is_empty() {
+        LinearGroup::all_for(model.family())
+    } else {
+        options.groups.clone()
+    };
+    let targets = linear_targets(model, &groups)?;
+    // Validate the pattern on every layer before any work.
+    for t in &targets {
+        LayerPruner::new(&t.name, t.shape, options.method, options.pattern)?;
+    }
+    let perplexity_before = if eval.is_empty() {
+        None
+    } else {
+        Some(
+            perplexity_of_sequences(model, eval, options.batch_size, None, device)
+                .map_err(model_err("held-out perplexity (before)"))?,
+        )
+    };
+
+    let n_blocks = model.num_layers();
+    let bar = indicatif::ProgressBar::new(n_blocks as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("pruning block {pos}/{len} {bar:30} {elapsed}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let mut layers = Vec::with_capacity(targets.len());
+    let mut masks = Masks::new();
+    for block in 0..n_blocks {
+        let here: Vec<&LinearTarget> = targets.iter().filter(|t| t.block == block).collect();
+        if here.is_empty() {
+            bar.inc(1);
+            continue;
+        }
+        let mut pruners = here
+            .iter()
+            .map(|t| {
+                let mut p = LayerPruner::new(&t.name, t.shape, options.method, options.pattern)?
+                    .with_hessian_precision(options.hessian_precision);
+                if let Some(r) = options.max_damp_retries {
+                    p = p.with_max_damp_retries(r);
+                }
+                Ok(p)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let mut grams: Vec<Option<HessianStats>> = here
+            .iter()
+            .map(|t| {
+                options
+                    .recon_error
+                    .then(|| HessianStats::new(t.shape[1], Precision::F64))
+            })
+            .collect();
+        let capture = Capture::sites(here.iter().map(|t| t.input_site.clone()));
+        for chunk in sequences.chunks(options.batch_size) {
+            let ids: Vec<i64> = chunk.iter().flatten().map(|&t| i64::from(t)).collect();
+            let batch = Batch::from_ids(&ids, chunk.len(), len, device)
+                .map_err(model_err("calibration batch"))?;
+            let out = model
+                .forward(&batch, &capture, None)
+                .map_err(model_err("calibration forward"))?;
+            for ((t, pruner), gram) in here.iter().zip(&mut pruners).zip(&mut grams) {
+                let site = out
+                    .sites
+                    .get(&t.input_site)
+                    .ok_or_else(|| PruneError::File {
+                        file: t.name.clone(),
+                        reason: format!("site `{}` was not recorded", t.input_site),
+                    })?;
+                let dims = site.dims();
+                let values = site.to_vec().map_err(model_err(&t.input_site))?;
+                let x =
+                    ArrayD::from_shape_vec(IxDyn(&dims), values).map_err(|e| PruneError::File {
+                        file: t.input_site.clone(),
+                        reason: e.to_string(),
+                    })?;
+                pruner.add_batch(x.view())?;
+                if let Some(g) = gram {
+                    g.add_batch(&t.name, x.view())?;
+                }
+            }
+        }
+        for ((t, pruner), gram) in here.iter().zip(&pruners).zip(&grams) {
+            let dense = read_weight(model, t)?;
+            let pruned = pruner.prune(dense.view())?;
+            let rel = gram
+                .as_ref()
+                .map(|g| gram_recon_error(&dense, &pruned.weight, &g.hessian_f64()));
+            write_weight(model, t, &pruned.weight)?;
+            tracing::info!(
+                layer = %t.name,
+                sparsity = pruned.report.sparsity,
+                rel_recon_error = ?rel,
+                "pruned"
+            );
+            let mask = if t.hf_in_out {
+                pruned.mask.t().as_standard_layout().into_owned()
+            } else {
+                pruned.mask
+            };
+            masks.insert(t.name.clone(), mask);
+            layers.push(LayerRecord {
+                target: (*t).clone(),
+                report: pruned.report,
+                rel_recon_error: rel,
+            });
+        }
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    let perplexity_after = if eval.is_empty() {
+        None
+    } else {
+        Some(
+            perplexity_of_sequences(model, eval, options.batch_size, None, device)
+                .map_err(model_err("held-out perplexity (after)"))?,
+        )
+    };
+    let (pruned, total) = layers.iter().fold((0usize, 0usize), |(p, n), l| {
+        (
+            p + l.report.pruned,
+            n + l.report.shape[0] * l.report.shape[1],
+        )
+    });
+    let report = ModelPruneReport {
+        family: model.family().to_string(),
+        options: ModelPruneOptions {
+            groups,
+            ..options.clone()
+        },
+        calibration_sequences: sequences.len(),
+        calibration_length: len,
+        layers,
+        overall_sparsity: if total == 0 {
+            0.0
+        } else {
+            pruned as f64 / total as f64
+        },
+        perplexity_before,
+        perplexity_after,
+    };
+    Ok((report, masks))
+}
+
+/// tr(ΔW G ΔWᵀ) / tr(W G Wᵀ) with ΔW = W − Wₚ (both [out, in]) and G [in, in].
+fn gram_recon_error(dense: &Array2<f32>, pruned: &Array2<f32>, g: &Array2<f64>) -> f64 {
+    let d = dense.mapv(f64::from);
+    let delta = &d - &pruned.mapv(f64::from);
+    let quad = |w: &Array2<f64>| (w.dot(g) * w).sum();
+    let (num, den) = (quad(&delta), quad(&d));
+    if den > 0.0 {
+        num / den
+    } else if num == 0.0 {
+        0.0
+    } else {
+        f64::INFINITY
+    }
+}
+
+/// `nsamples` calibration windows of `seq_len` tokens from one token stream, with starts drawn
+/// uniformly (seeded; windows may overlap, as in the reference's C4 sampler).
+pub fn calibration_windows(
+    tokens: &[u32],
+    seq_len: usize,
+    nsamples: usize,
+    seed: u64,
+) -> Result<Vec<Vec<u32>>> {
+    if seq_len == 0 || nsamples == 0 {
+        return Err(PruneError::InvalidOption {
+            layer: "<model>".into(),
+            option: "calibration".into(),
+            value: format!("{nsamples} windows of {seq_len} tokens"),
+            reason: "both must be at least 1".into(),
+        });
+    }
+    if tokens.len() < seq_len {
+        return Err(PruneError::InvalidOption {
+            layer: "<model>".into(),
+            option: "calibration length".into(),
+            value: seq_len.to_string(),
+            reason: format!("the calibration text has only {} tokens", tokens.len()),
+        });
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let last = tokens.len() - seq_len;
+    Ok((0..nsamples)
+        .map(|_| {
+            let s = rng.random_range(0..=last);
+            tokens[s..s + seq_len].to_vec()
+        })
+        .collect())
+}
+
+/// Writes the pruned model as a Hugging Face directory at `out` (config.json, model.safetensors,
+/// plus `masks.safetensors`, `pruning.json` and `tokenizer.json` copied from `tokenizer` when
+/// given), atomically: everything goes to a sibling temporary directory that replaces `out`.
+pub fn save_pruned(
+    model: &CausalLm,
+    report: &ModelPruneReport,
+    masks: &Masks,
+    tokenizer: Option<&Path>,
+    out: &Path,
+) -> Result<()> {
+    let werr = |file: &Path| {
+        let file = file.display().to_string();
+        move |e: std::io::Error| PruneError::Write {
+            file: file.clone(),
+            reason: e.to_string(),
+        }
+    };
+    let parent = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    std::fs::create_dir_all(&parent).map_err(werr(&parent))?;
+    let tmp = tempfile::Builder::new()
+        .prefix(".pruned-")
+        .tempdir_in(&parent)
+        .map_err(werr(&parent))?;
+    model
+        .save_pretrained(tmp.path())
+        .map_err(|e| PruneError::Write {
+            file: tmp.path().display().to_string(),
+            reason: e.to_string(),
+        })?;
+    let tensors: Vec<(String, OutTensor)> = masks
+        .iter()
+        .map(|(k, m)| (k.clone(), OutTensor::U8(m.clone().into_dyn())))
+        .collect();
+    let meta = [
+        ("format".to_string(), "pt".to_string()),
+        ("convention".to_string(), "1 = pruned".to_string()),
+    ]
+    .into_iter()
+    .collect();
+    write_safetensors(&tmp.path().join("masks.safetensors"), &tensors, Some(meta))?;
+    let json = serde_json::to_vec_pretty(report).map_err(|e| PruneError::Write {
+        file: "pruning.json".into(),
+        reason: e.to_string(),
+    })?;
+    let jp = tmp.path().join("pruning.json");
+    std::fs::write(&jp, json).map_err(werr(&jp))?;
+    if let Some(tok) = tokenizer {
+        let dst = tmp.path().join("tokenizer.json");
+        std::fs::copy(tok, &dst).map_err(werr(tok))?;
+    }
+    if out.exists() {
+        std::fs::remove_dir_all(out).map_err(werr(out))?;
+    }
+    let kept = tmp.keep();
+    std::fs::rename(&kept, out).map_err(|e| {
+        let _ = std::fs::remove_dir_all(&kept);
+        PruneError::Write {
+            file: out.display().to_string(),
+            reason: e.to_string(),
+        }
+    })?;
+    Ok(())
+}

@@ -1,0 +1,319 @@
+//! Whole-model pruning on the transformers-made tiny GPT-2 and Mamba fixtures (and, with
+//! `--ignored`, on the trained demo models).
+
+#![cfg(feature = "models")]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::PathBuf;
+
+use ndarray::Array2;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use sparsity_models::{Batch, Capture, CausalLm, cpu_device};
+use sparsity_pruning::io::TensorFile;
+use sparsity_pruning::model::{
+    LinearGroup, ModelPruneOptions, ModelPruneReport, calibration_windows, linear_targets,
+    prune_model, read_weight, save_pruned,
+};
+use sparsity_pruning::{Method, Pattern, PruneError, ReconError};
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../models/tests/fixtures/hf")
+        .join(name)
+}
+
+fn load(name: &str) -> CausalLm {
+    CausalLm::load_dir(&fixture(name), &cpu_device()).unwrap()
+}
+
+fn random_sequences(n: usize, len: usize, vocab: u32, seed: u64) -> Vec<Vec<u32>> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    (0..n)
+        .map(|_| (0..len).map(|_| rng.random_range(0..vocab)).collect())
+        .collect()
+}
+
+const METHODS: [Method; 4] = [
+    Method::Magnitude,
+    Method::Wanda,
+    Method::WandaVariant,
+    Method::SparseGpt {
+        blocksize: 128,
+        percdamp: 0.01,
+    },
+];
+
+fn run(name: &str, method: Method, pattern: Pattern) -> (CausalLm, ModelPruneReport) {
+    let mut model = load(name);
+    let calib = random_sequences(12, 24, 512, 1);
+    let eval = random_sequences(3, 24, 512, 2);
+    let mut options = ModelPruneOptions::new(method, pattern);
+    options.batch_size = 5; // a ragged last batch
+    let (report, _) = prune_model(&mut model, &calib, &eval, &options, &cpu_device()).unwrap();
+    (model, report)
+}
+
+/// The number of entries the reference's counting rule prunes at 50 % (random weights: no ties).
+fn expected_pruned(method: Method, [rows, cols]: [usize; 2]) -> Option<usize> {
+    match method {
+        Method::Wanda => Some(rows * (cols as f64 * 0.5) as usize),
+        Method::Magnitude => Some((rows as f64 * cols as f64 * 0.5) as usize + 1),
+        Method::SparseGpt { blocksize, .. } => Some(
+            (0..cols)
+                .step_by(blocksize)
+                .map(|c| {
+                    let bc = blocksize.min(cols - c);
+                    (rows as f64 * bc as f64 * 0.5) as usize + 1
+                })
+                .sum(),
+        ),
+        Method::WandaVariant => None,
+    }
+}
+
+#[test]
+fn every_method_prunes_every_layer_to_the_requested_sparsity() {
+    for name in ["gpt2-tiny", "mamba-tiny"] {
+        for method in METHODS {
+            let (model, report) = run(name, method, Pattern::Unstructured(0.5));
+            let n_targets = linear_targets(&model, &[]).unwrap().len();
+            assert_eq!(n_targets, 0, "an empty selection selects nothing");
+            let expected_layers = 2 * 4; // 2 blocks x 4 linear layers in both families
+            assert_eq!(report.layers.len(), expected_layers, "{name} {method:?}");
+            for l in &report.layers {
+                let r = &l.report;
+                match expected_pruned(method, r.shape) {
+                    Some(k) => assert_eq!(r.pruned, k, "{name} {method:?} {}", r.layer),
+                    None => assert!(
+                        (r.sparsity - 0.5).abs() <= 0.02,
+                        "{name} variant {}: {}",
+                        r.layer,
+                        r.sparsity
+                    ),
+                }
+                let e = l.rel_recon_error.unwrap();
+                assert!(
+                    e.is_finite() && e > 0.0 && e < 1.5,
+                    "{name} {}: {e}",
+                    r.layer
+                );
+            }
+            let (before, after) = (
+                report.perplexity_before.unwrap(),
+                report.perplexity_after.unwrap(),
+            );
+            assert_eq!(before.tokens, after.tokens);
+            assert_ne!(before.nll_sum, after.nll_sum, "{name} {method:?}");
+        }
+    }
+}
+
+#[test]
+fn n_m_keeps_n_of_every_m_in_the_hf_layout() {
+    for name in ["gpt2-tiny", "mamba-tiny"] {
+        let mut model = load(name);
+        let calib = random_sequences(4, 16, 512, 3);
+        let options = ModelPruneOptions::new(Method::Wanda, Pattern::NM { n: 2, m: 4 });
+        let (report, masks) =
+            prune_model(&mut model, &calib, &[], &options, &cpu_device()).unwrap();
+        assert!(report.perplexity_before.is_none());
+        for l in &report.layers {
+            assert_eq!(l.report.sparsity, 0.5);
+            // back to [out, in] and count per group of 4 inputs
+            let m = &masks[&l.target.name];
+            let m: Array2<u8> = if l.target.hf_in_out {
+                m.t().to_owned()
+            } else {
+                m.clone()
+            };
+            assert_eq!([m.nrows(), m.ncols()], l.target.shape);
+            for row in m.rows() {
+                let row: Vec<u8> = row.to_vec();
+                for g in row.chunks(4) {
+                    assert_eq!(g.iter().map(|&v| v as usize).sum::<usize>(), 2);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn reconstruction_error_equals_the_streamed_definition() {
+    // Block 0's first layer sees the same inputs before and after pruning, so the error can be
+    // recomputed from activations captured on the dense model.
+    for (name, site) in [("gpt2-tiny", "attn_in.0"), ("mamba-tiny", "mixer_in.0")] {
+        let device = cpu_device();
+        let mut dense = load(name);
+        let calib = random_sequences(6, 20, 512, 4);
+        let targets = linear_targets(&dense, &LinearGroup::all_for(dense.family())).unwrap();
+        let first = &targets[0];
+        assert_eq!(first.input_site, site);
+        let w_dense = read_weight(&mut dense, first).unwrap();
+        let mut model = load(name);
+        let options = ModelPruneOptions::new(Method::Wanda, Pattern::Unstructured(0.5));
+        let (report, _) = prune_model(&mut model, &calib, &[], &options, &device).unwrap();
+        let w_pruned = read_weight(&mut model, first).unwrap();
+        let mut acc = ReconError::new(&first.name, w_dense.view(), w_pruned.view()).unwrap();
+        let ids: Vec<i64> = calib.iter().flatten().map(|&t| i64::from(t)).collect();
+        let batch = Batch::from_ids(&ids, 6, 20, &device).unwrap();
+        let out = dense
+            .forward(&batch, &Capture::sites([site]), None)
+            .unwrap();
+        let x = out.sites[site].to_vec().unwrap();
+        let x = ndarray::ArrayD::from_shape_vec(out.sites[site].dims(), x).unwrap();
+        acc.add_batch(x.view()).unwrap();
+        let got = report.layers[0].rel_recon_error.unwrap();
+        assert!(
+            (got - acc.value()).abs() <= 1e-9 * acc.value().max(1e-12),
+            "{name}: {got} vs {}",
+            acc.value()
+        );
+    }
+}
+
+#[test]
+fn saved_directory_reloads_with_identical_logits_and_masks() {
+    for name in ["gpt2-tiny", "mamba-tiny"] {
+        let device = cpu_device();
+        let mut model = load(name);
+        let calib = random_sequences(4, 16, 512, 5);
+        let options = ModelPruneOptions::new(Method::sparsegpt(), Pattern::Unstructured(0.5));
+        let (report, masks) = prune_model(&mut model, &calib, &[], &options, &device).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("pruned");
+        save_pruned(
+            &model,
+            &report,
+            &masks,
+            Some(&fixture(name).join("tokenizer.json")),
+            &out,
+        )
+        .unwrap();
+        for f in [
+            "config.json",
+            "model.safetensors",
+            "masks.safetensors",
+            "pruning.json",
+            "tokenizer.json",
+        ] {
+            assert!(out.join(f).is_file(), "{name}: {f} missing");
+        }
+        let back = CausalLm::load_dir(&out, &device).unwrap();
+        let batch = Batch::from_ids(&[3, 1, 4, 1, 5, 9, 2, 6], 1, 8, &device).unwrap();
+        let a = model.logits(&batch).unwrap().to_data();
+        let b = back.logits(&batch).unwrap().to_data();
+        assert_eq!(a, b, "{name}: reloaded logits differ");
+        let weights = TensorFile::open(&out.join("model.safetensors")).unwrap();
+        let saved_masks = TensorFile::open(&out.join("masks.safetensors")).unwrap();
+        assert_eq!(saved_masks.names().unwrap().len(), report.layers.len());
+        for (key, mask) in &masks {
+            let w = weights.array2(key).unwrap();
+            assert_eq!(w.dim(), mask.dim(), "{name} {key}: mask layout");
+            for (wv, mv) in w.iter().zip(mask.iter()) {
+                assert_eq!(*mv == 1, *wv == 0.0, "{name} {key}");
+            }
+            let m = saved_masks.array2(key).unwrap();
+            assert!(m.iter().zip(mask.iter()).all(|(a, b)| *a == f32::from(*b)));
+        }
+    }
+}
+
+#[test]
+fn sparsegpt_reconstructs_better_than_wanda_better_than_magnitude() {
+    for name in ["gpt2-tiny", "mamba-tiny"] {
+        let mean = |method| {
+            let (_, r) = run(name, method, Pattern::Unstructured(0.5));
+            r.mean_recon_error().unwrap()
+        };
+        let (s, w, m) = (mean(METHODS[3]), mean(METHODS[1]), mean(METHODS[0]));
+        assert!(
+            s <= w && w <= m,
+            "{name}: sparsegpt {s}, wanda {w}, magnitude {m}"
+        );
+    }
+}
+
+#[test]
+fn bad_requests_are_errors_and_leave_the_model_untouched() {
+    let device = cpu_device();
+    let mut model = load("mamba-tiny");
+    let targets = linear_targets(&model, &LinearGroup::all_for(model.family())).unwrap();
+    let before = read_weight(&mut model, &targets[0]).unwrap();
+    let calib = random_sequences(2, 8, 512, 6);
+    // dt_proj has 4 inputs: 4:8 cannot apply
+    let nm = ModelPruneOptions::new(Method::Wanda, Pattern::NM { n: 4, m: 8 });
+    let e = prune_model(&mut model, &calib, &[], &nm, &device).unwrap_err();
+    assert!(matches!(e, PruneError::NmNotDivisible { .. }), "{e}");
+    assert!(e.to_string().contains("dt_proj"), "{e}");
+    assert_eq!(read_weight(&mut model, &targets[0]).unwrap(), before);
+    // ragged calibration
+    let mut ragged = calib.clone();
+    ragged[1].pop();
+    let ok = ModelPruneOptions::new(Method::Wanda, Pattern::Unstructured(0.5));
+    let e = prune_model(&mut model, &ragged, &[], &ok, &device).unwrap_err();
+    assert!(e.to_string().contains("sequence 1 has 7 tokens"), "{e}");
+    // a GPT-2 group on a Mamba model
+    let mut wrong = ok.clone();
+    wrong.groups = vec![LinearGroup::Attention];
+    assert!(prune_model(&mut model, &calib, &[], &wrong, &device).is_err());
+    // a token id outside the vocabulary
+    let e = prune_model(&mut model, &[vec![9999; 8]], &[], &ok, &device).unwrap_err();
+    assert!(e.to_string().contains("9999"), "{e}");
+    assert_eq!(read_weight(&mut model, &targets[0]).unwrap(), before);
+    assert!(LinearGroup::parse("qkv").is_err());
+}
+
+#[test]
+fn calibration_windows_are_seeded_and_in_range() {
+    let tokens: Vec<u32> = (0..100).collect();
+    let a = calibration_windows(&tokens, 10, 5, 7).unwrap();
+    assert_eq!(a, calibration_windows(&tokens, 10, 5, 7).unwrap());
+    assert_ne!(a, calibration_windows(&tokens, 10, 5, 8).unwrap());
+    for w in &a {
+        assert_eq!(w.len(), 10);
+        assert!(w.windows(2).all(|p| p[1] == p[0] + 1));
+    }
+    assert!(calibration_windows(&tokens, 101, 1, 0).is_err());
+}
+
+/// The ordering on the trained demo models (trains them on first use: several minutes; run with
+/// `cargo test -p sparsity-pruning --test model -- --ignored`). SparseGPT has the smallest mean
+/// per-layer error on both; Wanda beats magnitude on the Mamba but **not** on the demo GPT-2
+/// (measured 1.6e-3 / 1.03e-2 / 9.6e-3): its LayerNorm-fed layers (c_attn, c_fc) have near-uniform
+/// input norms, where Wanda's per-row groups lose to magnitude's per-layer threshold (Wanda wins
+/// on every c_proj). See docs/pruning.md.
+#[test]
+#[ignore = "trains the demo models on first use (several minutes)"]
+fn demo_models_order_sparsegpt_wanda_magnitude() {
+    let device = cpu_device();
+    let demo =
+        sparsity_models::demo::ensure_demo_models(&sparsity_models::demo::default_cache_dir())
+            .unwrap();
+    let tok = sparsity_models::text::TextTokenizer::from_file(&demo.tokenizer_path).unwrap();
+    // fresh texts from the demo corpus generator (another seed than training's)
+    let corpus = sparsity_models::corpus::generate(1234, 200).join("\n");
+    let ids = tok.encode(&corpus).unwrap();
+    for (dir, wanda_beats_magnitude) in [(&demo.gpt2_dir, false), (&demo.mamba_dir, true)] {
+        let calib = calibration_windows(&ids, 32, 32, 0).unwrap();
+        let mut errs = Vec::new();
+        for method in [METHODS[3], METHODS[1], METHODS[0]] {
+            let mut model = CausalLm::load_dir(dir, &device).unwrap();
+            let options = ModelPruneOptions::new(method, Pattern::Unstructured(0.5));
+            let (r, _) = prune_model(&mut model, &calib, &[], &options, &device).unwrap();
+            errs.push(r.mean_recon_error().unwrap());
+        }
+        eprintln!("{}: sparsegpt, wanda, magnitude = {errs:?}", dir.display());
+        assert!(
+            errs[0] <= errs[1] && errs[0] <= errs[2],
+            "{}: {errs:?}",
+            dir.display()
+        );
+        assert_eq!(
+            errs[1] <= errs[2],
+            wanda_beats_magnitude,
+            "{}: {errs:?}",
+            dir.display()
+        );
+    }
+}

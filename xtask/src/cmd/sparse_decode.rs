@@ -1,0 +1,160 @@
+//! `cargo xtask sparse-decode`: TEAL-style activation sparsity at the MLP inputs — per-site
+//! thresholds calibrated for each target sparsity, held-out perplexity and achieved sparsity.
+//!
+//! Default: both demo models, calibrated on windows of the demo corpus' training texts and
+//! evaluated on windows of its held-out split. With `--model`, `--calib-texts` and
+//! `--eval-texts` are required. Writes `sparse_decode.json`, `sparse_decode.png` and
+//! `sparse_decode.md` into `--out-dir`. Measures quality only (decode speed with the masked
+//! GEMV is not built into the models yet; see docs/kernels.md).
+
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use sparsity_models::sparse_decode::{SparseDecodeReport, plot_sweep, sparsity_sweep};
+use sparsity_models::text::{TextTokenizer, read_texts};
+use sparsity_models::{CausalLm, cpu_device};
+use sparsity_pruning::model::calibration_windows;
+
+/// Arguments.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Model directory or hub id (repeatable). Default: the demo GPT-2 and Mamba.
+    #[arg(long = "model")]
+    pub models: Vec<String>,
+    /// Target sparsities.
+    #[arg(long, value_delimiter = ',', default_value = "0,0.25,0.4,0.5,0.65")]
+    pub sparsities: Vec<f64>,
+    /// Calibration texts (one per line, or .jsonl with `text`).
+    #[arg(long)]
+    pub calib_texts: Option<PathBuf>,
+    /// Held-out texts.
+    #[arg(long)]
+    pub eval_texts: Option<PathBuf>,
+    /// Calibration windows.
+    #[arg(long, default_value_t = 16)]
+    pub nsamples: usize,
+    /// Held-out windows.
+    #[arg(long, default_value_t = 32)]
+    pub eval_windows: usize,
+    /// Window length in tokens.
+    #[arg(long, default_value_t = 64)]
+    pub seq_len: usize,
+    /// Seed of the window starts.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Sequences per forward pass.
+    #[arg(long, default_value_t = 8)]
+    pub batch_size: usize,
+    /// Output directory.
+    #[arg(long, default_value = "results/sparse-decode")]
+    pub out_dir: PathBuf,
+    /// Demo model cache directory (default: target/sparsity-lab-cache/demo).
+    #[arg(long)]
+    pub cache: Option<PathBuf>,
+}
+
+/// Runs the command.
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let device = cpu_device();
+    let mut entries: Vec<(String, PathBuf)> = Vec::new();
+    let (calib_texts, eval_texts) = if args.models.is_empty() {
+        let cache = args
+            .cache
+            .clone()
+            .unwrap_or_else(sparsity_models::demo::default_cache_dir);
+        let demo = sparsity_models::demo::ensure_demo_models(&cache)
+            .context("preparing the built-in demo models")?;
+        let c = &demo.record.config;
+        let train = sparsity_models::corpus::generate_range(c.seed, 0, c.splits.train);
+        let start = c.splits.train + c.splits.validation;
+        let held =
+            sparsity_models::corpus::generate_range(c.seed, start, start + c.splits.held_out);
+        entries.push(("demo-gpt2".into(), demo.gpt2_dir.clone()));
+        entries.push(("demo-mamba".into(), demo.mamba_dir.clone()));
+        (train, held)
+    } else {
+        let (Some(c), Some(e)) = (&args.calib_texts, &args.eval_texts) else {
+            bail!("--calib-texts and --eval-texts are required with --model");
+        };
+        for id in &args.models {
+            let dir = sparsity_models::hub::resolve_model_dir(id)
+                .with_context(|| format!("resolving model `{id}`"))?;
+            entries.push((id.clone(), dir));
+        }
+        (
+            read_texts(c).with_context(|| format!("reading {}", c.display()))?,
+            read_texts(e).with_context(|| format!("reading {}", e.display()))?,
+        )
+    };
+    let mut reports: Vec<(String, SparseDecodeReport)> = Vec::new();
+    for (name, dir) in &entries {
+        let model = CausalLm::load_dir(dir, &device)
+            .with_context(|| format!("loading {}", dir.display()))?;
+        let tok = TextTokenizer::from_model_dir(dir)?;
+        let calib_stream = tok.encode(&calib_texts.join("\n\n"))?;
+        let eval_stream = tok.encode(&eval_texts.join("\n\n"))?;
+        let calib = calibration_windows(&calib_stream, args.seq_len, args.nsamples, args.seed)
+            .context("calibration windows")?;
+        // held-out: consecutive, non-overlapping windows
+        let eval: Vec<Vec<u32>> = eval_stream
+            .chunks_exact(args.seq_len)
+            .take(args.eval_windows)
+            .map(<[u32]>::to_vec)
+            .collect();
+        if eval.is_empty() {
+            bail!(
+                "the held-out text has {} tokens, fewer than one window of {}",
+                eval_stream.len(),
+                args.seq_len
+            );
+        }
+        tracing::info!(model = %name, "sparse-decode sweep");
+        let report = sparsity_sweep(
+            &model,
+            &calib,
+            &eval,
+            &args.sparsities,
+            args.batch_size,
+            &device,
+        )
+        .with_context(|| format!("sweeping {name}"))?;
+        reports.push((name.clone(), report));
+    }
+
+    std::fs::create_dir_all(&args.out_dir)
+        .with_context(|| format!("creating {}", args.out_dir.display()))?;
+    let json = serde_json::json!({
+        "git_revision": crate::util::git_revision(),
+        "options": {
+            "sparsities": args.sparsities, "nsamples": args.nsamples,
+            "eval_windows": args.eval_windows, "seq_len": args.seq_len, "seed": args.seed,
+        },
+        "models": reports.iter().map(|(n, r)| serde_json::json!({"name": n, "report": r})).collect::<Vec<_>>(),
+    });
+    crate::util::write_json(&args.out_dir.join("sparse_decode.json"), &json)?;
+    let png = args.out_dir.join("sparse_decode.png");
+    plot_sweep(&png, &reports)?;
+    let mut md = String::from(
+        "# TEAL-style MLP-input sparsity\n\n| model | target | achieved | perplexity | vs dense |\n|---|---|---|---|---|\n",
+    );
+    for (name, r) in &reports {
+        md.push_str(&format!(
+            "| {name} | dense | 0 | {:.3} | |\n",
+            r.dense.perplexity
+        ));
+        for row in &r.rows {
+            md.push_str(&format!(
+                "| {name} | {:.2} | {:.3} | {:.3} | {:+.2} % |\n",
+                row.target,
+                row.achieved_sparsity,
+                row.perplexity.perplexity,
+                100.0 * row.relative_increase
+            ));
+        }
+    }
+    sparsity_metrics::io::write_atomic(&args.out_dir.join("sparse_decode.md"), md.as_bytes())
+        .context("writing sparse_decode.md")?;
+    eprint!("{md}");
+    eprintln!("report in {}", args.out_dir.display());
+    Ok(())
+}
