@@ -25,6 +25,7 @@
 
 pub mod analysis;
 pub mod config;
+pub mod decode;
 pub mod dsa;
 pub mod dsa_sweep;
 pub mod dump;

@@ -337,3 +337,59 @@ fn sparse_decode_thresholds_reach_their_targets() {
         assert!(sparsity_sweep(&model, &calib, &seqs(2, 4), &[1.0], 4, &device).is_err());
     }
 }
+
+#[test]
+fn cpu_decoder_equals_the_forward_pass_dense_and_masked() {
+    use sparsity_models::decode::{Decoder, decode_sequences};
+    use sparsity_models::sparse_decode::calibrate_thresholds;
+    let device = cpu_device();
+    for name in ["gpt2-tiny", "mamba-tiny"] {
+        let model = load(name);
+        let v = model.vocab_size() as u32;
+        let seq: Vec<u32> = (0..12u32).map(|t| (t * 53 + 7) % v).collect();
+        let ids: Vec<i64> = seq.iter().map(|&t| i64::from(t)).collect();
+        let b = Batch::from_ids(&ids, 1, seq.len(), &device).unwrap();
+        let calib: Vec<Vec<u32>> = (0..4u32)
+            .map(|i| (0..12u32).map(|t| (i * 101 + t * 29 + 3) % v).collect())
+            .collect();
+        let th = calibrate_thresholds(&model, &calib, &[0.5], 2, &device).unwrap();
+        for thresholds in [None, Some(&th[0])] {
+            let iv = thresholds.map(|t| t.intervention());
+            let out = model.forward(&b, &Capture::none(), iv.as_ref()).unwrap();
+            let want = tensor_to_vec(&out.logits).unwrap();
+            let mut dec = Decoder::new(&model, thresholds).unwrap();
+            let vocab = model.vocab_size();
+            for (i, &tok) in seq.iter().enumerate() {
+                let got = dec.step(tok).unwrap();
+                let row = &want[i * vocab..(i + 1) * vocab];
+                let diff = got
+                    .iter()
+                    .zip(row)
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0.0f32, f32::max);
+                assert!(
+                    diff < 1e-4,
+                    "{name} masked={} step {i}: {diff}",
+                    thresholds.is_some()
+                );
+            }
+            let kept = dec.kept_inputs();
+            if thresholds.is_some() {
+                let frac = kept.kept as f64 / kept.total as f64;
+                assert!((0.2..0.8).contains(&frac), "{name}: kept {frac}");
+            } else {
+                assert_eq!(kept.total, 0);
+            }
+            // teacher-forced perplexity equals the batched one
+            let run = decode_sequences(&mut dec, std::slice::from_ref(&seq)).unwrap();
+            let (nll, n) = sparsity_models::text::nll_of_logits(out.logits.clone(), &b).unwrap();
+            assert_eq!(run.perplexity.tokens, n);
+            assert!(
+                (run.perplexity.nll_sum - nll).abs() < 1e-3 * nll.abs(),
+                "{name}"
+            );
+        }
+        let mut dec = Decoder::new(&model, None).unwrap();
+        assert!(dec.step(v).is_err(), "{name}: token outside the vocabulary");
+    }
+}

@@ -10,6 +10,7 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
+use sparsity_models::decode::{DecodeRun, Decoder, decode_sequences};
 use sparsity_models::sparse_decode::{SparseDecodeReport, plot_sweep, sparsity_sweep};
 use sparsity_models::text::{TextTokenizer, read_texts};
 use sparsity_models::{CausalLm, cpu_device};
@@ -42,6 +43,10 @@ pub struct Args {
     /// Seed of the window starts.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Held-out windows decoded token by token with the CPU kernels for the speed columns
+    /// (0: skip).
+    #[arg(long, default_value_t = 4)]
+    pub decode_windows: usize,
     /// Sequences per forward pass.
     #[arg(long, default_value_t = 8)]
     pub batch_size: usize,
@@ -87,6 +92,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         )
     };
     let mut reports: Vec<(String, SparseDecodeReport)> = Vec::new();
+    // per model: the dense decode run, then one per target
+    let mut decode_runs: Vec<(DecodeRun, Vec<DecodeRun>)> = Vec::new();
     for (name, dir) in &entries {
         let model = CausalLm::load_dir(dir, &device)
             .with_context(|| format!("loading {}", dir.display()))?;
@@ -118,6 +125,20 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             &device,
         )
         .with_context(|| format!("sweeping {name}"))?;
+        if args.decode_windows > 0 {
+            let windows = &eval[..args.decode_windows.min(eval.len())];
+            let mut dense = Decoder::new(&model, None)?;
+            // warm-up (page in the weights, start the rayon pool)
+            decode_sequences(&mut dense, &windows[..1])?;
+            let dense_run = decode_sequences(&mut dense, windows)?;
+            let mut rows = Vec::new();
+            for row in &report.rows {
+                let mut dec = Decoder::new(&model, Some(&row.thresholds))?;
+                decode_sequences(&mut dec, &windows[..1])?;
+                rows.push(decode_sequences(&mut dec, windows)?);
+            }
+            decode_runs.push((dense_run, rows));
+        }
         reports.push((name.clone(), report));
     }
 
@@ -129,26 +150,42 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             "sparsities": args.sparsities, "nsamples": args.nsamples,
             "eval_windows": args.eval_windows, "seq_len": args.seq_len, "seed": args.seed,
         },
-        "models": reports.iter().map(|(n, r)| serde_json::json!({"name": n, "report": r})).collect::<Vec<_>>(),
+        "models": reports.iter().enumerate().map(|(i, (n, r))| serde_json::json!({
+            "name": n, "report": r,
+            "decode": decode_runs.get(i).map(|(d, rows)| serde_json::json!({"dense": d, "per_target": rows})),
+        })).collect::<Vec<_>>(),
     });
     crate::util::write_json(&args.out_dir.join("sparse_decode.json"), &json)?;
     let png = args.out_dir.join("sparse_decode.png");
     plot_sweep(&png, &reports)?;
     let mut md = String::from(
-        "# TEAL-style MLP-input sparsity\n\n| model | target | achieved | perplexity | vs dense |\n|---|---|---|---|---|\n",
+        "# TEAL-style MLP-input sparsity\n\n| model | target | achieved | perplexity | vs dense | decode tok/s | speed-up |\n|---|---|---|---|---|---|---|\n",
     );
-    for (name, r) in &reports {
+    for (i, (name, r)) in reports.iter().enumerate() {
+        let dec = decode_runs.get(i);
+        let tps = |run: Option<&DecodeRun>| {
+            run.map_or("-".to_string(), |d| format!("{:.1}", d.tokens_per_second))
+        };
         md.push_str(&format!(
-            "| {name} | dense | 0 | {:.3} | |\n",
-            r.dense.perplexity
+            "| {name} | dense | 0 | {:.3} | | {} | 1.00 |\n",
+            r.dense.perplexity,
+            tps(dec.map(|d| &d.0))
         ));
-        for row in &r.rows {
+        for (j, row) in r.rows.iter().enumerate() {
+            let run = dec.and_then(|d| d.1.get(j));
+            let speed = match (dec, run) {
+                (Some((d, _)), Some(s)) => {
+                    format!("{:.2}", s.tokens_per_second / d.tokens_per_second)
+                }
+                _ => "-".into(),
+            };
             md.push_str(&format!(
-                "| {name} | {:.2} | {:.3} | {:.3} | {:+.2} % |\n",
+                "| {name} | {:.2} | {:.3} | {:.3} | {:+.2} % | {} | {speed} |\n",
                 row.target,
                 row.achieved_sparsity,
                 row.perplexity.perplexity,
-                100.0 * row.relative_increase
+                100.0 * row.relative_increase,
+                tps(run)
             ));
         }
     }
