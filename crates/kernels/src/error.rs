@@ -5,6 +5,9 @@ use thiserror::Error;
 /// Errors of the sparse GEMV kernels, their calibration and their benchmarks.
 #[derive(Debug, Error, Clone, PartialEq)]
 pub enum KernelError {
+    /// A CubeCL device / runtime failure (no adapter, lost device, failed read-back, ...).
+    #[error("CubeCL device: {0}")]
+    Device(String),
     /// Two operands disagree on a dimension.
     #[error("shape mismatch: {tensor} has {what} = {got}, expected {expected} ({context})")]
     ShapeMismatch {

@@ -38,6 +38,8 @@
 
 pub mod bench;
 pub mod calibrate;
+#[cfg(feature = "cubecl-wgpu")]
+pub mod cube;
 pub mod element;
 pub mod error;
 pub mod gemv;

@@ -1,0 +1,64 @@
+//! The CubeCL split-K kernel against the f64 reference, on cubecl's wgpu runtime (lavapipe when
+//! there is no GPU): `cargo test -p sparsity-kernels --features cubecl-wgpu --test cube_wgpu`.
+#![cfg(feature = "cubecl-wgpu")]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use ndarray::Array2;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use sparsity_kernels::cube::{CubeGemv, CubeLaunch, sparsity_bin, wgpu_client};
+use sparsity_kernels::reference_gemv_masked;
+
+fn case(n_out: usize, n_in: usize, seed: u64) -> (Array2<f32>, Vec<f32>) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let w_t = Array2::from_shape_simple_fn((n_in, n_out), || rng.random_range(-1.0f32..1.0));
+    let x = (0..n_in).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+    (w_t, x)
+}
+
+/// f32 within 1e-5 relative to the per-output scale Σ|W_ij x_j| of the f64 reference.
+fn check(got: &[f32], want: &(ndarray::Array1<f64>, ndarray::Array1<f64>), what: &str) {
+    let (y, scale) = want;
+    assert_eq!(got.len(), y.len(), "{what}");
+    for (i, g) in got.iter().enumerate() {
+        let err = (f64::from(*g) - y[i]).abs();
+        assert!(
+            err <= 1e-5 * scale[i] + 1e-30,
+            "{what} [{i}]: {g} vs {}",
+            y[i]
+        );
+    }
+}
+
+#[test]
+fn split_k_kernel_equals_the_reference() {
+    let client = wgpu_client().expect("a Vulkan device (install mesa-vulkan-drivers)");
+    for (n_out, n_in, seed) in [(1, 1, 0), (33, 70, 1), (300, 129, 2), (257, 1000, 3)] {
+        let (w_t, x) = case(n_out, n_in, seed);
+        let g = CubeGemv::new(client.clone(), w_t.view()).unwrap();
+        for tau in [0.0f32, 0.3, 0.7, 2.0] {
+            let want =
+                reference_gemv_masked(w_t.view(), ndarray::ArrayView1::from(&x), tau).unwrap();
+            for launch in CubeLaunch::CANDIDATES {
+                let got = g.gemv_with(&x, tau, launch).unwrap();
+                check(&got, &want, &format!("{n_out}x{n_in} tau {tau} {launch:?}"));
+            }
+            check(&g.gemv_masked(&x, tau).unwrap(), &want, "tuned");
+            if tau >= 2.0 {
+                let got = g.gemv_masked(&x, tau).unwrap();
+                assert!(got.iter().all(|v| *v == 0.0), "tau above every |x| gives 0");
+            }
+        }
+        let zeros = vec![0.0f32; n_in];
+        assert!(g.gemv_dense(&zeros).unwrap().iter().all(|v| *v == 0.0));
+        let dense_want =
+            reference_gemv_masked(w_t.view(), ndarray::ArrayView1::from(&x), 0.0).unwrap();
+        check(&g.gemv_dense(&x).unwrap(), &dense_want, "dense");
+        assert!(
+            g.gemv_with(&x[1..], 0.0, CubeLaunch::CANDIDATES[0])
+                .is_err()
+        );
+        assert!(g.gemv_masked(&x, -1.0).is_err());
+    }
+    assert_eq!(sparsity_bin(&[0.0, 1.0, 0.0, 1.0], 0.0), 5);
+}
