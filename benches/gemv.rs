@@ -79,5 +79,10 @@ fn gemv(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, gemv);
+criterion_group! {
+    name = benches;
+    // no plots: criterion's plotters backend needs system fonts
+    config = Criterion::default().without_plots();
+    targets = gemv
+}
 criterion_main!(benches);

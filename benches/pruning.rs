@@ -78,5 +78,10 @@ fn bench_pruning(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, bench_pruning);
+criterion_group! {
+    name = benches;
+    // no plots: criterion's plotters backend needs system fonts
+    config = Criterion::default().without_plots();
+    targets = bench_pruning
+}
 criterion_main!(benches);
