@@ -311,6 +311,21 @@ pub struct DemoModels {
     pub trained: bool,
 }
 
+impl DemoModels {
+    /// The corpus texts the models were trained on (regenerated from the seed).
+    pub fn train_texts(&self) -> Vec<String> {
+        let c = &self.record.config;
+        corpus::generate_range(c.seed, 0, c.splits.train)
+    }
+
+    /// The held-out split of the corpus (never seen in training or validation).
+    pub fn held_out_texts(&self) -> Vec<String> {
+        let c = &self.record.config;
+        let start = c.splits.train + c.splits.validation;
+        corpus::generate_range(c.seed, start, start + c.splits.held_out)
+    }
+}
+
 /// The demo cache directory: `$SPARSITY_LAB_CACHE/demo` when the variable is set, else
 /// `target/sparsity-lab-cache/demo` in the workspace (`$CARGO_TARGET_DIR` when set).
 pub fn default_cache_dir() -> PathBuf {

@@ -161,13 +161,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             "demo models: GPT-2 validation loss {:.3}, Mamba {:.3} nats/token (corpus unigram entropy {:.3})",
             demo.record.gpt2.val_loss, demo.record.mamba.val_loss, demo.record.unigram_entropy
         );
-        let c = &demo.record.config;
-        let start = c.splits.train + c.splits.validation;
-        default_texts = Some(sparsity_models::corpus::generate_range(
-            c.seed,
-            start,
-            start + c.splits.held_out,
-        ));
+        default_texts = Some(demo.held_out_texts());
         dirs.push(("demo-gpt2".into(), demo.gpt2_dir.clone()));
         dirs.push(("demo-mamba".into(), demo.mamba_dir.clone()));
     } else {

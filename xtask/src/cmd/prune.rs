@@ -15,10 +15,10 @@ use std::path::PathBuf;
 use anyhow::{Context, bail};
 use sparsity_models::text::{TextTokenizer, read_texts};
 use sparsity_models::{CausalLm, cpu_device};
+use sparsity_pruning::Precision;
 use sparsity_pruning::model::{
     LinearGroup, ModelPruneOptions, calibration_windows, prune_model, save_pruned,
 };
-use sparsity_pruning::{Method, Pattern, Precision};
 
 use super::prune_layer::MethodArg;
 
@@ -88,23 +88,13 @@ pub struct Args {
 /// Runs the command.
 pub fn run(args: Args) -> anyhow::Result<()> {
     let device = cpu_device();
-    let pattern = match (&args.nm, args.sparsity) {
-        (Some(nm), _) => {
-            let (n, m) = super::prune_layer::parse_nm(nm)?;
-            Pattern::NM { n, m }
-        }
-        (None, Some(r)) => Pattern::Unstructured(r),
-        (None, None) => bail!("give --sparsity R or --nm N:M"),
-    };
-    let method = match args.method {
-        MethodArg::Magnitude => Method::Magnitude,
-        MethodArg::Wanda => Method::Wanda,
-        MethodArg::WandaVariant => Method::WandaVariant,
-        MethodArg::Sparsegpt => Method::SparseGpt {
-            blocksize: args.blocksize,
-            percdamp: args.percdamp,
-        },
-    };
+    let (method, pattern) = super::prune_layer::method_and_pattern(
+        args.method,
+        args.nm.as_deref(),
+        args.sparsity,
+        args.blocksize,
+        args.percdamp,
+    )?;
 
     // the model, its texts
     let is_demo = matches!(args.model.as_str(), "demo-gpt2" | "demo-mamba");
@@ -115,11 +105,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             .unwrap_or_else(sparsity_models::demo::default_cache_dir);
         let demo = sparsity_models::demo::ensure_demo_models(&cache)
             .context("preparing the built-in demo models")?;
-        let c = &demo.record.config;
-        let train = sparsity_models::corpus::generate_range(c.seed, 0, c.splits.train);
-        let start = c.splits.train + c.splits.validation;
-        let held_out =
-            sparsity_models::corpus::generate_range(c.seed, start, start + c.splits.held_out);
+        let (train, held_out) = (demo.train_texts(), demo.held_out_texts());
         let dir = if args.model == "demo-gpt2" {
             demo.gpt2_dir.clone()
         } else {

@@ -60,7 +60,7 @@ pub struct Args {
     pub report: Option<PathBuf>,
 }
 
-pub(crate) fn parse_nm(s: &str) -> anyhow::Result<(usize, usize)> {
+fn parse_nm(s: &str) -> anyhow::Result<(usize, usize)> {
     let Some((n, m)) = s.split_once(':') else {
         bail!("--nm {s:?}: expected N:M, e.g. 2:4");
     };
@@ -75,9 +75,16 @@ pub(crate) fn parse_nm(s: &str) -> anyhow::Result<(usize, usize)> {
     Ok((n, m))
 }
 
-/// Runs the command.
-pub fn run(args: Args) -> anyhow::Result<()> {
-    let pattern = match (&args.nm, args.sparsity) {
+/// The method and pattern from the shared `--method`, `--nm` / `--sparsity`, `--blocksize` and
+/// `--percdamp` options (`--nm` wins when both are given).
+pub(crate) fn method_and_pattern(
+    method: MethodArg,
+    nm: Option<&str>,
+    sparsity: Option<f64>,
+    blocksize: usize,
+    percdamp: f64,
+) -> anyhow::Result<(Method, Pattern)> {
+    let pattern = match (nm, sparsity) {
         (Some(nm), _) => {
             let (n, m) = parse_nm(nm)?;
             Pattern::NM { n, m }
@@ -85,15 +92,27 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         (None, Some(r)) => Pattern::Unstructured(r),
         (None, None) => bail!("give --sparsity R or --nm N:M"),
     };
-    let method = match args.method {
+    let method = match method {
         MethodArg::Magnitude => Method::Magnitude,
         MethodArg::Wanda => Method::Wanda,
         MethodArg::WandaVariant => Method::WandaVariant,
         MethodArg::Sparsegpt => Method::SparseGpt {
-            blocksize: args.blocksize,
-            percdamp: args.percdamp,
+            blocksize,
+            percdamp,
         },
     };
+    Ok((method, pattern))
+}
+
+/// Runs the command.
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let (method, pattern) = method_and_pattern(
+        args.method,
+        args.nm.as_deref(),
+        args.sparsity,
+        args.blocksize,
+        args.percdamp,
+    )?;
     tracing::info!(input = %args.input.display(), method = method.name(), %pattern, "pruning layer");
     let outcome = prune_layer_file(
         &args.input,

@@ -69,11 +69,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             .unwrap_or_else(sparsity_models::demo::default_cache_dir);
         let demo = sparsity_models::demo::ensure_demo_models(&cache)
             .context("preparing the built-in demo models")?;
-        let c = &demo.record.config;
-        let train = sparsity_models::corpus::generate_range(c.seed, 0, c.splits.train);
-        let start = c.splits.train + c.splits.validation;
-        let held =
-            sparsity_models::corpus::generate_range(c.seed, start, start + c.splits.held_out);
+        let (train, held) = (demo.train_texts(), demo.held_out_texts());
         entries.push(("demo-gpt2".into(), demo.gpt2_dir.clone()));
         entries.push(("demo-mamba".into(), demo.mamba_dir.clone()));
         (train, held)
