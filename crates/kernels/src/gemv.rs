@@ -33,6 +33,10 @@ pub struct GemvConfig {
     pub chunk_outputs: usize,
     /// Run the output chunks on the rayon pool (`false`: on the calling thread).
     pub parallel: bool,
+    /// Smallest call (weights read: kept rows × outputs × batch) worth the pool: below it the
+    /// call runs on the calling thread. Dispatching to rayon costs ~7 µs here, more than a whole
+    /// 512 × 128 GEMV (~3–5 µs on one core).
+    pub min_parallel_work: usize,
 }
 
 impl Default for GemvConfig {
@@ -40,6 +44,7 @@ impl Default for GemvConfig {
         Self {
             chunk_outputs: 2048,
             parallel: true,
+            min_parallel_work: 1 << 20,
         }
     }
 }
@@ -192,7 +197,7 @@ fn accumulate<T: WeightElement>(
             g += 1;
         }
     };
-    if config.parallel && n_chunks > 1 {
+    if config.parallel && n_chunks > 1 && kept.len() * n_out * batch >= config.min_parallel_work {
         per_chunk.into_par_iter().enumerate().for_each(work);
     } else {
         per_chunk.into_iter().enumerate().for_each(work);

@@ -63,10 +63,20 @@ fn check_type<T: WeightElement>(tol: f64) {
             let cfg = GemvConfig {
                 chunk_outputs: 24,
                 parallel: false,
+                ..GemvConfig::default()
             };
             let mut y2 = Array1::zeros(n_out);
             let stats = gemv_masked_into(w_t.view(), x.view(), tau, y2.view_mut(), &cfg).unwrap();
             assert_close(&y2, &reference, &scale, tol, "sequential");
+            // the rayon path forced on every size, with small chunks
+            let par = GemvConfig {
+                chunk_outputs: 16,
+                parallel: true,
+                min_parallel_work: 0,
+            };
+            let mut y3 = Array1::zeros(n_out);
+            gemv_masked_into(w_t.view(), x.view(), tau, y3.view_mut(), &par).unwrap();
+            assert_close(&y3, &reference, &scale, tol, "parallel");
             let kept = x.iter().filter(|v| v.abs() > tau).count();
             assert_eq!(stats.kept_inputs, kept);
             assert_eq!(stats.total_inputs, n_in);

@@ -89,7 +89,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         seed: args.seed,
         kernel: GemvConfig {
             chunk_outputs: args.chunk_outputs,
-            parallel: true,
+            ..GemvConfig::default()
         },
         ndarray_peer: true,
     };
