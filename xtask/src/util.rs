@@ -34,3 +34,10 @@ pub fn git_revision() -> String {
         .map(|s| s.trim().to_string())
         .unwrap_or_else(|| "unknown".to_string())
 }
+
+/// The built-in demo models from `cache` (default: `target/sparsity-lab-cache/demo`), trained
+/// on first use.
+pub fn demo_models(cache: Option<&Path>) -> anyhow::Result<sparsity_models::demo::DemoModels> {
+    let cache = cache.map_or_else(sparsity_models::demo::default_cache_dir, Path::to_path_buf);
+    sparsity_models::demo::ensure_demo_models(&cache).context("preparing the built-in demo models")
+}

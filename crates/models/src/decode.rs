@@ -541,17 +541,8 @@ pub fn decode_sequences(decoder: &mut Decoder, sequences: &[Vec<u32>]) -> Result
         kept.total += k.total;
     }
     let secs = start.elapsed().as_secs_f64();
-    if tokens == 0 {
-        return Err(ModelError::Invalid(
-            "decode: no sequence has two or more tokens".into(),
-        ));
-    }
     Ok(DecodeRun {
-        perplexity: Perplexity {
-            nll_sum,
-            tokens,
-            perplexity: (nll_sum / tokens as f64).exp(),
-        },
+        perplexity: Perplexity::from_sums(nll_sum, tokens, "decode")?,
         tokens_per_second: fed as f64 / secs.max(1e-12),
         kept,
     })

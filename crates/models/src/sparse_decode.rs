@@ -218,19 +218,7 @@ fn masked_eval(
             e.1 += v.len();
         }
     }
-    if tokens == 0 {
-        return Err(ModelError::Invalid(
-            "evaluation: no predicted tokens".into(),
-        ));
-    }
-    Ok((
-        Perplexity {
-            nll_sum,
-            tokens,
-            perplexity: (nll_sum / tokens as f64).exp(),
-        },
-        zeros,
-    ))
+    Ok((Perplexity::from_sums(nll_sum, tokens, "evaluation")?, zeros))
 }
 
 /// Calibrates thresholds on `calibration`, then measures held-out perplexity and achieved

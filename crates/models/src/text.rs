@@ -242,6 +242,21 @@ pub struct Perplexity {
 }
 
 impl Perplexity {
+    /// From summed NLL over `tokens` predictions; an error naming `source_name` when no token was
+    /// predicted (a perplexity of nothing is not 1 or 0, it is undefined).
+    pub fn from_sums(nll_sum: f64, tokens: usize, source_name: &str) -> Result<Self> {
+        if tokens == 0 {
+            return Err(ModelError::Invalid(format!(
+                "{source_name}: no predicted tokens (every sequence needs two or more tokens)"
+            )));
+        }
+        Ok(Self {
+            nll_sum,
+            tokens,
+            perplexity: (nll_sum / tokens as f64).exp(),
+        })
+    }
+
     /// Mean NLL per predicted token (nats).
     pub fn mean_nll(&self) -> f64 {
         self.nll_sum / self.tokens.max(1) as f64
@@ -313,16 +328,7 @@ pub fn perplexity_of_sequences(
         bar.inc(chunk.len() as u64);
     }
     bar.finish_and_clear();
-    if tokens == 0 {
-        return Err(ModelError::Invalid(
-            "perplexity needs at least one sequence with two or more tokens".into(),
-        ));
-    }
-    Ok(Perplexity {
-        nll_sum,
-        tokens,
-        perplexity: (nll_sum / tokens as f64).exp(),
-    })
+    Perplexity::from_sums(nll_sum, tokens, "perplexity")
 }
 
 /// Token-weighted perplexity of texts (tokenised without special tokens).

@@ -59,6 +59,14 @@ pub enum PruneError {
         /// Group size.
         m: usize,
     },
+    /// Whole-model pruning: the model failed (forward pass, a missing site, reading a weight).
+    #[error("model: {what}: {reason}")]
+    Model {
+        /// What was being done (calibration forward, held-out perplexity, a layer name, ...).
+        what: String,
+        /// The model crate's message.
+        reason: String,
+    },
     /// A method parameter is out of range (blocksize 0, negative damping, ...).
     #[error("layer `{layer}`: invalid option {option} = {value}: {reason}")]
     InvalidOption {

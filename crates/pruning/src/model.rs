@@ -91,6 +91,28 @@ impl LinearGroup {
     }
 }
 
+/// Which linear module of a block a target is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LinearSlot {
+    /// GPT-2 `attn.c_attn`.
+    CAttn,
+    /// GPT-2 `attn.c_proj`.
+    AttnProj,
+    /// GPT-2 `mlp.c_fc`.
+    CFc,
+    /// GPT-2 `mlp.c_proj`.
+    MlpProj,
+    /// Mamba `mixer.in_proj`.
+    InProj,
+    /// Mamba `mixer.x_proj`.
+    XProj,
+    /// Mamba `mixer.dt_proj`.
+    DtProj,
+    /// Mamba `mixer.out_proj`.
+    OutProj,
+}
+
 /// One prunable linear layer of a model.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LinearTarget {
@@ -98,6 +120,8 @@ pub struct LinearTarget {
     pub block: usize,
     /// Its group.
     pub group: LinearGroup,
+    /// Which module of the block.
+    pub slot: LinearSlot,
     /// The Hugging Face weight name, e.g. `transformer.h.0.attn.c_attn.weight`.
     pub name: String,
     /// The site holding the layer's input.
@@ -110,6 +134,8 @@ pub struct LinearTarget {
 
 /// The prunable linear layers of `model` in the selected groups, in forward order.
 pub fn linear_targets(model: &CausalLm, groups: &[LinearGroup]) -> Result<Vec<LinearTarget>> {
+    use LinearGroup as G;
+    use LinearSlot as S;
     let family = model.family();
     if let Some(g) = groups.iter().find(|g| g.family() != family) {
         return Err(PruneError::InvalidOption {
@@ -119,54 +145,73 @@ pub fn linear_targets(model: &CausalLm, groups: &[LinearGroup]) -> Result<Vec<Li
             reason: format!("not a layer group of a {family} model"),
         });
     }
-    let want = |g: LinearGroup| groups.contains(&g);
-    let mut out = Vec::new();
-    match model {
+    // (group, slot, HF module path in the block, input site, [out, in]), in forward order
+    type Row = (
+        LinearGroup,
+        LinearSlot,
+        &'static str,
+        &'static str,
+        [usize; 2],
+    );
+    let (table, prefix, hf_in_out): (Vec<Row>, &str, bool) = match model {
         CausalLm::Gpt2(m) => {
-            let d = m.config.n_embd;
-            let inner = m.config.inner_size();
-            for l in 0..m.blocks.len() {
-                let p = format!("transformer.h.{l}");
-                let mut push = |g, name: &str, site: &str, shape: [usize; 2]| {
-                    if want(g) {
-                        out.push(LinearTarget {
-                            block: l,
-                            group: g,
-                            name: format!("{p}.{name}.weight"),
-                            input_site: format!("{site}.{l}"),
-                            shape,
-                            hf_in_out: true,
-                        });
-                    }
-                };
-                push(LinearGroup::Attention, "attn.c_attn", "attn_in", [3 * d, d]);
-                push(LinearGroup::Attention, "attn.c_proj", "attn_ctx", [d, d]);
-                push(LinearGroup::Mlp, "mlp.c_fc", "mlp_in", [inner, d]);
-                push(LinearGroup::Mlp, "mlp.c_proj", "mlp_act", [d, inner]);
-            }
+            let (d, inner) = (m.config.n_embd, m.config.inner_size());
+            let table = vec![
+                (G::Attention, S::CAttn, "attn.c_attn", "attn_in", [3 * d, d]),
+                (G::Attention, S::AttnProj, "attn.c_proj", "attn_ctx", [d, d]),
+                (G::Mlp, S::CFc, "mlp.c_fc", "mlp_in", [inner, d]),
+                (G::Mlp, S::MlpProj, "mlp.c_proj", "mlp_act", [d, inner]),
+            ];
+            (table, "transformer.h", true)
         }
         CausalLm::Mamba(m) => {
             let c = &m.config;
             let (h, e, r, n) = (c.hidden_size, c.inner_size(), c.dt_rank(), c.state_size);
-            for l in 0..m.layers.len() {
-                let p = format!("backbone.layers.{l}.mixer");
-                let mut push = |g, name: &str, site: &str, shape: [usize; 2]| {
-                    if want(g) {
-                        out.push(LinearTarget {
-                            block: l,
-                            group: g,
-                            name: format!("{p}.{name}.weight"),
-                            input_site: format!("{site}.{l}"),
-                            shape,
-                            hf_in_out: false,
-                        });
-                    }
-                };
-                push(LinearGroup::MambaIn, "in_proj", "mixer_in", [2 * e, h]);
-                push(LinearGroup::MambaX, "x_proj", "mixer_conv", [r + 2 * n, e]);
-                push(LinearGroup::MambaDt, "dt_proj", "mixer_dt_in", [e, r]);
-                push(LinearGroup::MambaOut, "out_proj", "mixer_gated", [h, e]);
-            }
+            let table = vec![
+                (
+                    G::MambaIn,
+                    S::InProj,
+                    "mixer.in_proj",
+                    "mixer_in",
+                    [2 * e, h],
+                ),
+                (
+                    G::MambaX,
+                    S::XProj,
+                    "mixer.x_proj",
+                    "mixer_conv",
+                    [r + 2 * n, e],
+                ),
+                (
+                    G::MambaDt,
+                    S::DtProj,
+                    "mixer.dt_proj",
+                    "mixer_dt_in",
+                    [e, r],
+                ),
+                (
+                    G::MambaOut,
+                    S::OutProj,
+                    "mixer.out_proj",
+                    "mixer_gated",
+                    [h, e],
+                ),
+            ];
+            (table, "backbone.layers", false)
+        }
+    };
+    let mut out = Vec::new();
+    for block in 0..model.num_layers() {
+        for &(group, slot, module, site, shape) in table.iter().filter(|r| groups.contains(&r.0)) {
+            out.push(LinearTarget {
+                block,
+                group,
+                slot,
+                name: format!("{prefix}.{block}.{module}.weight"),
+                input_site: format!("{site}.{block}"),
+                shape,
+                hf_in_out,
+            });
         }
     }
     Ok(out)
@@ -174,39 +219,47 @@ pub fn linear_targets(model: &CausalLm, groups: &[LinearGroup]) -> Result<Vec<Li
 
 /// The burn parameter (stored [in, out]) behind a target.
 fn param_of<'a>(model: &'a mut CausalLm, t: &LinearTarget) -> Result<&'a mut Param<Tensor<2>>> {
-    let missing = || PruneError::InvalidOption {
+    use LinearSlot as S;
+    let missing = |why: &str| PruneError::InvalidOption {
         layer: t.name.clone(),
-        option: "block".into(),
-        value: t.block.to_string(),
-        reason: "the model has no such block".into(),
+        option: "target".into(),
+        value: format!("block {} {:?}", t.block, t.slot),
+        reason: why.into(),
     };
     Ok(match model {
         CausalLm::Gpt2(m) => {
-            let b = m.blocks.get_mut(t.block).ok_or_else(missing)?;
-            match t.name.rsplit('.').nth(1) {
-                Some("c_attn") => &mut b.c_attn.weight,
-                Some("c_fc") => &mut b.c_fc.weight,
-                Some("c_proj") if t.group == LinearGroup::Attention => &mut b.attn_c_proj.weight,
-                Some("c_proj") => &mut b.mlp_c_proj.weight,
-                _ => return Err(missing()),
+            let b = m
+                .blocks
+                .get_mut(t.block)
+                .ok_or_else(|| missing("the model has no such block"))?;
+            match t.slot {
+                S::CAttn => &mut b.c_attn.weight,
+                S::AttnProj => &mut b.attn_c_proj.weight,
+                S::CFc => &mut b.c_fc.weight,
+                S::MlpProj => &mut b.mlp_c_proj.weight,
+                _ => return Err(missing("not a GPT-2 module")),
             }
         }
         CausalLm::Mamba(m) => {
-            let b = &mut m.layers.get_mut(t.block).ok_or_else(missing)?.mixer;
-            match t.group {
-                LinearGroup::MambaIn => &mut b.in_proj.weight,
-                LinearGroup::MambaX => &mut b.x_proj,
-                LinearGroup::MambaDt => &mut b.dt_proj.weight,
-                LinearGroup::MambaOut => &mut b.out_proj.weight,
-                _ => return Err(missing()),
+            let b = &mut m
+                .layers
+                .get_mut(t.block)
+                .ok_or_else(|| missing("the model has no such block"))?
+                .mixer;
+            match t.slot {
+                S::InProj => &mut b.in_proj.weight,
+                S::XProj => &mut b.x_proj,
+                S::DtProj => &mut b.dt_proj.weight,
+                S::OutProj => &mut b.out_proj.weight,
+                _ => return Err(missing("not a Mamba module")),
             }
         }
     })
 }
 
 fn model_err(what: &str) -> impl Fn(sparsity_models::ModelError) -> PruneError + '_ {
-    move |e| PruneError::File {
-        file: what.to_string(),
+    move |e| PruneError::Model {
+        what: what.to_string(),
         reason: e.to_string(),
     }
 }
@@ -225,8 +278,8 @@ pub fn read_weight(model: &mut CausalLm, t: &LinearTarget) -> Result<Array2<f32>
         });
     }
     let v = sparsity_models::util::tensor_to_vec(&stored).map_err(model_err(&t.name))?;
-    let a = Array2::from_shape_vec((i, o), v).map_err(|e| PruneError::File {
-        file: t.name.clone(),
+    let a = Array2::from_shape_vec((i, o), v).map_err(|e| PruneError::Model {
+        what: t.name.clone(),
         reason: e.to_string(),
     })?;
     Ok(a.t().as_standard_layout().into_owned())
@@ -444,17 +497,18 @@ pub fn prune_model(
                 let site = out
                     .sites
                     .get(&t.input_site)
-                    .ok_or_else(|| PruneError::File {
-                        file: t.name.clone(),
+                    .ok_or_else(|| PruneError::Model {
+                        what: t.name.clone(),
                         reason: format!("site `{}` was not recorded", t.input_site),
                     })?;
                 let dims = site.dims();
                 let values = site.to_vec().map_err(model_err(&t.input_site))?;
-                let x =
-                    ArrayD::from_shape_vec(IxDyn(&dims), values).map_err(|e| PruneError::File {
-                        file: t.input_site.clone(),
+                let x = ArrayD::from_shape_vec(IxDyn(&dims), values).map_err(|e| {
+                    PruneError::Model {
+                        what: t.input_site.clone(),
                         reason: e.to_string(),
-                    })?;
+                    }
+                })?;
                 pruner.add_batch(x.view())?;
                 if let Some(g) = gram {
                     g.add_batch(&t.name, x.view())?;
@@ -574,7 +628,8 @@ pub fn calibration_windows(
 
 /// Writes the pruned model as a Hugging Face directory at `out` (config.json, model.safetensors,
 /// plus `masks.safetensors`, `pruning.json` and `tokenizer.json` copied from `tokenizer` when
-/// given), atomically: everything goes to a sibling temporary directory that replaces `out`.
+/// given), atomically: everything goes to a sibling temporary directory that replaces `out`. An
+/// existing `out` is replaced only when it is empty or an earlier output (holds `pruning.json`).
 pub fn save_pruned(
     model: &CausalLm,
     report: &ModelPruneReport,
@@ -589,6 +644,21 @@ pub fn save_pruned(
             reason: e.to_string(),
         }
     };
+    // Only an empty directory or an earlier pruning output (it holds `pruning.json`) is replaced:
+    // `--out .` or a typo must never delete unrelated files.
+    if out.exists() {
+        let replaceable = out.is_dir()
+            && (out.join("pruning.json").is_file()
+                || std::fs::read_dir(out).map_err(werr(out))?.next().is_none());
+        if !replaceable {
+            return Err(PruneError::Write {
+                file: out.display().to_string(),
+                reason: "exists and is not an earlier pruning output (no pruning.json) nor an \
+                         empty directory; refusing to replace it"
+                    .into(),
+            });
+        }
+    }
     let parent = out
         .parent()
         .filter(|p| !p.as_os_str().is_empty())

@@ -199,6 +199,25 @@ fn saved_directory_reloads_with_identical_logits_and_masks() {
         ] {
             assert!(out.join(f).is_file(), "{name}: {f} missing");
         }
+        // an earlier output is replaced; an unrelated directory is refused and left intact
+        save_pruned(&model, &report, &masks, None, &out).unwrap();
+        let unrelated = dir.path().join("notes");
+        std::fs::create_dir(&unrelated).unwrap();
+        std::fs::write(unrelated.join("keep.txt"), "mine").unwrap();
+        let e = save_pruned(&model, &report, &masks, None, &unrelated).unwrap_err();
+        assert!(e.to_string().contains("refusing"), "{e}");
+        assert_eq!(
+            std::fs::read_to_string(unrelated.join("keep.txt")).unwrap(),
+            "mine"
+        );
+        save_pruned(
+            &model,
+            &report,
+            &masks,
+            Some(&fixture(name).join("tokenizer.json")),
+            &out,
+        )
+        .unwrap();
         let back = CausalLm::load_dir(&out, &device).unwrap();
         let batch = Batch::from_ids(&[3, 1, 4, 1, 5, 9, 2, 6], 1, 8, &device).unwrap();
         let a = model.logits(&batch).unwrap().to_data();

@@ -151,12 +151,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let mut dirs: Vec<(String, PathBuf)> = Vec::new();
     let mut default_texts = None;
     if args.models.is_empty() {
-        let cache = args
-            .cache
-            .clone()
-            .unwrap_or_else(sparsity_models::demo::default_cache_dir);
-        let demo = sparsity_models::demo::ensure_demo_models(&cache)
-            .context("preparing the built-in demo models")?;
+        let demo = crate::util::demo_models(args.cache.as_deref())?;
         eprintln!(
             "demo models: GPT-2 validation loss {:.3}, Mamba {:.3} nats/token (corpus unigram entropy {:.3})",
             demo.record.gpt2.val_loss, demo.record.mamba.val_loss, demo.record.unigram_entropy

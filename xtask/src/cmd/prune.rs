@@ -99,12 +99,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     // the model, its texts
     let is_demo = matches!(args.model.as_str(), "demo-gpt2" | "demo-mamba");
     let (dir, default_calib, default_eval) = if is_demo {
-        let cache = args
-            .cache
-            .clone()
-            .unwrap_or_else(sparsity_models::demo::default_cache_dir);
-        let demo = sparsity_models::demo::ensure_demo_models(&cache)
-            .context("preparing the built-in demo models")?;
+        let demo = crate::util::demo_models(args.cache.as_deref())?;
         let (train, held_out) = (demo.train_texts(), demo.held_out_texts());
         let dir = if args.model == "demo-gpt2" {
             demo.gpt2_dir.clone()

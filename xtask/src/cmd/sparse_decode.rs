@@ -63,12 +63,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let device = cpu_device();
     let mut entries: Vec<(String, PathBuf)> = Vec::new();
     let (calib_texts, eval_texts) = if args.models.is_empty() {
-        let cache = args
-            .cache
-            .clone()
-            .unwrap_or_else(sparsity_models::demo::default_cache_dir);
-        let demo = sparsity_models::demo::ensure_demo_models(&cache)
-            .context("preparing the built-in demo models")?;
+        let demo = crate::util::demo_models(args.cache.as_deref())?;
         let (train, held) = (demo.train_texts(), demo.held_out_texts());
         entries.push(("demo-gpt2".into(), demo.gpt2_dir.clone()));
         entries.push(("demo-mamba".into(), demo.mamba_dir.clone()));
