@@ -63,6 +63,38 @@ fn gemv(c: &mut Criterion) {
         }
         g.finish();
     }
+    // Small, cache-resident shapes (the demo models' MLPs): the rayon pool forced on every call
+    // against the default, which runs calls under `min_parallel_work` on the calling thread.
+    for &(n_out, n_in) in &[(512usize, 128usize), (128, 512)] {
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let w_t = Array2::from_shape_simple_fn((n_in, n_out), || rng.random_range(-1.0f32..1.0));
+        let x = Array1::from_shape_simple_fn(n_in, || rng.random_range(-1.0f32..1.0));
+        let mut y = Array1::<f32>::zeros(n_out);
+        let tau = ThresholdCalibration::new(0.5)
+            .fit(x.view().insert_axis(Axis(0)))
+            .unwrap()
+            .tau;
+        let pool = GemvConfig {
+            min_parallel_work: 0,
+            ..GemvConfig::default()
+        };
+        let mut g = c.benchmark_group(format!("gemv_small_{n_out}x{n_in}"));
+        for (name, cfg) in [("calling_thread", cfg), ("rayon_pool", pool)] {
+            g.bench_function(format!("dense/{name}"), |b| {
+                b.iter(|| {
+                    gemv_dense_into(w_t.view(), x.view(), y.view_mut(), &cfg).unwrap();
+                    black_box(&y);
+                })
+            });
+            g.bench_function(format!("masked0.5/{name}"), |b| {
+                b.iter(|| {
+                    gemv_masked_into(w_t.view(), x.view(), tau, y.view_mut(), &cfg).unwrap();
+                    black_box(&y);
+                })
+            });
+        }
+        g.finish();
+    }
     // STREAM-like copy over 512 MiB buffers (reported as bytes copied).
     let n = (ROTATE_BYTES / 2) / 4;
     let src = vec![1.0f32; n];

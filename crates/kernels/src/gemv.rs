@@ -34,8 +34,9 @@ pub struct GemvConfig {
     /// Run the output chunks on the rayon pool (`false`: on the calling thread).
     pub parallel: bool,
     /// Smallest call (weights read: kept rows × outputs × batch) worth the pool: below it the
-    /// call runs on the calling thread. Dispatching to rayon costs ~7 µs here, more than a whole
-    /// 512 × 128 GEMV (~3–5 µs on one core).
+    /// call runs on the calling thread. On small shapes the pool costs more than the GEMV itself
+    /// (criterion `gemv_small_*`: a 512 × 128 dense GEMV takes 5.9 µs on the calling thread and
+    /// 12.0 µs through the pool; docs/benchmarks.md).
     pub min_parallel_work: usize,
 }
 

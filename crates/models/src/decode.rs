@@ -519,12 +519,21 @@ pub fn decode_sequences(decoder: &mut Decoder, sequences: &[Vec<u32>]) -> Result
     let (mut nll_sum, mut tokens, mut fed) = (0.0f64, 0usize, 0usize);
     let mut kept = KeptInputs::default();
     let start = Instant::now();
-    for s in sequences {
+    for (row, s) in sequences.iter().enumerate() {
         decoder.reset();
         for (i, &tok) in s.iter().enumerate() {
             let logits = decoder.step(tok)?;
             fed += 1;
             if let Some(&next) = s.get(i + 1) {
+                // the target is checked here, before `step` would see it
+                let Some(&target) = logits.get(next as usize) else {
+                    return Err(ModelError::TokenOutOfVocab {
+                        id: i64::from(next),
+                        row,
+                        col: i + 1,
+                        vocab_size: logits.len(),
+                    });
+                };
                 let m = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
                 let lse = f64::from(m)
                     + logits
@@ -532,7 +541,7 @@ pub fn decode_sequences(decoder: &mut Decoder, sequences: &[Vec<u32>]) -> Result
                         .map(|v| f64::from(v - m).exp())
                         .sum::<f64>()
                         .ln();
-                nll_sum += lse - f64::from(logits[next as usize]);
+                nll_sum += lse - f64::from(target);
                 tokens += 1;
             }
         }

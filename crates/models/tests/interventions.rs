@@ -391,5 +391,8 @@ fn cpu_decoder_equals_the_forward_pass_dense_and_masked() {
         }
         let mut dec = Decoder::new(&model, None).unwrap();
         assert!(dec.step(v).is_err(), "{name}: token outside the vocabulary");
+        // an out-of-vocabulary *target* (the last token) is an error too, not a panic
+        let e = decode_sequences(&mut dec, &[vec![1, v]]).unwrap_err();
+        assert!(e.to_string().contains(&v.to_string()), "{name}: {e}");
     }
 }
