@@ -4,7 +4,8 @@
 //! analysis (`analyze_activations`: the statistics plus the exact |a| histogram for TEAL-style
 //! calibration, the near-zero second pass and the report over the per-neuron variances), against
 //! numpy doing the same work on the same data (`benches/peers/metrics_peer.py`), and a STREAM-like
-//! copy of the matrix as the memory-bandwidth reference, all in the same run.
+//! copy and a STREAM-like read (sum) of the matrix as the memory-bandwidth references, all in the
+//! same run.
 //!
 //! The matrix is written once to `target/metrics-bench/acts.npy`; set `METRICS_PEER_PYTHON` to a
 //! Python with the pinned `benches/peers/requirements.txt` to run the peer inside this run (before
@@ -107,12 +108,31 @@ fn run_peer(npy: &Path) {
 }
 
 fn stats(a: &Array2<f32>) -> sparsity_metrics::NeuronStats {
+    // The numpy peer's statistics row computes no magnitude histogram: neither does this one
+    // (the histogram is part of the full-report row on both sides).
     let mut s = NeuronStatsParams::new(NEURONS)
         .magnitude_threshold(THRESHOLD)
+        .histogram(false)
         .build()
         .unwrap();
     s.update(a.view()).unwrap();
     s
+}
+
+/// Sums every element with 16 independent lanes per chunk (vectorises), chunks in parallel.
+fn read_sum(xs: &[f32]) -> f32 {
+    use rayon::prelude::*;
+    xs.par_chunks(1 << 16)
+        .map(|c| {
+            let mut acc = [0f32; 16];
+            for ch in c.chunks_exact(16) {
+                for k in 0..16 {
+                    acc[k] += ch[k];
+                }
+            }
+            acc.iter().sum::<f32>()
+        })
+        .sum()
 }
 
 fn bench(c: &mut Criterion) {
@@ -153,6 +173,12 @@ fn bench(c: &mut Criterion) {
         })
     });
     drop(dst);
+    for (t, pool) in &pools {
+        // STREAM-like read: what a one-pass reduction over the matrix can reach at best.
+        g.bench_function(format!("stream_read/threads={t}"), |b| {
+            b.iter(|| pool.install(|| black_box(read_sum(black_box(a.as_slice().unwrap())))))
+        });
+    }
     for (t, pool) in &pools {
         g.bench_function(format!("neuron_stats/threads={t}"), |b| {
             b.iter(|| pool.install(|| black_box(stats(black_box(&a)))))

@@ -1,7 +1,8 @@
 //! Forward pass (logits, no hooks) of a GPT-2-small-shaped model (12 layers, 768 wide, 12 heads,
 //! vocab 50 257, random weights) and a Mamba-130m-shaped model (24 layers, d_model 768, d_state
 //! 16, expand 2, conv 4, time_step_rank 48, vocab 50 280) on 1 × 128 and 8 × 128 tokens, burn's
-//! ndarray CPU backend, f32, against PyTorch `transformers` (GPT2LMHeadModel / MambaForCausalLM of
+//! `flex` CPU backend (the crate's `cpu_device()`; build with `--features ndarray` and set
+//! `MODELS_BENCH_NDARRAY=1` to add burn's deprecated `ndarray` backend), f32, against PyTorch `transformers` (GPT2LMHeadModel / MambaForCausalLM of
 //! the same shapes, eval, no_grad, `torch.set_num_threads` = the same thread count) in the same run.
 //!
 //! Set `MODELS_PEER_PYTHON` to a Python with `benches/peers/requirements-torch.txt` installed to
@@ -51,38 +52,41 @@ fn run_peer() {
 
 fn bench(c: &mut Criterion) {
     run_peer();
-    let device = cpu_device();
-    let gpt2 = CausalLm::Gpt2(Gpt2::init(&Gpt2Config::default(), 1, &device).unwrap());
-    let mamba_config = MambaConfig {
-        num_hidden_layers: 24,
-        time_step_rank: TimeStepRank::Explicit(48),
-        ..MambaConfig::default()
-    };
-    let mamba = CausalLm::Mamba(Mamba::init(&mamba_config, 2, &device).unwrap());
-    let mut rng = ChaCha8Rng::seed_from_u64(128);
-    for (name, model) in [("gpt2_small", &gpt2), ("mamba_130m", &mamba)] {
-        let mut g = c.benchmark_group(format!("forward/{name}"));
-        g.sample_size(10);
-        g.sampling_mode(SamplingMode::Flat);
-        g.warm_up_time(Duration::from_secs(2));
-        g.measurement_time(Duration::from_secs(if name == "mamba_130m" {
-            60
-        } else {
-            20
-        }));
-        for b in [1usize, 8] {
-            let ids: Vec<i64> = (0..b * SEQ).map(|_| rng.random_range(0..50_000)).collect();
-            let batch = Batch::from_ids(&ids, b, SEQ, &device).unwrap();
-            g.throughput(Throughput::Elements((b * SEQ) as u64));
-            g.bench_function(format!("{b}x{SEQ}"), |bench| {
-                bench.iter(|| {
-                    let out = model.forward(&batch, &Capture::none(), None).unwrap();
-                    // force the computation (burn is lazy on some backends)
-                    black_box(out.logits.into_data())
-                })
-            });
+    #[allow(unused_mut)]
+    let mut devices = vec![("flex", cpu_device())];
+    #[cfg(feature = "ndarray")]
+    if std::env::var_os("MODELS_BENCH_NDARRAY").is_some() {
+        devices.push(("ndarray", sparsity_models::ndarray_device()));
+    }
+    for (backend, device) in devices {
+        let gpt2 = CausalLm::Gpt2(Gpt2::init(&Gpt2Config::default(), 1, &device).unwrap());
+        let mamba_config = MambaConfig {
+            num_hidden_layers: 24,
+            time_step_rank: TimeStepRank::Explicit(48),
+            ..MambaConfig::default()
+        };
+        let mamba = CausalLm::Mamba(Mamba::init(&mamba_config, 2, &device).unwrap());
+        let mut rng = ChaCha8Rng::seed_from_u64(128);
+        for (name, model) in [("gpt2_small", &gpt2), ("mamba_130m", &mamba)] {
+            let mut g = c.benchmark_group(format!("forward/{backend}/{name}"));
+            g.sample_size(10);
+            g.sampling_mode(SamplingMode::Flat);
+            g.warm_up_time(Duration::from_secs(2));
+            g.measurement_time(Duration::from_secs(20));
+            for b in [1usize, 8] {
+                let ids: Vec<i64> = (0..b * SEQ).map(|_| rng.random_range(0..50_000)).collect();
+                let batch = Batch::from_ids(&ids, b, SEQ, &device).unwrap();
+                g.throughput(Throughput::Elements((b * SEQ) as u64));
+                g.bench_function(format!("{b}x{SEQ}"), |bench| {
+                    bench.iter(|| {
+                        let out = model.forward(&batch, &Capture::none(), None).unwrap();
+                        // force the computation (burn is lazy on some backends)
+                        black_box(out.logits.into_data())
+                    })
+                });
+            }
+            g.finish();
         }
-        g.finish();
     }
 }
 

@@ -68,7 +68,15 @@ impl Activation {
     pub fn apply<const D: usize>(self, x: Tensor<D>) -> Tensor<D> {
         use burn::tensor::activation as act;
         match self {
-            Self::GeluTanh => act::gelu_approximate(x),
+            Self::GeluTanh => {
+                // transformers' gelu_new, 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))), with x³ as two
+                // multiplies (burn's `gelu_approximate` calls powf per element).
+                const SQRT_2_OVER_PI: f64 =
+                    std::f64::consts::FRAC_2_SQRT_PI * std::f64::consts::FRAC_1_SQRT_2;
+                let cube = x.clone() * x.clone() * x.clone();
+                let inner = (x.clone() + cube * 0.044715) * SQRT_2_OVER_PI;
+                (x * (inner.tanh() + 1)) * 0.5
+            }
             Self::GeluErf => act::gelu(x),
             Self::QuickGelu => x.clone() * act::sigmoid(x.mul_scalar(1.702)),
             Self::Relu => act::relu(x),

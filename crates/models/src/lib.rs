@@ -48,6 +48,8 @@ pub use lm::{Batch, CausalLm, ForwardOutput};
 pub use mamba::Mamba;
 pub use sites::{Capture, Channels, Edit, Intervention, MeanSource, SiteEdit, SiteTensor};
 pub use util::cpu_device;
+#[cfg(feature = "ndarray")]
+pub use util::ndarray_device;
 pub mod corpus;
 pub mod demo;
 pub mod demo_tokenizer;

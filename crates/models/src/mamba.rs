@@ -12,14 +12,15 @@
 
 use burn::module::{Module, Param};
 use burn::tensor::module::linear;
-use burn::tensor::{Device, Int, Tensor};
+use burn::tensor::{Device, Int, Tensor, TensorData};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
 
 use crate::config::{Activation, MambaConfig};
 use crate::error::Result;
 use crate::sites::Hooks;
-use crate::util::{const_param, normal_param, param, rms_norm, softplus};
+use crate::util::{const_param, normal_param, param, rms_norm, softplus, tensor_to_vec};
 
 /// A dense layer y = x·W (+ b) with W stored [in, out].
 #[derive(Module, Debug)]
@@ -230,7 +231,13 @@ impl Mamba {
             Some(w) => w.val(),
             None => self.embeddings.val(),
         };
-        Ok(linear(x, head.transpose(), None))
+        // 2-D product against the transposed view: the backend's strided GEMM reads the tied
+        // [vocab, hidden] table in place instead of materialising its transpose every call.
+        let [b, s, d] = x.dims();
+        let vocab = head.dims()[0];
+        Ok(x.reshape([b * s, d])
+            .matmul(head.transpose())
+            .reshape([b, s, vocab]))
     }
 }
 
@@ -285,16 +292,33 @@ impl MambaMixer {
         let delta = hooks.site3(|| format!("mixer_dt.{l}"), delta)?;
 
         let a = self.a_log.val().exp().neg(); // [E, N]
-        let delta4 = delta.clone().reshape([b, s, e, 1]);
-        let d_a = (delta4.clone() * a.reshape([1, 1, e, n])).exp(); // [b, s, E, N]
-        let d_bu = delta4 * bm.reshape([b, s, 1, n]) * xc.clone().reshape([b, s, e, 1]);
-        let states = selective_scan(d_a, d_bu); // [b, s, E, N]
-        let y = (states.clone() * cm.reshape([b, s, 1, n]))
-            .sum_dim(3)
-            .reshape([b, s, e]);
-        if hooks.wants(&format!("ssm_state.{l}")) {
-            hooks.record4(format!("ssm_state.{l}"), states);
-        }
+        let state_site = format!("ssm_state.{l}");
+        let y = if delta.is_autodiff() || hooks.wants(&state_site) {
+            // Tensor path: differentiable, and materialises every state for the hook.
+            let delta4 = delta.clone().reshape([b, s, e, 1]);
+            let d_a = (delta4.clone() * a.reshape([1, 1, e, n])).exp(); // [b, s, E, N]
+            let d_bu = delta4 * bm.reshape([b, s, 1, n]) * xc.clone().reshape([b, s, e, 1]);
+            let states = selective_scan(d_a, d_bu); // [b, s, E, N]
+            let y = (states.clone() * cm.reshape([b, s, 1, n]))
+                .sum_dim(3)
+                .reshape([b, s, e]);
+            if hooks.wants(&state_site) {
+                hooks.record4(state_site, states);
+            }
+            y
+        } else {
+            // Inference: the same recurrence fused on the host, O(batch·seq·E) memory.
+            let dims = ScanDims { b, s, e, n };
+            let y = fused_scan(
+                &tensor_to_vec(&delta)?,
+                &tensor_to_vec(&a)?,
+                &tensor_to_vec(&bm)?,
+                &tensor_to_vec(&cm)?,
+                &tensor_to_vec(&xc)?,
+                dims,
+            );
+            Tensor::<3>::from_data(TensorData::new(y, [b, s, e]), &device)
+        };
         let y = y + xc * self.d.val().reshape([1, 1, e]);
         let gated = y * act.apply(z);
         let gated = hooks.site3(|| format!("mixer_gated.{l}"), gated)?;
@@ -316,4 +340,104 @@ pub fn selective_scan(d_a: Tensor<4>, d_bu: Tensor<4>) -> Tensor<4> {
         states.push(h.clone());
     }
     Tensor::stack(states, 1)
+}
+
+/// Shape of a fused scan: batch, sequence, inner channels E, state size N.
+#[derive(Debug, Clone, Copy)]
+pub struct ScanDims {
+    /// Batch size.
+    pub b: usize,
+    /// Sequence length.
+    pub s: usize,
+    /// Inner channels E (`intermediate_size`).
+    pub e: usize,
+    /// State size N (`state_size`).
+    pub n: usize,
+}
+
+/// Channels per parallel task of [`fused_scan`].
+const SCAN_CHANNELS: usize = 64;
+
+/// The selective scan and its read-out fused, forward only, without materialising
+/// [batch, seq, E, N]: for every batch row and channel e,
+/// `h_t[n] = exp(Δ_t[e]·A[e,n])·h_{t−1}[n] + (Δ_t[e]·B_t[n])·x_t[e]`, `y_t[e] = Σ_n h_t[n]·C_t[n]`
+/// (h_{−1} = 0), the arithmetic of [`selective_scan`] in the same order per element, with a
+/// polynomial `exp` ([`exp_f32`], within 2 ulp of the correctly rounded one).
+///
+/// Inputs, row-major: `delta` and `x` [b, s, E], `a` [E, N], `bm` and `cm` [b, s, N].
+/// Returns y [b, s, E] (without the D skip). Parallel over (batch row, channel block).
+pub fn fused_scan(
+    delta: &[f32],
+    a: &[f32],
+    bm: &[f32],
+    cm: &[f32],
+    x: &[f32],
+    dims: ScanDims,
+) -> Vec<f32> {
+    let ScanDims { b, s, e, n } = dims;
+    let tasks: Vec<(usize, usize)> = (0..b)
+        .flat_map(|bi| (0..e).step_by(SCAN_CHANNELS).map(move |e0| (bi, e0)))
+        .collect();
+    let parts: Vec<Vec<f32>> = tasks
+        .par_iter()
+        .map(|&(bi, e0)| {
+            let e1 = (e0 + SCAN_CHANNELS).min(e);
+            let w = e1 - e0;
+            let mut out = vec![0f32; s * w];
+            let mut h = vec![0f32; n];
+            let mut hc = vec![0f32; n];
+            for ei in e0..e1 {
+                h.fill(0.0);
+                let arow = &a[ei * n..(ei + 1) * n];
+                for t in 0..s {
+                    let row = bi * s + t;
+                    let d = delta[row * e + ei];
+                    let xv = x[row * e + ei];
+                    let brow = &bm[row * n..(row + 1) * n];
+                    let crow = &cm[row * n..(row + 1) * n];
+                    for k in 0..n {
+                        let da = exp_f32(d * arow[k]);
+                        h[k] = da * h[k] + d * brow[k] * xv;
+                        hc[k] = h[k] * crow[k];
+                    }
+                    out[t * w + (ei - e0)] = hc.iter().sum();
+                }
+            }
+            out
+        })
+        .collect();
+    let mut y = vec![0f32; b * s * e];
+    for (&(bi, e0), part) in tasks.iter().zip(&parts) {
+        let w = part.len() / s.max(1);
+        for t in 0..s {
+            let dst = (bi * s + t) * e + e0;
+            y[dst..dst + w].copy_from_slice(&part[t * w..(t + 1) * w]);
+        }
+    }
+    y
+}
+
+/// `exp(x)` in f32 by Cody–Waite range reduction and Cephes' degree-5 polynomial, branch-free
+/// so that loops over it vectorise; inputs are clamped to [−87.3, 88.3] (no subnormal or
+/// infinite results; the scan only evaluates it on Δ·A ≤ 0).
+#[inline(always)]
+pub fn exp_f32(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    // 1.5·2²³: adding it rounds to an integer kept in the low mantissa bits.
+    const SHIFTER: f32 = 12_582_912.0;
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    let x = x.clamp(-87.3, 88.3);
+    let t = x * LOG2E + SHIFTER;
+    let k = t.to_bits().wrapping_sub(SHIFTER.to_bits()) as i32;
+    let kf = t - SHIFTER;
+    let r = (x - kf * LN2_HI) - kf * LN2_LO;
+    let mut p = 1.987_569_1e-4_f32;
+    p = p * r + 1.398_199_9e-3;
+    p = p * r + 8.333_452e-3;
+    p = p * r + 4.166_579_6e-2;
+    p = p * r + 1.666_666_5e-1;
+    p = p * r + 0.5;
+    let y = p * r * r + r + 1.0;
+    y * f32::from_bits(((k + 127) as u32) << 23)
 }

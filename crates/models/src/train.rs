@@ -706,9 +706,8 @@ mod tests {
         ids
     }
 
-    #[allow(deprecated)]
     fn device() -> Device {
-        Device::ndarray().autodiff()
+        crate::util::cpu_device().autodiff()
     }
 
     #[test]

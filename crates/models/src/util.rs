@@ -7,12 +7,21 @@ use rand_distr::{Distribution, Normal};
 
 use crate::error::{ModelError, Result};
 
-/// The default CPU device (burn's ndarray backend, f32).
+/// The default CPU device: burn's `flex` backend (pure Rust, SIMD, `gemm`-crate matrix products
+/// on the rayon pool), f32.
 ///
-/// burn 0.22 marks the ndarray backend deprecated in favour of `flex`; the workspace builds burn with the
-/// `ndarray` feature only, so this is the CPU device here.
-#[allow(deprecated)]
+/// burn 0.22 deprecates its `ndarray` backend in favour of `flex`; [`ndarray_device`] is kept for
+/// comparison (benchmarks, cargo feature `ndarray`) and gives the same numbers within float
+/// rounding.
 pub fn cpu_device() -> Device {
+    Device::flex()
+}
+
+/// burn's deprecated `ndarray` CPU backend (matrixmultiply GEMM), for comparisons
+/// (cargo feature `ndarray`).
+#[cfg(feature = "ndarray")]
+#[allow(deprecated)]
+pub fn ndarray_device() -> Device {
     Device::ndarray()
 }
 
