@@ -69,13 +69,14 @@ impl Activation {
         use burn::tensor::activation as act;
         match self {
             Self::GeluTanh => {
-                // transformers' gelu_new, 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))), with x³ as two
-                // multiplies (burn's `gelu_approximate` calls powf per element).
-                const SQRT_2_OVER_PI: f64 =
-                    std::f64::consts::FRAC_2_SQRT_PI * std::f64::consts::FRAC_1_SQRT_2;
+                // transformers' gelu_new, 0.5·x·(1 + tanh(u)) with u = √(2/π)·(x + 0.044715·x³),
+                // evaluated as x·sigmoid(2u) (the same function: 0.5·(1 + tanh u) = sigmoid(2u)).
+                // burn's `gelu_approximate` calls powf and tanhf per element; this is one exp.
+                const TWO_SQRT_2_OVER_PI: f64 =
+                    2.0 * std::f64::consts::FRAC_2_SQRT_PI * std::f64::consts::FRAC_1_SQRT_2;
                 let cube = x.clone() * x.clone() * x.clone();
-                let inner = (x.clone() + cube * 0.044715) * SQRT_2_OVER_PI;
-                (x * (inner.tanh() + 1)) * 0.5
+                let u2 = (x.clone() + cube * 0.044715) * TWO_SQRT_2_OVER_PI;
+                x * act::sigmoid(u2)
             }
             Self::GeluErf => act::gelu(x),
             Self::QuickGelu => x.clone() * act::sigmoid(x.mul_scalar(1.702)),

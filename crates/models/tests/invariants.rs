@@ -279,11 +279,16 @@ fn fused_scan_equals_tensor_scan() {
     let d_a = (delta4.clone() * t(&a, [1, 1, e, n])).exp();
     let d_bu = delta4 * t(&bm, [b, s, 1, n]) * t(&x, [b, s, e, 1]);
     let states = selective_scan(d_a, d_bu);
-    let y = (states * t(&cm, [b, s, 1, n])).sum_dim(3).reshape([b, s, e]);
+    let y = (states * t(&cm, [b, s, 1, n]))
+        .sum_dim(3)
+        .reshape([b, s, e]);
     let reference = tensor_to_vec(&y).unwrap();
     assert_eq!(fused.len(), reference.len());
     for (i, (f, r)) in fused.iter().zip(&reference).enumerate() {
-        assert!((f - r).abs() <= 1e-5 * (1.0 + r.abs()), "y[{i}]: fused {f} vs tensor {r}");
+        assert!(
+            (f - r).abs() <= 1e-5 * (1.0 + r.abs()),
+            "y[{i}]: fused {f} vs tensor {r}"
+        );
     }
 }
 
@@ -312,15 +317,33 @@ fn mamba_scan_paths_agree_on_logits() {
     let device = cpu_device();
     for (i, c) in mamba_configs().iter().enumerate() {
         let model = CausalLm::from(Mamba::init(c, 30 + i as u64, &device).unwrap());
-        let seq: Vec<i64> = ids(c.vocab_size, 2 * 11, 4).into_iter().map(i64::from).collect();
+        let seq: Vec<i64> = ids(c.vocab_size, 2 * 11, 4)
+            .into_iter()
+            .map(i64::from)
+            .collect();
         let batch = Batch::from_ids(&seq, 2, 11, &device).unwrap();
-        let fused = tensor_to_vec(&model.forward(&batch, &Capture::none(), None).unwrap().logits)
-            .unwrap();
-        let sites: Vec<String> = (0..c.num_hidden_layers).map(|l| format!("ssm_state.{l}")).collect();
-        let tensor = tensor_to_vec(&model.forward(&batch, &Capture::sites(sites), None).unwrap().logits)
-            .unwrap();
+        let fused = tensor_to_vec(
+            &model
+                .forward(&batch, &Capture::none(), None)
+                .unwrap()
+                .logits,
+        )
+        .unwrap();
+        let sites: Vec<String> = (0..c.num_hidden_layers)
+            .map(|l| format!("ssm_state.{l}"))
+            .collect();
+        let tensor = tensor_to_vec(
+            &model
+                .forward(&batch, &Capture::sites(sites), None)
+                .unwrap()
+                .logits,
+        )
+        .unwrap();
         for (f, t) in fused.iter().zip(&tensor) {
-            assert!((f - t).abs() <= 1e-5 * (1.0 + t.abs()), "fused {f} vs tensor {t}");
+            assert!(
+                (f - t).abs() <= 1e-5 * (1.0 + t.abs()),
+                "fused {f} vs tensor {t}"
+            );
         }
     }
 }
