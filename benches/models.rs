@@ -2,8 +2,9 @@
 //! vocab 50 257, random weights) and a Mamba-130m-shaped model (24 layers, d_model 768, d_state
 //! 16, expand 2, conv 4, time_step_rank 48, vocab 50 280) on 1 × 128 and 8 × 128 tokens, burn's
 //! `flex` CPU backend (the crate's `cpu_device()`; build with `--features ndarray` and set
-//! `MODELS_BENCH_NDARRAY=1` to add burn's deprecated `ndarray` backend), f32, against PyTorch `transformers` (GPT2LMHeadModel / MambaForCausalLM of
-//! the same shapes, eval, no_grad, `torch.set_num_threads` = the same thread count) in the same run.
+//! `MODELS_BENCH_NDARRAY=1` to add burn's deprecated `ndarray` backend), f32, against PyTorch
+//! `transformers` (GPT2LMHeadModel / MambaForCausalLM of the same shapes, eval, no_grad,
+//! `torch.set_num_threads` = the same thread count) in the same run.
 //!
 //! Set `MODELS_PEER_PYTHON` to a Python with `benches/peers/requirements-torch.txt` installed to
 //! run the peer first (its lines go to `target/models-bench/peer.jsonl` and are printed):

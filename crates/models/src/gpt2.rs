@@ -254,12 +254,6 @@ impl Gpt2 {
             Some(w) => w.val(),
             None => self.wte.val(),
         };
-        // 2-D product against the transposed view: the backend's strided GEMM reads the tied
-        // [vocab, hidden] table in place instead of materialising its transpose every call.
-        let [b, s, d] = x.dims();
-        let vocab = head.dims()[0];
-        Ok(x.reshape([b * s, d])
-            .matmul(head.transpose())
-            .reshape([b, s, vocab]))
+        Ok(crate::util::lm_head(x, head))
     }
 }

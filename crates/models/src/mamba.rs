@@ -18,7 +18,7 @@ use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
 use crate::config::{Activation, MambaConfig};
-use crate::error::Result;
+use crate::error::{ModelError, Result};
 use crate::sites::Hooks;
 use crate::util::{const_param, normal_param, param, rms_norm, softplus, tensor_to_vec};
 
@@ -231,13 +231,7 @@ impl Mamba {
             Some(w) => w.val(),
             None => self.embeddings.val(),
         };
-        // 2-D product against the transposed view: the backend's strided GEMM reads the tied
-        // [vocab, hidden] table in place instead of materialising its transpose every call.
-        let [b, s, d] = x.dims();
-        let vocab = head.dims()[0];
-        Ok(x.reshape([b * s, d])
-            .matmul(head.transpose())
-            .reshape([b, s, vocab]))
+        Ok(crate::util::lm_head(x, head))
     }
 }
 
@@ -316,7 +310,7 @@ impl MambaMixer {
                 &tensor_to_vec(&cm)?,
                 &tensor_to_vec(&xc)?,
                 dims,
-            );
+            )?;
             Tensor::<3>::from_data(TensorData::new(y, [b, s, e]), &device)
         };
         let y = y + xc * self.d.val().reshape([1, 1, e]);
@@ -366,6 +360,7 @@ const SCAN_CHANNELS: usize = 64;
 ///
 /// Inputs, row-major: `delta` and `x` [b, s, E], `a` [E, N], `bm` and `cm` [b, s, N].
 /// Returns y [b, s, E] (without the D skip). Parallel over (batch row, channel block).
+/// Errors (naming the operand and both lengths) when a slice's length does not match `dims`.
 pub fn fused_scan(
     delta: &[f32],
     a: &[f32],
@@ -373,8 +368,21 @@ pub fn fused_scan(
     cm: &[f32],
     x: &[f32],
     dims: ScanDims,
-) -> Vec<f32> {
+) -> Result<Vec<f32>> {
     let ScanDims { b, s, e, n } = dims;
+    for (name, got, want, shape) in [
+        ("delta", delta.len(), b * s * e, "[b, s, E]"),
+        ("a", a.len(), e * n, "[E, N]"),
+        ("bm", bm.len(), b * s * n, "[b, s, N]"),
+        ("cm", cm.len(), b * s * n, "[b, s, N]"),
+        ("x", x.len(), b * s * e, "[b, s, E]"),
+    ] {
+        if got != want {
+            return Err(ModelError::Invalid(format!(
+                "fused_scan: `{name}` has {got} values, {shape} = {want} for {dims:?}"
+            )));
+        }
+    }
     let tasks: Vec<(usize, usize)> = (0..b)
         .flat_map(|bi| (0..e).step_by(SCAN_CHANNELS).map(move |e0| (bi, e0)))
         .collect();
@@ -414,7 +422,7 @@ pub fn fused_scan(
             y[dst..dst + w].copy_from_slice(&part[t * w..(t + 1) * w]);
         }
     }
-    y
+    Ok(y)
 }
 
 /// `exp(x)` in f32 by Cody–Waite range reduction and Cephes' degree-5 polynomial, branch-free

@@ -66,6 +66,19 @@ pub(crate) fn const_param<const D: usize>(
     param(vec![value; n], shape, device)
 }
 
+/// Logits x·headᵀ for hidden states x [batch, seq, hidden] and an output table head
+/// [vocab, hidden] (the tied embedding or `lm_head.weight`) → [batch, seq, vocab].
+///
+/// A 2-D product against the transposed view: the backend's strided GEMM reads the table in
+/// place, where the 3-D `linear` materialised its transpose on every call.
+pub(crate) fn lm_head(x: Tensor<3>, head: Tensor<2>) -> Tensor<3> {
+    let [b, s, d] = x.dims();
+    let vocab = head.dims()[0];
+    x.reshape([b * s, d])
+        .matmul(head.transpose())
+        .reshape([b, s, vocab])
+}
+
 /// Row-major f32 values of a tensor.
 pub fn tensor_to_vec<const D: usize>(t: &Tensor<D>) -> Result<Vec<f32>> {
     t.to_data()

@@ -270,7 +270,10 @@ fn fused_scan_equals_tensor_scan() {
     let bm: Vec<f32> = (0..b * s * n).map(|i| val(i, 3) - 0.5).collect();
     let cm: Vec<f32> = (0..b * s * n).map(|i| val(i, 4) - 0.5).collect();
     let x: Vec<f32> = (0..b * s * e).map(|i| 2.0 * val(i, 5) - 1.0).collect();
-    let fused = fused_scan(&delta, &a, &bm, &cm, &x, ScanDims { b, s, e, n });
+    let dims = ScanDims { b, s, e, n };
+    let fused = fused_scan(&delta, &a, &bm, &cm, &x, dims).unwrap();
+    let err = fused_scan(&delta, &a[1..], &bm, &cm, &x, dims).unwrap_err();
+    assert!(err.to_string().contains("`a` has 349 values"), "{err}");
 
     let t = |v: &[f32], shape: [usize; 4]| {
         Tensor::<4>::from_data(TensorData::new(v.to_vec(), shape), &device)

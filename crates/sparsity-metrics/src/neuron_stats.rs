@@ -272,6 +272,15 @@ fn block_stats_avx2<A: Activation>(block: &[A], n: usize, t: f64, out: BlockOut<
     block_stats_portable(block, n, t, out)
 }
 
+/// The `TILE` elements of `block` from `start` as an array (a fixed length lets the tile loop
+/// vectorise); `None` past the end.
+#[inline(always)]
+fn tile_row<A>(block: &[A], start: usize) -> Option<&[A; TILE]> {
+    block
+        .get(start..start + TILE)
+        .and_then(|x| <&[A; TILE]>::try_from(x).ok())
+}
+
 #[inline(always)]
 fn block_stats_portable<A: Activation>(block: &[A], n: usize, t: f64, out: BlockOut<'_>) {
     let rows = block.len() / n;
@@ -301,10 +310,7 @@ fn block_stats_portable<A: Activation>(block: &[A], n: usize, t: f64, out: Block
             if ahead {
                 prefetch(block, r * n + j0 + PREFETCH_AHEAD);
             }
-            let Some(x) = block
-                .get(r * n + j0..r * n + j0 + TILE)
-                .and_then(|x| <&[A; TILE]>::try_from(x).ok())
-            else {
+            let Some(x) = tile_row(block, r * n + j0) else {
                 break;
             };
             for k in 0..TILE {
@@ -324,10 +330,7 @@ fn block_stats_portable<A: Activation>(block: &[A], n: usize, t: f64, out: Block
             }
             let mut q = [0f64; TILE];
             for r in 0..rows {
-                let Some(x) = block
-                    .get(r * n + j0..r * n + j0 + TILE)
-                    .and_then(|x| <&[A; TILE]>::try_from(x).ok())
-                else {
+                let Some(x) = tile_row(block, r * n + j0) else {
                     break;
                 };
                 for k in 0..TILE {
