@@ -181,6 +181,14 @@ impl Default for TrainConfig {
 }
 
 impl TrainConfig {
+    /// Sets the number of optimiser steps, with evaluations every quarter of the run and the
+    /// warm-up capped at a tenth of it (at least one step).
+    pub fn set_steps(&mut self, steps: usize) {
+        self.steps = steps;
+        self.warmup_steps = self.warmup_steps.min(steps / 10).max(1).min(steps);
+        self.eval_every = (steps / 4).max(1);
+    }
+
     /// Checks every option; returns the config unchanged when valid.
     pub fn validate(self) -> Result<Self, TrainError> {
         fn bad(option: &'static str, value: impl ToString, reason: &'static str) -> TrainError {

@@ -297,23 +297,34 @@ fn calibration_windows_are_seeded_and_in_range() {
 }
 
 /// The ordering on the trained demo models (trains them on first use: several minutes; run with
-/// `cargo test -p sparsity-pruning --test model -- --ignored`). SparseGPT has the smallest mean
-/// per-layer error on both; Wanda beats magnitude on the Mamba but **not** on the demo GPT-2
-/// (measured 1.6e-3 / 1.03e-2 / 9.6e-3): its LayerNorm-fed layers (c_attn, c_fc) have near-uniform
-/// input norms, where Wanda's per-row groups lose to magnitude's per-layer threshold (Wanda wins
-/// on every c_proj). See docs/pruning.md.
+/// `cargo test -p sparsity-pruning --test model -- --ignored`; `DEMO_EXP=<cache entry>` points it
+/// at another cache entry). SparseGPT has the smallest mean per-layer error and Wanda beats
+/// magnitude on both (measured on the 1200-step demo GPT-2: 1.53e-3 / 9.73e-3 / 1.04e-2). On the
+/// former 400-step GPT-2 Wanda lost to magnitude (1.6e-3 / 1.03e-2 / 9.6e-3): its LayerNorm-fed
+/// layers still had near-uniform input norms. See docs/pruning.md.
 #[test]
 #[ignore = "trains the demo models on first use (several minutes)"]
 fn demo_models_order_sparsegpt_wanda_magnitude() {
     let device = cpu_device();
-    let demo =
-        sparsity_models::demo::ensure_demo_models(&sparsity_models::demo::default_cache_dir())
+    let (gpt2_dir, mamba_dir, tok_path) = match std::env::var_os("DEMO_EXP") {
+        Some(d) => {
+            let d = std::path::PathBuf::from(d);
+            (d.join("gpt2"), d.join("mamba"), d.join("tokenizer.json"))
+        }
+        None => {
+            let demo = sparsity_models::demo::ensure_demo_models(
+                &sparsity_models::demo::default_cache_dir(),
+            )
             .unwrap();
-    let tok = sparsity_models::text::TextTokenizer::from_file(&demo.tokenizer_path).unwrap();
+            (demo.gpt2_dir, demo.mamba_dir, demo.tokenizer_path)
+        }
+    };
+    let demo = (&gpt2_dir, &mamba_dir);
+    let tok = sparsity_models::text::TextTokenizer::from_file(&tok_path).unwrap();
     // fresh texts from the demo corpus generator (another seed than training's)
     let corpus = sparsity_models::corpus::generate(1234, 200).join("\n");
     let ids = tok.encode(&corpus).unwrap();
-    for (dir, wanda_beats_magnitude) in [(&demo.gpt2_dir, false), (&demo.mamba_dir, true)] {
+    for dir in [demo.0, demo.1] {
         let calib = calibration_windows(&ids, 32, 32, 0).unwrap();
         let mut errs = Vec::new();
         for method in [METHODS[3], METHODS[1], METHODS[0]] {
@@ -328,11 +339,6 @@ fn demo_models_order_sparsegpt_wanda_magnitude() {
             "{}: {errs:?}",
             dir.display()
         );
-        assert_eq!(
-            errs[1] <= errs[2],
-            wanda_beats_magnitude,
-            "{}: {errs:?}",
-            dir.display()
-        );
+        assert!(errs[1] <= errs[2], "{}: {errs:?}", dir.display());
     }
 }

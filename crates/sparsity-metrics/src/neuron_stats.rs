@@ -2,9 +2,11 @@
 //! fraction of exact zeros, fraction below a magnitude threshold, and optionally an exact
 //! magnitude histogram for activation-level sparsity.
 //!
-//! Moments use blocks of rows: a block's mean and centred sum of squares
-//! `M2_b = Σ (a − mean_b)²` are computed in f64 (two passes over a cache-resident block) and
-//! merged into the running state with the update of Chan, Golub & LeVeque (1979):
+//! Moments use blocks of 32 rows, read once: per neuron, the shifted sums `S = Σ (a − k)` and
+//! `Q = Σ (a − k)²` are accumulated in f64 with the shift `k` = the running mean (the first
+//! row for the first block), so that no large values cancel; the block's mean is `k + S/n_b`
+//! and its centred sum of squares `M2_b = Q − S²/n_b`. Blocks are merged into the running
+//! state with the update of Chan, Golub & LeVeque (1979):
 //!
 //! `δ = mean_b − mean_a`, `mean = mean_a + δ·n_b/n`, `M2 = M2_a + M2_b + δ²·n_a·n_b/n`.
 //!
@@ -29,13 +31,13 @@ use serde::{Deserialize, Serialize};
 use crate::activation_sparsity::ActivationHistogram;
 use crate::error::{MetricsError, Result};
 
-/// Rows per moment block (two passes over a block stay in cache).
+/// Rows per moment block (a tile's accumulators stay in registers over a block).
 const BLOCK_ROWS: usize = 32;
 /// Target elements per parallel chunk (chunk rows depend only on the neuron count).
 const CHUNK_ELEMS: usize = 1 << 21;
 
 /// An activation element type that can be accumulated in f64.
-pub trait Activation: Copy + Send + Sync + 'static {
+pub trait Activation: Copy + Default + Send + Sync + 'static {
     /// The magnitude type: |a| in the element's own precision (exact), compared there.
     #[doc(hidden)]
     type Mag: Copy + PartialOrd + Default;
@@ -214,12 +216,6 @@ pub struct NeuronStats {
 /// vector registers while the tile's rows stream past).
 const TILE: usize = 8;
 
-/// A tile walks every row of the block at once (32 strided streams, more than the hardware
-/// prefetchers follow), so each row's data is prefetched this many elements ahead ...
-const PREFETCH_AHEAD: usize = 64;
-/// ... once per this many elements (one 64-byte line of f32).
-const PREFETCH_EVERY: usize = 16;
-
 /// Hints the CPU to load `block[i]` into the cache (no-op when out of bounds or not on x86-64).
 #[inline(always)]
 fn prefetch<A>(block: &[A], i: usize) {
@@ -237,39 +233,40 @@ fn prefetch<A>(block: &[A], i: usize) {
     let _ = (block, i);
 }
 
-/// Per-block outputs of [`block_stats`]: the block's per-neuron sums (and, on request, centred
-/// sums of squares), plus the running magnitude counters, which are updated in place.
+/// Per-block outputs of [`block_stats`]: the block's per-neuron shifted sums `Σ (a − shift)`
+/// and (on request) `Σ (a − shift)²`, plus the running magnitude counters, which are updated in
+/// place.
 struct BlockOut<'a> {
+    shift: &'a [f64],
     sum: &'a mut [f64],
-    m2: Option<&'a mut [f64]>,
+    sq: Option<&'a mut [f64]>,
     sum_abs: &'a mut [f64],
     max_abs: &'a mut [f64],
     zeros: &'a mut [u64],
     below: &'a mut [u64],
 }
 
-/// One block of `rows × n` activations: per-neuron sum, optionally the centred sum of squares
-/// `Σ (a − mean_b)²` (second pass over the same, cache-resident, rows), and the magnitude
-/// counters. The arithmetic per neuron is sequential over rows, so the vectorised (AVX2) and
-/// portable paths give bit-identical results.
-fn block_stats<A: Activation>(block: &[A], n: usize, t: f64, out: BlockOut<'_>) {
+/// One block of `rows × n` activations (`rows ≤ BLOCK_ROWS`) in one pass: per-neuron shifted
+/// sums and magnitude counters. The arithmetic per neuron is sequential over rows, so the
+/// vectorised (AVX2 + FMA) and portable paths give bit-identical results.
+fn block_stats<A: Activation>(block: &[A], next: &[A], n: usize, t: f64, out: BlockOut<'_>) {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU supports AVX2 (checked just above); the function has no other
-        // requirement.
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU supports AVX2 and FMA (checked just above); the function has no
+        // other requirement.
         #[allow(unsafe_code)]
         unsafe {
-            block_stats_avx2(block, n, t, out)
+            block_stats_avx2(block, next, n, t, out)
         };
         return;
     }
-    block_stats_portable(block, n, t, out)
+    block_stats_portable(block, next, n, t, out)
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-fn block_stats_avx2<A: Activation>(block: &[A], n: usize, t: f64, out: BlockOut<'_>) {
-    block_stats_portable(block, n, t, out)
+#[target_feature(enable = "avx2,fma")]
+fn block_stats_avx2<A: Activation>(block: &[A], next: &[A], n: usize, t: f64, out: BlockOut<'_>) {
+    block_stats_portable(block, next, n, t, out)
 }
 
 /// The `TILE` elements of `block` from `start` as an array (a fixed length lets the tile loop
@@ -281,96 +278,153 @@ fn tile_row<A>(block: &[A], start: usize) -> Option<&[A; TILE]> {
         .and_then(|x| <&[A; TILE]>::try_from(x).ok())
 }
 
+/// Register accumulators of one tile of `TILE` neurons over a block.
+struct TileAcc<A: Activation> {
+    s: [f64; TILE],
+    q: [f64; TILE],
+    sa: [f64; TILE],
+    mx: [A::Mag; TILE],
+    z: [u32; TILE],
+    b: [u32; TILE],
+}
+
+/// Streams `rows` rows of one tile (element `off + r·stride` starts row r) through the
+/// accumulators. `SQ` adds the shifted squares.
 #[inline(always)]
-fn block_stats_portable<A: Activation>(block: &[A], n: usize, t: f64, out: BlockOut<'_>) {
-    let rows = block.len() / n;
+fn tile_kernel<A: Activation, const SQ: bool>(
+    src: &[A],
+    rows: usize,
+    stride: usize,
+    off: usize,
+    shift: &[f64; TILE],
+    tm: A::Mag,
+) -> TileAcc<A> {
+    let zero = A::Mag::default();
+    let mut acc = TileAcc::<A> {
+        s: [0.0; TILE],
+        q: [0.0; TILE],
+        sa: [0.0; TILE],
+        mx: [zero; TILE],
+        z: [0; TILE],
+        b: [0; TILE],
+    };
+    for r in 0..rows {
+        let Some(x) = tile_row(src, r * stride + off) else {
+            break;
+        };
+        for k in 0..TILE {
+            let v = x[k].to_f64();
+            let a = x[k].mag();
+            let d = v - shift[k];
+            acc.s[k] += d;
+            if SQ {
+                acc.q[k] = d.mul_add(d, acc.q[k]);
+            }
+            acc.sa[k] += v.abs();
+            acc.mx[k] = if a > acc.mx[k] { a } else { acc.mx[k] };
+            // |a| == 0 exactly when a == 0 (either sign of zero)
+            acc.z[k] += u32::from(a == zero);
+            acc.b[k] += u32::from(a < tm);
+        }
+    }
+    acc
+}
+
+#[inline(always)]
+fn block_stats_portable<A: Activation>(
+    block: &[A],
+    next: &[A],
+    n: usize,
+    t: f64,
+    out: BlockOut<'_>,
+) {
+    if out.sq.is_some() {
+        block_stats_impl::<A, true>(block, next, n, t, out)
+    } else {
+        block_stats_impl::<A, false>(block, next, n, t, out)
+    }
+}
+
+#[inline(always)]
+fn block_stats_impl<A: Activation, const SQ: bool>(
+    block: &[A],
+    next: &[A],
+    n: usize,
+    t: f64,
+    out: BlockOut<'_>,
+) {
+    let rows = (block.len() / n).min(BLOCK_ROWS);
     if rows == 0 {
         return;
     }
-    let inv = 1.0 / rows as f64;
     let BlockOut {
+        shift,
         sum,
-        mut m2,
+        mut sq,
         sum_abs,
         max_abs,
         zeros,
         below,
     } = out;
     let tm = A::mag_threshold(t);
-    let zero = A::Mag::default();
-    let full = n / TILE * TILE;
-    for j0 in (0..full).step_by(TILE) {
-        let mut s = [0f64; TILE];
-        let mut sa = [0f64; TILE];
-        let mut mx = [zero; TILE];
-        let mut z = [0u32; TILE];
-        let mut b = [0u32; TILE];
-        let ahead = j0 % PREFETCH_EVERY == 0;
-        for r in 0..rows {
-            if ahead {
-                prefetch(block, r * n + j0 + PREFETCH_AHEAD);
-            }
-            let Some(x) = tile_row(block, r * n + j0) else {
-                break;
-            };
-            for k in 0..TILE {
-                let a = x[k].mag();
-                s[k] += x[k].to_f64();
-                sa[k] += A::mag_to_f64(a);
-                mx[k] = if a > mx[k] { a } else { mx[k] };
-                // |a| == 0 exactly when a == 0 (either sign of zero)
-                z[k] += u32::from(a == zero);
-                b[k] += u32::from(a < tm);
-            }
+    // The next block is prefetched line by line, spread evenly over this block's tiles, so
+    // that memory streams sequentially while the tiles walk their strided rows.
+    let line = (64 / std::mem::size_of::<A>()).max(1);
+    let tiles = (n / TILE).max(1);
+    let lines_per_tile = next.len().div_ceil(line).div_ceil(tiles);
+    let mut next_line = 0usize;
+    let mut store = |j0: usize, acc: TileAcc<A>, sq: &mut Option<&mut [f64]>| {
+        sum[j0..j0 + TILE].copy_from_slice(&acc.s);
+        if let Some(sq) = sq.as_deref_mut() {
+            sq[j0..j0 + TILE].copy_from_slice(&acc.q);
         }
-        if let Some(m2) = m2.as_deref_mut() {
-            let mut mean = [0f64; TILE];
-            for k in 0..TILE {
-                mean[k] = s[k] * inv;
-            }
-            let mut q = [0f64; TILE];
-            for r in 0..rows {
-                let Some(x) = tile_row(block, r * n + j0) else {
-                    break;
-                };
-                for k in 0..TILE {
-                    let d = x[k].to_f64() - mean[k];
-                    q[k] += d * d;
-                }
-            }
-            m2[j0..j0 + TILE].copy_from_slice(&q);
-        }
-        sum[j0..j0 + TILE].copy_from_slice(&s);
         for k in 0..TILE {
             let j = j0 + k;
-            let m = A::mag_to_f64(mx[k]);
-            sum_abs[j] += sa[k];
+            let m = A::mag_to_f64(acc.mx[k]);
+            sum_abs[j] += acc.sa[k];
             max_abs[j] = if m > max_abs[j] { m } else { max_abs[j] };
-            zeros[j] += u64::from(z[k]);
-            below[j] += u64::from(b[k]);
+            zeros[j] += u64::from(acc.z[k]);
+            below[j] += u64::from(acc.b[k]);
         }
+    };
+    let mut prefetch_next = |count: usize| {
+        for _ in 0..count {
+            prefetch(next, next_line * line);
+            next_line += 1;
+        }
+    };
+    let shift_of = |j0: usize| -> [f64; TILE] {
+        let mut k = [0.0; TILE];
+        k.copy_from_slice(&shift[j0..j0 + TILE]);
+        k
+    };
+    let full = n / TILE * TILE;
+    let mut j0 = 0;
+    while j0 < full {
+        prefetch_next(lines_per_tile);
+        let acc = tile_kernel::<A, SQ>(block, rows, n, j0, &shift_of(j0), tm);
+        store(j0, acc, &mut sq);
+        j0 += TILE;
     }
     for j in full..n {
-        let (mut s, mut sa, mut mx, mut z, mut b) = (0f64, 0f64, 0f64, 0u64, 0u64);
+        let (mut s, mut q, mut sa, mut mx, mut z, mut b) = (0f64, 0f64, 0f64, 0f64, 0u64, 0u64);
         for r in 0..rows {
             let v = block[r * n + j].to_f64();
             let a = v.abs();
-            s += v;
+            let d = v - shift[j];
+            s += d;
+            if SQ {
+                q = d.mul_add(d, q);
+            }
             sa += a;
             mx = if a > mx { a } else { mx };
             z += u64::from(v == 0.0);
             b += u64::from(a < t);
         }
-        if let Some(m2) = m2.as_deref_mut() {
-            let mean = s * inv;
-            let mut q = 0f64;
-            for r in 0..rows {
-                let d = block[r * n + j].to_f64() - mean;
-                q += d * d;
-            }
-            m2[j] = q;
-        }
         sum[j] = s;
+        if let Some(sq) = sq.as_deref_mut() {
+            sq[j] = q;
+        }
         sum_abs[j] += sa;
         max_abs[j] = if mx > max_abs[j] { mx } else { max_abs[j] };
         zeros[j] += z;
@@ -571,18 +625,37 @@ impl NeuronStats {
         let rows = rows.as_standard_layout();
         let data = rows.as_slice().unwrap_or(&[]);
         let mut total_sum = vec![0.0; n];
+        let mut shift = vec![0.0; n];
         let mut bsum = vec![0.0; n];
-        let mut bm2 = vec![0.0; n];
+        let mut bsq = vec![0.0; n];
+        let mut bmean = vec![0.0; n];
         let mut done_rows = 0usize;
-        for block in data.chunks(BLOCK_ROWS * n) {
+        let block_len = BLOCK_ROWS * n;
+        for (bi, block) in data.chunks(block_len).enumerate() {
             let brows = block.len() / n;
+            let next = data
+                .get((bi + 1) * block_len..)
+                .map_or(&[][..], |rest| &rest[..rest.len().min(block_len)]);
+            if as_samples {
+                // Shifted sums stay small (no cancellation): shift by the running mean, or by
+                // the first row for the first block.
+                if self.samples == 0 {
+                    for (k, a) in shift.iter_mut().zip(&block[..n]) {
+                        *k = a.to_f64();
+                    }
+                } else {
+                    shift.copy_from_slice(&self.mean);
+                }
+            }
             block_stats(
                 block,
+                next,
                 n,
                 t,
                 BlockOut {
+                    shift: &shift,
                     sum: &mut bsum,
-                    m2: as_samples.then_some(&mut bm2[..]),
+                    sq: as_samples.then_some(&mut bsq[..]),
                     sum_abs: &mut self.sum_abs,
                     max_abs: &mut self.max_abs,
                     zeros: &mut self.zeros,
@@ -604,14 +677,22 @@ impl NeuronStats {
             self.tokens += brows as u64;
             if as_samples {
                 let inv = 1.0 / brows as f64;
-                let bmean: Vec<f64> = bsum.iter().map(|s| s * inv).collect();
+                for ((m, q), (&k, &s)) in bmean
+                    .iter_mut()
+                    .zip(bsq.iter_mut())
+                    .zip(shift.iter().zip(&bsum))
+                {
+                    *m = k + s * inv;
+                    // Σ (a − mean_b)² = Σ (a − k)² − (Σ (a − k))² / rows, never below 0
+                    *q = (*q - s * s * inv).max(0.0);
+                }
                 merge_moments(
                     self.samples,
                     &mut self.mean,
                     &mut self.m2,
                     brows as u64,
                     &bmean,
-                    &bm2,
+                    &bsq,
                 );
                 self.samples += brows as u64;
             } else {
@@ -796,6 +877,7 @@ mod tests {
     use super::*;
 
     struct Acc {
+        shift: Vec<f64>,
         sum: Vec<f64>,
         m2: Vec<f64>,
         sum_abs: Vec<f64>,
@@ -807,6 +889,7 @@ mod tests {
     impl Acc {
         fn new(n: usize) -> Self {
             Self {
+                shift: (0..n).map(|j| j as f64 * 0.01 - 0.1).collect(),
                 sum: vec![0.0; n],
                 m2: vec![0.0; n],
                 sum_abs: vec![0.0; n],
@@ -817,8 +900,9 @@ mod tests {
         }
         fn out(&mut self) -> BlockOut<'_> {
             BlockOut {
+                shift: &self.shift,
                 sum: &mut self.sum,
-                m2: Some(&mut self.m2),
+                sq: Some(&mut self.m2),
                 sum_abs: &mut self.sum_abs,
                 max_abs: &mut self.max_abs,
                 zeros: &mut self.zeros,
@@ -827,12 +911,23 @@ mod tests {
         }
     }
 
-    /// The dispatched (AVX2 where present) block kernel equals the portable one bit for bit and
-    /// a plain per-element reference, for neuron counts that are and are not multiples of TILE.
+    /// The dispatched (AVX2 + FMA where present) block kernel equals the portable one bit for
+    /// bit and a plain per-element reference, for neuron counts that are and are not multiples
+    /// of TILE, and blocks of full and partial height.
     #[test]
     fn block_kernel_matches_portable_and_reference() {
-        for n in [1usize, 7, 8, 13, 24, 37] {
-            let rows = 5;
+        for (n, rows) in [
+            (1usize, 5usize),
+            (7, 5),
+            (8, 32),
+            (13, 5),
+            (16, 7),
+            (24, 32),
+            (37, 3),
+        ]
+        .into_iter()
+        .chain([(256, 32), (256, 9), (264, 32), (512, 1)])
+        {
             let data: Vec<f32> = (0..rows * n)
                 .map(|i| {
                     let v = ((i * 7919) % 23) as f32 / 7.0 - 1.5;
@@ -843,27 +938,33 @@ mod tests {
                     }
                 })
                 .collect();
+            let next = &data[..n.min(data.len())];
             let (mut fast, mut portable) = (Acc::new(n), Acc::new(n));
-            block_stats(&data, n, 1e-3, fast.out());
-            block_stats_portable(&data, n, 1e-3, portable.out());
-            for (a, b) in [
-                (&fast.sum, &portable.sum),
-                (&fast.m2, &portable.m2),
-                (&fast.sum_abs, &portable.sum_abs),
-                (&fast.max_abs, &portable.max_abs),
-            ] {
-                let a: Vec<u64> = a.iter().map(|x| x.to_bits()).collect();
-                let b: Vec<u64> = b.iter().map(|x| x.to_bits()).collect();
-                assert_eq!(a, b, "n = {n}");
+            block_stats(&data, next, n, 1e-3, fast.out());
+            block_stats_portable(&data, next, n, 1e-3, portable.out());
+            for other in [&portable] {
+                for (a, b) in [
+                    (&fast.sum, &other.sum),
+                    (&fast.m2, &other.m2),
+                    (&fast.sum_abs, &other.sum_abs),
+                    (&fast.max_abs, &other.max_abs),
+                ] {
+                    let a: Vec<u64> = a.iter().map(|x| x.to_bits()).collect();
+                    let b: Vec<u64> = b.iter().map(|x| x.to_bits()).collect();
+                    assert_eq!(a, b, "n = {n}, rows = {rows}");
+                }
+                assert_eq!(fast.zeros, other.zeros);
+                assert_eq!(fast.below, other.below);
             }
-            assert_eq!(fast.zeros, portable.zeros);
-            assert_eq!(fast.below, portable.below);
             for j in 0..n {
                 let col: Vec<f64> = (0..rows).map(|r| f64::from(data[r * n + j])).collect();
-                let mean = col.iter().sum::<f64>() / rows as f64;
-                let m2: f64 = col.iter().map(|x| (x - mean) * (x - mean)).sum();
-                assert!((fast.sum[j] - mean * rows as f64).abs() <= 1e-12);
-                assert!((fast.m2[j] - m2).abs() <= 1e-12 * m2.max(1e-30));
+                let k = fast.shift[j];
+                let sum: f64 = col.iter().map(|x| x - k).sum();
+                let sq: f64 = col.iter().map(|x| (x - k) * (x - k)).sum();
+                assert!((fast.sum[j] - sum).abs() <= 1e-12, "n = {n}, j = {j}");
+                assert!((fast.m2[j] - sq).abs() <= 1e-12 * sq.max(1e-30));
+                let abs: f64 = col.iter().map(|x| x.abs()).sum();
+                assert!((fast.sum_abs[j] - abs).abs() <= 1e-12);
                 let max = col.iter().fold(0f64, |m, x| m.max(x.abs()));
                 assert_eq!(fast.max_abs[j], max);
                 assert_eq!(

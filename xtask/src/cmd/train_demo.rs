@@ -22,6 +22,12 @@ pub struct Args {
     /// Optimiser steps per model (default: the demo's own schedule).
     #[arg(long)]
     pub steps: Option<usize>,
+    /// Optimiser steps of the GPT-2 only (after `--steps`).
+    #[arg(long)]
+    pub gpt2_steps: Option<usize>,
+    /// Optimiser steps of the Mamba only (after `--steps`).
+    #[arg(long)]
+    pub mamba_steps: Option<usize>,
 }
 
 /// Runs the command.
@@ -31,6 +37,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if let Some(steps) = args.steps {
         anyhow::ensure!(steps > 0, "--steps must be at least 1");
         config = config.with_steps(steps);
+    }
+    for (flag, steps, train) in [
+        ("--gpt2-steps", args.gpt2_steps, &mut config.gpt2_train),
+        ("--mamba-steps", args.mamba_steps, &mut config.mamba_train),
+    ] {
+        if let Some(steps) = steps {
+            anyhow::ensure!(steps > 0, "{flag} must be at least 1");
+            train.set_steps(steps);
+        }
     }
     let models = demo::ensure_demo_models_with(&cache, &config, args.force)
         .with_context(|| format!("demo models under {}", cache.display()))?;
