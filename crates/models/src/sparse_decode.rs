@@ -10,8 +10,18 @@
 //! calibration entries. The sweep then measures, with all sites masked at once, the sparsity
 //! actually reached on held-out text and the held-out perplexity.
 //!
+//! How the target is spread over a layer's sites is an [`Allocation`]: `Uniform` puts every site
+//! at p (the default); `Greedy` is TEAL's block-wise greedy allocation: per layer, starting
+//! dense, it repeatedly raises by one step the calibration level of the site whose raise costs
+//! the least calibration loss (mean next-token NLL with that layer's sites masked, the other
+//! layers dense), until the layer's mean level weighted by weight-matrix size — the fraction of
+//! the layer's MLP weight reads skipped — reaches p. TEAL scores a raise by the error of the
+//! block's output instead; on the demo GPT-2 that proxy chose worse allocations than uniform
+//! (docs/kernels.md), so the loss itself is the score here. Cost: up to
+//! `sites/layer × layers × p_max / step` calibration forwards.
+//!
 //! This module measures quality only; the speed of a masked GEMV is measured by the
-//! `sparsity-kernels` benchmarks. Decoding with the masked kernel in the models is not built yet.
+//! `sparsity-kernels` benchmarks; [`crate::decode`] decodes with the masked kernel.
 
 use std::collections::BTreeMap;
 
@@ -41,6 +51,56 @@ pub struct Thresholds {
     pub target: f64,
     /// Site → τ.
     pub per_site: BTreeMap<String, f32>,
+    /// Site → the calibration sparsity its τ was taken at (the target itself for `Uniform`).
+    #[serde(default)]
+    pub levels: BTreeMap<String, f64>,
+}
+
+/// How a target sparsity is spread over each layer's MLP-input sites.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Allocation {
+    /// Every site at the target.
+    #[default]
+    Uniform,
+    /// TEAL's block-wise greedy allocation with levels raised `step` at a time (see the module
+    /// documentation).
+    Greedy {
+        /// Level increment, in (0, 0.5].
+        step: f64,
+    },
+}
+
+impl Allocation {
+    /// The greedy allocation with TEAL's step of 0.05.
+    pub const GREEDY: Allocation = Allocation::Greedy { step: 0.05 };
+
+    /// A short name (`uniform`, `greedy`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Allocation::Uniform => "uniform",
+            Allocation::Greedy { .. } => "greedy",
+        }
+    }
+}
+
+/// The MLP-input sites of `model` with the size (elements) of the weight matrix each one feeds.
+pub fn mlp_input_weights(model: &CausalLm) -> Vec<(String, usize)> {
+    let (a, b) = match model {
+        CausalLm::Gpt2(m) => {
+            let (h, i) = (m.config.n_embd, m.config.inner_size());
+            (h * i, i * h)
+        }
+        CausalLm::Mamba(m) => {
+            let (h, i) = (m.config.hidden_size, m.config.inner_size());
+            (h * 2 * i, i * h)
+        }
+    };
+    mlp_input_sites(model)
+        .into_iter()
+        .enumerate()
+        .map(|(k, site)| (site, if k % 2 == 0 { a } else { b }))
+        .collect()
 }
 
 impl Thresholds {
@@ -98,7 +158,8 @@ fn check_targets(targets: &[f64]) -> Result<()> {
 }
 
 /// Calibrates thresholds for each target on `sequences` (all of one length, run `batch_size`
-/// at a time). Memory: every |x| of every site over the calibration tokens.
+/// at a time), every site at the target ([`Allocation::Uniform`]). Memory: every |x| of every
+/// site over the calibration tokens.
 pub fn calibrate_thresholds(
     model: &CausalLm,
     sequences: &[Vec<u32>],
@@ -106,7 +167,33 @@ pub fn calibrate_thresholds(
     batch_size: usize,
     device: &Device,
 ) -> Result<Vec<Thresholds>> {
+    calibrate_thresholds_with(
+        model,
+        sequences,
+        targets,
+        Allocation::Uniform,
+        batch_size,
+        device,
+    )
+}
+
+/// [`calibrate_thresholds`] with a chosen [`Allocation`].
+pub fn calibrate_thresholds_with(
+    model: &CausalLm,
+    sequences: &[Vec<u32>],
+    targets: &[f64],
+    allocation: Allocation,
+    batch_size: usize,
+    device: &Device,
+) -> Result<Vec<Thresholds>> {
     check_targets(targets)?;
+    if let Allocation::Greedy { step } = allocation
+        && !(step > 0.0 && step <= 0.5)
+    {
+        return Err(ModelError::Invalid(format!(
+            "greedy allocation step {step} is outside (0, 0.5]"
+        )));
+    }
     let len = check_sequences(sequences, "threshold calibration")?;
     let sites = mlp_input_sites(model);
     let capture = Capture::sites(sites.iter().cloned());
@@ -114,11 +201,7 @@ pub fn calibrate_thresholds(
     for batch in batches(sequences, len, batch_size, device) {
         let out = model.forward(&batch?, &capture, None)?;
         for site in &sites {
-            let t = out
-                .sites
-                .get(site)
-                .ok_or_else(|| ModelError::Invalid(format!("site `{site}` was not recorded")))?;
-            let v = t.to_vec()?;
+            let v = recorded(&out.sites, site)?;
             if let Some(bad) = v.iter().find(|x| !x.is_finite()) {
                 return Err(ModelError::Invalid(format!(
                     "site `{site}`: non-finite activation {bad} during calibration"
@@ -130,25 +213,143 @@ pub fn calibrate_thresholds(
                 .extend(v.iter().map(|x| f64::from(x.abs())));
         }
     }
-    let mut out: Vec<Thresholds> = targets
-        .iter()
-        .map(|&target| Thresholds {
-            target,
-            per_site: BTreeMap::new(),
-        })
-        .collect();
-    for (site, mut v) in values {
+    for v in values.values_mut() {
         v.sort_by(f64::total_cmp);
-        for th in &mut out {
-            let tau = sparsity_metrics::percentile::percentile_sorted(&v, th.target * 100.0)
-                .map_err(|e| ModelError::Invalid(format!("site `{site}`: {e}")))?;
-            // τ = 0 leaves exact zeros only
-            let tau = if th.target == 0.0 { 0.0 } else { tau as f32 };
-            th.per_site.insert(site.clone(), tau);
-        }
     }
-    Ok(out)
+    let levels: Vec<BTreeMap<String, f64>> = match allocation {
+        Allocation::Uniform => targets
+            .iter()
+            .map(|&t| sites.iter().map(|s| (s.clone(), t)).collect())
+            .collect(),
+        Allocation::Greedy { step } => greedy_levels(
+            model, sequences, len, &values, targets, step, batch_size, device,
+        )?,
+    };
+    targets
+        .iter()
+        .zip(levels)
+        .map(|(&target, levels)| {
+            let per_site = levels
+                .iter()
+                .map(|(site, &level)| Ok((site.clone(), tau_at(&values, site, level)?)))
+                .collect::<Result<_>>()?;
+            Ok(Thresholds {
+                target,
+                per_site,
+                levels,
+            })
+        })
+        .collect()
 }
+
+/// The recorded values of `site`.
+fn recorded(sites: &BTreeMap<String, crate::sites::SiteTensor>, site: &str) -> Result<Vec<f32>> {
+    sites
+        .get(site)
+        .ok_or_else(|| ModelError::Invalid(format!("site `{site}` was not recorded")))?
+        .to_vec()
+}
+
+/// τ of `site` at calibration sparsity `level` (0 → exact zeros only).
+fn tau_at(values: &BTreeMap<String, Vec<f64>>, site: &str, level: f64) -> Result<f32> {
+    if level == 0.0 {
+        return Ok(0.0);
+    }
+    let v = values
+        .get(site)
+        .ok_or_else(|| ModelError::Invalid(format!("site `{site}` was not recorded")))?;
+    let tau = sparsity_metrics::percentile::percentile_sorted(v, level * 100.0)
+        .map_err(|e| ModelError::Invalid(format!("site `{site}`: {e}")))?;
+    Ok(tau as f32)
+}
+
+/// TEAL's block-wise greedy allocation, with the calibration loss as the error: per layer, the
+/// site levels at which the layer's weight-weighted mean level first reaches each target.
+#[allow(clippy::too_many_arguments)]
+fn greedy_levels(
+    model: &CausalLm,
+    sequences: &[Vec<u32>],
+    len: usize,
+    values: &BTreeMap<String, Vec<f64>>,
+    targets: &[f64],
+    step: f64,
+    batch_size: usize,
+    device: &Device,
+) -> Result<Vec<BTreeMap<String, f64>>> {
+    let weights = mlp_input_weights(model);
+    let layers = model.num_layers();
+    // calibration loss (mean NLL per token) with one layer's sites at `lv`, other layers dense
+    let loss = |sites: &[(String, usize)], lv: &[f64]| -> Result<f64> {
+        let mut iv = Intervention::new();
+        for ((site, _), &x) in sites.iter().zip(lv) {
+            iv = iv.edit(site.clone(), Edit::Threshold(tau_at(values, site, x)?));
+        }
+        let (mut nll, mut tokens) = (0.0f64, 0usize);
+        for batch in batches(sequences, len, batch_size, device) {
+            let batch = batch?;
+            let out = model.forward(&batch, &Capture::none(), Some(&iv))?;
+            let (n, t) = crate::text::nll_of_logits(out.logits, &batch)?;
+            nll += n;
+            tokens += t;
+        }
+        Ok(nll / tokens.max(1) as f64)
+    };
+    let mut order: Vec<usize> = (0..targets.len()).collect();
+    order.sort_by(|&a, &b| targets[a].total_cmp(&targets[b]));
+    let mut result: Vec<BTreeMap<String, f64>> = vec![BTreeMap::new(); targets.len()];
+    let per_layer = weights.len() / layers.max(1);
+    let bar = indicatif::ProgressBar::new(layers as u64);
+    for l in 0..layers {
+        let sites = &weights[l * per_layer..(l + 1) * per_layer];
+        let total: f64 = sites.iter().map(|(_, w)| *w as f64).sum();
+        let mean = |lv: &[f64]| -> f64 {
+            sites
+                .iter()
+                .zip(lv)
+                .map(|((_, w), x)| *w as f64 * x)
+                .sum::<f64>()
+                / total
+        };
+        // levels in whole steps (no drift from repeated float additions)
+        let mut counts = vec![0u32; sites.len()];
+        let levels = |c: &[u32]| -> Vec<f64> { c.iter().map(|&n| f64::from(n) * step).collect() };
+        for &ti in &order {
+            let target = targets[ti];
+            while mean(&levels(&counts)) < target - 1e-9 {
+                let mut best: Option<(f64, usize)> = None;
+                for k in 0..counts.len() {
+                    let mut cand = counts.clone();
+                    cand[k] += 1;
+                    let cand = levels(&cand);
+                    if cand[k] > MAX_LEVEL + 1e-9 {
+                        continue;
+                    }
+                    let e = loss(sites, &cand)?;
+                    // ties go to the earlier site, so the result does not depend on float noise
+                    if best.is_none_or(|(b, _)| e < b) {
+                        best = Some((e, k));
+                    }
+                }
+                let Some((_, k)) = best else {
+                    return Err(ModelError::Invalid(format!(
+                        "greedy allocation: layer {l} cannot reach sparsity {target} with every \
+                         site at most {MAX_LEVEL} in steps of {step}"
+                    )));
+                };
+                counts[k] += 1;
+            }
+            for ((site, _), x) in sites.iter().zip(levels(&counts)) {
+                result[ti].insert(site.clone(), x);
+            }
+        }
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    Ok(result)
+}
+
+/// The highest calibration level the greedy allocation gives a site.
+const MAX_LEVEL: f64 = 0.99;
 
 /// One row of the sparsity sweep.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -157,6 +358,10 @@ pub struct SweepRow {
     pub target: f64,
     /// Fraction of zeroed entries over all sites on the held-out text (masks applied together).
     pub achieved_sparsity: f64,
+    /// The per-site held-out sparsities weighted by the size of the weight each site feeds: the
+    /// fraction of MLP weight reads a masked GEMV skips.
+    #[serde(default)]
+    pub weight_sparsity: f64,
     /// Per site, the fraction zeroed on the held-out text.
     pub per_site_sparsity: BTreeMap<String, f64>,
     /// Held-out perplexity with the masks.
@@ -172,6 +377,9 @@ pub struct SweepRow {
 pub struct SparseDecodeReport {
     /// Model family.
     pub family: String,
+    /// How each target was spread over a layer's sites.
+    #[serde(default)]
+    pub allocation: Allocation,
     /// The sites masked.
     pub sites: Vec<String>,
     /// Calibration sequences × length.
@@ -222,7 +430,8 @@ fn masked_eval(
 }
 
 /// Calibrates thresholds on `calibration`, then measures held-out perplexity and achieved
-/// sparsity on `eval` (all sequences of one length each set) for every target.
+/// sparsity on `eval` (all sequences of one length each set) for every target
+/// ([`Allocation::Uniform`]).
 pub fn sparsity_sweep(
     model: &CausalLm,
     calibration: &[Vec<u32>],
@@ -231,10 +440,33 @@ pub fn sparsity_sweep(
     batch_size: usize,
     device: &Device,
 ) -> Result<SparseDecodeReport> {
+    sparsity_sweep_with(
+        model,
+        calibration,
+        eval,
+        targets,
+        Allocation::Uniform,
+        batch_size,
+        device,
+    )
+}
+
+/// [`sparsity_sweep`] with a chosen [`Allocation`].
+pub fn sparsity_sweep_with(
+    model: &CausalLm,
+    calibration: &[Vec<u32>],
+    eval: &[Vec<u32>],
+    targets: &[f64],
+    allocation: Allocation,
+    batch_size: usize,
+    device: &Device,
+) -> Result<SparseDecodeReport> {
     let eval_len = check_sequences(eval, "evaluation")?;
     let calib_len = check_sequences(calibration, "threshold calibration")?;
-    let thresholds = calibrate_thresholds(model, calibration, targets, batch_size, device)?;
+    let thresholds =
+        calibrate_thresholds_with(model, calibration, targets, allocation, batch_size, device)?;
     let sites = mlp_input_sites(model);
+    let weights: BTreeMap<String, usize> = mlp_input_weights(model).into_iter().collect();
     let (dense, _) = masked_eval(model, eval, eval_len, batch_size, None, &sites, device)?;
     let bar = indicatif::ProgressBar::new(thresholds.len() as u64);
     let mut rows = Vec::with_capacity(thresholds.len());
@@ -250,9 +482,14 @@ pub fn sparsity_sweep(
             perplexity = ppl.perplexity,
             "sparse-decode sweep row"
         );
+        let (wz, wn) = zeros.iter().fold((0.0f64, 0.0f64), |(a, b), (k, (z, n))| {
+            let w = weights.get(k).copied().unwrap_or(0) as f64;
+            (a + w * *z as f64 / (*n).max(1) as f64, b + w)
+        });
         rows.push(SweepRow {
             target: th.target,
             achieved_sparsity: z as f64 / n.max(1) as f64,
+            weight_sparsity: wz / wn.max(1.0),
             per_site_sparsity: zeros
                 .iter()
                 .map(|(k, (z, n))| (k.clone(), *z as f64 / (*n).max(1) as f64))
@@ -266,6 +503,7 @@ pub fn sparsity_sweep(
     bar.finish_and_clear();
     Ok(SparseDecodeReport {
         family: model.family().to_string(),
+        allocation,
         sites,
         calibration: [calibration.len(), calib_len],
         evaluation: [eval.len(), eval_len],

@@ -338,6 +338,77 @@ fn sparse_decode_thresholds_reach_their_targets() {
     }
 }
 
+/// TEAL's greedy allocation: per layer, the weight-weighted mean calibration level reaches the
+/// target within one step; levels are whole steps in [0, 0.99]; a harder target never lowers a
+/// site's level; the same inputs give the same thresholds; a bad step is an error.
+#[test]
+fn greedy_allocation_reaches_each_layers_target() {
+    use sparsity_models::sparse_decode::{
+        Allocation, calibrate_thresholds_with, mlp_input_weights, sparsity_sweep_with,
+    };
+    let device = cpu_device();
+    for name in ["gpt2-tiny", "mamba-tiny"] {
+        let model = load(name);
+        let v = model.vocab_size() as u32;
+        let calib: Vec<Vec<u32>> = (0..4u32)
+            .map(|i| (0..12u32).map(|t| (i * 211 + t * 41 + 5) % v).collect())
+            .collect();
+        let step = 0.1;
+        let alloc = Allocation::Greedy { step };
+        let targets = [0.5, 0.0, 0.3];
+        let th = calibrate_thresholds_with(&model, &calib, &targets, alloc, 2, &device).unwrap();
+        assert_eq!(
+            th,
+            calibrate_thresholds_with(&model, &calib, &targets, alloc, 2, &device).unwrap()
+        );
+        assert!(th[1].per_site.values().all(|t| *t == 0.0), "{name}");
+        let weights = mlp_input_weights(&model);
+        assert_eq!(weights.len(), 2 * model.num_layers());
+        for (t, target) in th.iter().zip(targets) {
+            assert_eq!(t.target, target);
+            for pair in weights.chunks(2) {
+                let total: f64 = pair.iter().map(|(_, w)| *w as f64).sum();
+                let mean: f64 = pair
+                    .iter()
+                    .map(|(s, w)| *w as f64 * t.levels[s])
+                    .sum::<f64>()
+                    / total;
+                assert!(
+                    mean >= target - 1e-9 && mean < target + step,
+                    "{name} {pair:?}: {mean} for {target}"
+                );
+                for (s, _) in pair {
+                    let l = t.levels[s];
+                    assert!((0.0..=0.99).contains(&l), "{name} {s}: {l}");
+                    assert!(
+                        ((l / step).round() * step - l).abs() < 1e-9,
+                        "{name} {s}: {l}"
+                    );
+                    // nested: the 0.5 allocation is at least the 0.3 one at every site
+                    assert!(th[0].levels[s] >= th[2].levels[s], "{name} {s}");
+                }
+            }
+        }
+        let report =
+            sparsity_sweep_with(&model, &calib, &calib, &[0.3], alloc, 2, &device).unwrap();
+        assert_eq!(report.allocation, alloc);
+        let w = report.rows[0].weight_sparsity;
+        assert!((0.15..0.6).contains(&w), "{name}: weight sparsity {w}");
+        for bad in [0.0, -0.1, 0.6, f64::NAN] {
+            let e = calibrate_thresholds_with(
+                &model,
+                &calib,
+                &[0.5],
+                Allocation::Greedy { step: bad },
+                2,
+                &device,
+            )
+            .unwrap_err();
+            assert!(e.to_string().contains("step"), "{e}");
+        }
+    }
+}
+
 #[test]
 fn cpu_decoder_equals_the_forward_pass_dense_and_masked() {
     use sparsity_models::decode::{Decoder, decode_sequences};

@@ -4,14 +4,17 @@
 //! Default: both demo models, calibrated on windows of the demo corpus' training texts and
 //! evaluated on windows of its held-out split. With `--model`, `--calib-texts` and
 //! `--eval-texts` are required. Writes `sparse_decode.json`, `sparse_decode.png` and
-//! `sparse_decode.md` into `--out-dir`. Measures quality only (decode speed with the masked
-//! GEMV is not built into the models yet; see docs/kernels.md).
+//! `sparse_decode.md` into `--out-dir`: per allocation (uniform, TEAL's greedy), perplexity,
+//! achieved sparsity and, with `--decode-windows`, token-by-token decode speed on this crate's
+//! masked GEMV (see docs/kernels.md).
 
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use sparsity_models::decode::{DecodeRun, Decoder, decode_sequences};
-use sparsity_models::sparse_decode::{SparseDecodeReport, plot_sweep, sparsity_sweep};
+use sparsity_models::sparse_decode::{
+    Allocation, SparseDecodeReport, plot_sweep, sparsity_sweep_with,
+};
 use sparsity_models::text::{TextTokenizer, read_texts};
 use sparsity_models::{CausalLm, cpu_device};
 use sparsity_pruning::model::calibration_windows;
@@ -53,9 +56,25 @@ pub struct Args {
     /// Output directory.
     #[arg(long, default_value = "results/sparse-decode")]
     pub out_dir: PathBuf,
+    /// How each target is spread over a layer's sites: `uniform` (every site at the target),
+    /// `greedy` (TEAL's block-wise greedy allocation by weight size); comma separated.
+    #[arg(long, value_delimiter = ',', default_value = "uniform,greedy")]
+    pub allocation: Vec<AllocationArg>,
+    /// Level step of the greedy allocation.
+    #[arg(long, default_value_t = 0.05)]
+    pub greedy_step: f64,
     /// Demo model cache directory (default: target/sparsity-lab-cache/demo).
     #[arg(long)]
     pub cache: Option<PathBuf>,
+}
+
+/// `--allocation` values.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AllocationArg {
+    /// Every site at the target.
+    Uniform,
+    /// TEAL's block-wise greedy allocation.
+    Greedy,
 }
 
 /// Runs the command.
@@ -106,31 +125,45 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 args.seq_len
             );
         }
-        tracing::info!(model = %name, "sparse-decode sweep");
-        let report = sparsity_sweep(
-            &model,
-            &calib,
-            &eval,
-            &args.sparsities,
-            args.batch_size,
-            &device,
-        )
-        .with_context(|| format!("sweeping {name}"))?;
-        if args.decode_windows > 0 {
+        let dense_run = if args.decode_windows > 0 {
             let windows = &eval[..args.decode_windows.min(eval.len())];
             let mut dense = Decoder::new(&model, None)?;
             // warm-up (page in the weights, start the rayon pool)
             decode_sequences(&mut dense, &windows[..1])?;
-            let dense_run = decode_sequences(&mut dense, windows)?;
-            let mut rows = Vec::new();
-            for row in &report.rows {
-                let mut dec = Decoder::new(&model, Some(&row.thresholds))?;
-                decode_sequences(&mut dec, &windows[..1])?;
-                rows.push(decode_sequences(&mut dec, windows)?);
+            Some(decode_sequences(&mut dense, windows)?)
+        } else {
+            None
+        };
+        for alloc in &args.allocation {
+            let allocation = match alloc {
+                AllocationArg::Uniform => Allocation::Uniform,
+                AllocationArg::Greedy => Allocation::Greedy {
+                    step: args.greedy_step,
+                },
+            };
+            tracing::info!(model = %name, allocation = allocation.name(), "sparse-decode sweep");
+            let report = sparsity_sweep_with(
+                &model,
+                &calib,
+                &eval,
+                &args.sparsities,
+                allocation,
+                args.batch_size,
+                &device,
+            )
+            .with_context(|| format!("sweeping {name} ({})", allocation.name()))?;
+            if let Some(dense_run) = &dense_run {
+                let windows = &eval[..args.decode_windows.min(eval.len())];
+                let mut rows = Vec::new();
+                for row in &report.rows {
+                    let mut dec = Decoder::new(&model, Some(&row.thresholds))?;
+                    decode_sequences(&mut dec, &windows[..1])?;
+                    rows.push(decode_sequences(&mut dec, windows)?);
+                }
+                decode_runs.push((dense_run.clone(), rows));
             }
-            decode_runs.push((dense_run, rows));
+            reports.push((format!("{name} ({})", allocation.name()), report));
         }
-        reports.push((name.clone(), report));
     }
 
     std::fs::create_dir_all(&args.out_dir)
@@ -139,6 +172,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         "git_revision": crate::util::git_revision(),
         "options": {
             "sparsities": args.sparsities, "nsamples": args.nsamples,
+            "greedy_step": args.greedy_step,
             "eval_windows": args.eval_windows, "seq_len": args.seq_len, "seed": args.seed,
         },
         "models": reports.iter().enumerate().map(|(i, (n, r))| serde_json::json!({
@@ -150,7 +184,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let png = args.out_dir.join("sparse_decode.png");
     plot_sweep(&png, &reports)?;
     let mut md = String::from(
-        "# TEAL-style MLP-input sparsity\n\n| model | target | achieved | perplexity | vs dense | decode tok/s | speed-up |\n|---|---|---|---|---|---|---|\n",
+        "# TEAL-style MLP-input sparsity\n\n`achieved`: fraction of MLP-input entries zeroed on the held-out text; `weights skipped`: the per-site fractions weighted by the size of the weight each site feeds (what a masked GEMV does not read).\n\n| model (allocation) | target | achieved | weights skipped | perplexity | vs dense | decode tok/s | speed-up |\n|---|---|---|---|---|---|---|---|\n",
     );
     for (i, (name, r)) in reports.iter().enumerate() {
         let dec = decode_runs.get(i);
@@ -158,7 +192,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             run.map_or("-".to_string(), |d| format!("{:.1}", d.tokens_per_second))
         };
         md.push_str(&format!(
-            "| {name} | dense | 0 | {:.3} | | {} | 1.00 |\n",
+            "| {name} | dense | 0 | 0 | {:.3} | | {} | 1.00 |\n",
             r.dense.perplexity,
             tps(dec.map(|d| &d.0))
         ));
@@ -171,9 +205,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 _ => "-".into(),
             };
             md.push_str(&format!(
-                "| {name} | {:.2} | {:.3} | {:.3} | {:+.2} % | {} | {speed} |\n",
+                "| {name} | {:.2} | {:.3} | {:.3} | {:.3} | {:+.2} % | {} | {speed} |\n",
                 row.target,
                 row.achieved_sparsity,
+                row.weight_sparsity,
                 row.perplexity.perplexity,
                 100.0 * row.relative_increase,
                 tps(run)
