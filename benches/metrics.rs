@@ -179,6 +179,26 @@ fn bench(c: &mut Criterion) {
             b.iter(|| pool.install(|| black_box(read_sum(black_box(a.as_slice().unwrap())))))
         });
     }
+    // Compute floor: the same number of elements, but 256 cache-resident rows (3 MiB, in L3)
+    // fed 256 times, single-threaded: what the kernel costs when memory is not the limit.
+    let hot = a.slice(ndarray::s![..256, ..]);
+    if let Some((_, pool)) = pools.first() {
+        g.bench_function("neuron_stats_cache_resident/threads=1", |b| {
+            b.iter(|| {
+                pool.install(|| {
+                    let mut s = NeuronStatsParams::new(NEURONS)
+                        .magnitude_threshold(THRESHOLD)
+                        .histogram(false)
+                        .build()
+                        .unwrap();
+                    for _ in 0..TOKENS / 256 {
+                        s.update(black_box(hot)).unwrap();
+                    }
+                    black_box(s)
+                })
+            })
+        });
+    }
     for (t, pool) in &pools {
         g.bench_function(format!("neuron_stats/threads={t}"), |b| {
             b.iter(|| pool.install(|| black_box(stats(black_box(&a)))))

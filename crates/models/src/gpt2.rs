@@ -65,9 +65,22 @@ impl Conv1D {
         }
     }
 
-    /// [.., in] → [.., out]
+    /// [.., in] → [.., out], as one `[rows, in] × [in, out]` product (burn's `linear` keeps a
+    /// batched product with the weight broadcast when each batch's rows fill its tiles, which
+    /// re-packs the weight once per batch).
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        linear(x, self.weight.val(), Some(self.bias.val()))
+        let dims = x.dims();
+        let d_in = dims[D - 1];
+        let rows = dims[..D - 1].iter().product::<usize>();
+        if D < 2 || rows == 0 {
+            return linear(x, self.weight.val(), Some(self.bias.val()));
+        }
+        let w = self.weight.val();
+        let d_out = w.dims()[1];
+        let y = x.reshape([rows, d_in]).matmul(w) + self.bias.val().unsqueeze::<2>();
+        let mut out = dims;
+        out[D - 1] = d_out;
+        y.reshape(out)
     }
 }
 
@@ -210,6 +223,18 @@ impl Gpt2 {
             .reshape([b, 1, s, s])
             .expand([b, h, s, s]);
 
+        // Without padding, and when not differentiating, the attention runs as the backend's
+        // fused causal attention (softmax(q·kᵀ·scale + causal mask)·v) unless its probabilities
+        // are recorded or edited. With padding the explicit path keeps every query row finite
+        // (a left-padded row can have every key masked).
+        let padded = mask
+            .clone()
+            .lower_elem(0.5)
+            .any()
+            .try_into_scalar::<bool>()
+            .map_err(|e| ModelError::Backend(format!("reading the attention mask: {e:?}")))?;
+        let fused_ok = !padded && !x.is_autodiff();
+
         let n_layer = self.blocks.len();
         for (l, blk) in self.blocks.iter().enumerate() {
             let mut scale = if c.scale_attn_weights {
@@ -230,17 +255,27 @@ impl Gpt2 {
                     .swap_dims(1, 2)
             };
             let (q, k, v) = (split(0), split(1), split(2));
-            let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(scale);
-            let scores = scores.mask_fill(masked.clone(), f32::MIN);
-            let probs = burn::tensor::activation::softmax(scores, 3);
-            let probs = hooks.site4(|| format!("attn_probs.{l}"), probs)?;
-            let o = probs.matmul(v).swap_dims(1, 2).reshape([b, s, d]);
+            let ctx = if fused_ok && !hooks.touches(&format!("attn_probs.{l}")) {
+                let options = burn::tensor::ops::AttentionModuleOptions {
+                    scale: Some(scale),
+                    softcap: None,
+                    is_causal: true,
+                };
+                burn::tensor::module::attention(q, k, v, None, None, options)
+            } else {
+                let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(scale);
+                let scores = scores.mask_fill(masked.clone(), f32::MIN);
+                let probs = burn::tensor::activation::softmax(scores, 3);
+                let probs = hooks.site4(|| format!("attn_probs.{l}"), probs)?;
+                probs.matmul(v)
+            };
+            let o = ctx.swap_dims(1, 2).reshape([b, s, d]);
             let o = hooks.site3(|| format!("attn_ctx.{l}"), o)?;
             x = x + blk.attn_c_proj.forward(o);
 
             let m = blk.ln_2.forward(x.clone(), eps);
             let m = hooks.site3(|| format!("mlp_in.{l}"), m)?;
-            let m = act.apply(blk.c_fc.forward(m));
+            let m = act.apply(blk.c_fc.forward(m))?;
             let m = hooks.site3(|| format!("mlp_act.{l}"), m)?;
             x = x + blk.mlp_c_proj.forward(m);
             x = hooks.site3(|| format!("block_out.{l}"), x)?;

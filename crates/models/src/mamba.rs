@@ -274,7 +274,7 @@ impl MambaMixer {
         if let Some(bias) = &self.conv_bias {
             conv = conv + bias.val().reshape([1, 1, e]);
         }
-        let xc = act.apply(conv) * mask3.clone();
+        let xc = act.apply(conv)? * mask3.clone();
         let xc = hooks.site3(|| format!("mixer_conv.{l}"), xc)?;
 
         let ssm = linear(xc.clone(), self.x_proj.val(), None);
@@ -314,7 +314,7 @@ impl MambaMixer {
             Tensor::<3>::from_data(TensorData::new(y, [b, s, e]), &device)
         };
         let y = y + xc * self.d.val().reshape([1, 1, e]);
-        let gated = y * act.apply(z);
+        let gated = y * act.apply(z)?;
         let gated = hooks.site3(|| format!("mixer_gated.{l}"), gated)?;
         Ok(self.out_proj.forward(gated))
     }

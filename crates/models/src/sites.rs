@@ -282,6 +282,14 @@ impl<'a> Hooks<'a> {
         self.capture.contains(name)
     }
 
+    /// Whether `name` is recorded or edited.
+    pub(crate) fn touches(&self, name: &str) -> bool {
+        self.wants(name)
+            || self
+                .intervention
+                .is_some_and(|iv| iv.edits.iter().any(|e| e.site == name))
+    }
+
     /// Edits then records a per-token site [batch, seq, width].
     pub(crate) fn site3(
         &mut self,

@@ -350,3 +350,34 @@ fn mamba_scan_paths_agree_on_logits() {
         }
     }
 }
+
+/// GPT-2's fused causal attention (nothing recorded, no padding) equals the explicit
+/// softmax path (taken when `attn_probs` is recorded) on random configurations.
+#[test]
+fn gpt2_fused_and_explicit_attention_agree() {
+    let device = cpu_device();
+    for (i, c) in gpt2_configs().iter().enumerate() {
+        let model = CausalLm::from(Gpt2::init(c, 50 + i as u64, &device).unwrap());
+        let seq: Vec<i64> = ids(c.vocab_size, 3 * 13, 5)
+            .into_iter()
+            .map(i64::from)
+            .collect();
+        let batch = Batch::from_ids(&seq, 3, 13, &device).unwrap();
+        let fused = logits_vec(&model, &batch);
+        let sites: Vec<String> = (0..c.n_layer).map(|l| format!("attn_probs.{l}")).collect();
+        let explicit = tensor_to_vec(
+            &model
+                .forward(&batch, &Capture::sites(sites), None)
+                .unwrap()
+                .logits,
+        )
+        .unwrap();
+        assert_eq!(fused.len(), explicit.len());
+        for (f, e) in fused.iter().zip(&explicit) {
+            assert!(
+                (f - e).abs() <= 1e-5 * (1.0 + e.abs()),
+                "config {i}: fused {f} vs explicit {e}"
+            );
+        }
+    }
+}
