@@ -8,7 +8,8 @@
 //! (coalesced), and every unit of a cube tests the same x_j, so skipping a masked row is a
 //! uniform branch that reads no weight at all. It writes partial[s, o].
 //! Pass 2 (`reduce_splits`): y[o] = Σ_s partial[s, o] (no float atomics, which not every
-//! CubeCL runtime has).
+//! CubeCL runtime has). `gemv_split_k_vec` is pass 1 with vectorised loads: each unit owns
+//! `CubeLaunch::vector` consecutive outputs and reads one vector per kept row.
 //!
 //! Runtime here: cubecl 0.11.3's wgpu runtime on Mesa's software Vulkan driver (lavapipe,
 //! Debian `mesa-vulkan-drivers`), so the kernel is tested without a GPU. The same kernel code
@@ -55,6 +56,38 @@ fn gemv_split_k(
     }
 }
 
+/// Pass 1 with vectorised loads: unit u owns the `N` consecutive outputs of vector u, reading
+/// one `N`-wide vector per kept row of Wᵀ (needs `n_out` divisible by `N`). Same arithmetic per
+/// output as [`gemv_split_k`].
+#[cube(launch_unchecked)]
+fn gemv_split_k_vec<N: Size>(
+    w_t: &[Vector<f32, N>],
+    x: &[f32],
+    partial: &mut [Vector<f32, N>],
+    tau: f32,
+    n_in: usize,
+    n_out_vec: usize,
+    rows_per_split: usize,
+) {
+    let o = (CUBE_POS_X * CUBE_DIM_X + UNIT_POS_X) as usize;
+    let s = CUBE_POS_Y as usize;
+    if o < n_out_vec {
+        let start = s * rows_per_split;
+        let mut end = start + rows_per_split;
+        if end > n_in {
+            end = n_in;
+        }
+        let mut acc = Vector::<f32, N>::new(0.0f32);
+        for j in start..end {
+            let xv = x[j];
+            if xv.abs() > tau {
+                acc += Vector::<f32, N>::new(xv) * w_t[j * n_out_vec + o];
+            }
+        }
+        partial[s * n_out_vec + o] = acc;
+    }
+}
+
 /// Pass 2: y[o] = Σ_s partial[s, o].
 #[cube(launch_unchecked)]
 fn reduce_splits(partial: &[f32], y: &mut [f32], splits: usize, n_out: usize) {
@@ -75,36 +108,38 @@ pub struct CubeLaunch {
     pub block: u32,
     /// Number of input splits (cubes along y).
     pub splits: u32,
+    /// Outputs per unit, loaded as one vector (1 = scalar loads; 4 needs `out` divisible by 4,
+    /// else the scalar kernel runs).
+    #[serde(default = "one")]
+    pub vector: u32,
+}
+
+fn one() -> u32 {
+    1
 }
 
 impl CubeLaunch {
     /// The candidates the tuner times.
-    pub const CANDIDATES: [CubeLaunch; 6] = [
-        CubeLaunch {
-            block: 64,
-            splits: 1,
-        },
-        CubeLaunch {
-            block: 64,
-            splits: 4,
-        },
-        CubeLaunch {
-            block: 128,
-            splits: 8,
-        },
-        CubeLaunch {
-            block: 128,
-            splits: 16,
-        },
-        CubeLaunch {
-            block: 256,
-            splits: 16,
-        },
-        CubeLaunch {
-            block: 256,
-            splits: 32,
-        },
+    pub const CANDIDATES: [CubeLaunch; 9] = [
+        CubeLaunch::new(64, 1, 1),
+        CubeLaunch::new(64, 4, 1),
+        CubeLaunch::new(128, 8, 1),
+        CubeLaunch::new(128, 16, 1),
+        CubeLaunch::new(256, 16, 1),
+        CubeLaunch::new(256, 32, 1),
+        CubeLaunch::new(64, 8, 4),
+        CubeLaunch::new(128, 16, 4),
+        CubeLaunch::new(256, 32, 4),
     ];
+
+    /// `block` units per cube, `splits` input splits, `vector` outputs per unit.
+    pub const fn new(block: u32, splits: u32, vector: u32) -> Self {
+        Self {
+            block,
+            splits,
+            vector,
+        }
+    }
 }
 
 /// Sparsity bin of an input for the tuning key (tenths, like the original's `SPARSITY_BIN`).
@@ -189,36 +224,59 @@ impl CubeGemv {
 
     #[allow(unsafe_code)] // launch_unchecked: indices are bounds-checked inside the kernels
     fn run(&self, x: &[f32], tau: f32, launch: CubeLaunch) -> Result<Vec<f32>> {
-        if launch.block == 0 || launch.splits == 0 {
+        if launch.block == 0 || launch.splits == 0 || !matches!(launch.vector, 1 | 2 | 4) {
             return Err(KernelError::Device(format!(
-                "launch {launch:?}: block and splits must be at least 1"
+                "launch {launch:?}: block and splits must be at least 1, vector 1, 2 or 4"
             )));
         }
         let splits = (launch.splits as usize).min(self.n_in);
         let rows_per_split = self.n_in.div_ceil(splits);
         let splits = self.n_in.div_ceil(rows_per_split);
-        let blocks = self.n_out.div_ceil(launch.block as usize) as u32;
+        let vector = launch.vector as usize;
+        let vectorised = vector > 1 && self.n_out.is_multiple_of(vector);
+        let units = if vectorised {
+            self.n_out / vector
+        } else {
+            self.n_out
+        };
+        let blocks = units.div_ceil(launch.block as usize) as u32;
         let x_h = self.client.create_from_slice(f32::as_bytes(x));
         let partial = self.client.empty(splits * self.n_out * 4);
         let y = self.client.empty(self.n_out * 4);
         // SAFETY: every index the kernels touch is bounds-checked against n_in / n_out, and the
         // buffers have exactly the lengths given.
         unsafe {
-            gemv_split_k::launch_unchecked(
-                &self.client,
-                CubeCount::Static(blocks, splits as u32, 1),
-                CubeDim::new_1d(launch.block),
-                BufferArg::from_raw_parts(self.weight.clone(), self.n_in * self.n_out),
-                BufferArg::from_raw_parts(x_h, self.n_in),
-                BufferArg::from_raw_parts(partial.clone(), splits * self.n_out),
-                tau,
-                self.n_in,
-                self.n_out,
-                rows_per_split,
-            );
+            if vectorised {
+                gemv_split_k_vec::launch_unchecked(
+                    &self.client,
+                    CubeCount::Static(blocks, splits as u32, 1),
+                    CubeDim::new_1d(launch.block),
+                    vector,
+                    BufferArg::from_raw_parts(self.weight.clone(), self.n_in * self.n_out),
+                    BufferArg::from_raw_parts(x_h, self.n_in),
+                    BufferArg::from_raw_parts(partial.clone(), splits * self.n_out),
+                    tau,
+                    self.n_in,
+                    units,
+                    rows_per_split,
+                );
+            } else {
+                gemv_split_k::launch_unchecked(
+                    &self.client,
+                    CubeCount::Static(blocks, splits as u32, 1),
+                    CubeDim::new_1d(launch.block),
+                    BufferArg::from_raw_parts(self.weight.clone(), self.n_in * self.n_out),
+                    BufferArg::from_raw_parts(x_h, self.n_in),
+                    BufferArg::from_raw_parts(partial.clone(), splits * self.n_out),
+                    tau,
+                    self.n_in,
+                    self.n_out,
+                    rows_per_split,
+                );
+            }
             reduce_splits::launch_unchecked(
                 &self.client,
-                CubeCount::Static(blocks, 1, 1),
+                CubeCount::Static(self.n_out.div_ceil(launch.block as usize) as u32, 1, 1),
                 CubeDim::new_1d(launch.block),
                 BufferArg::from_raw_parts(partial, splits * self.n_out),
                 BufferArg::from_raw_parts(y.clone(), self.n_out),

@@ -33,7 +33,16 @@ fn check(got: &[f32], want: &(ndarray::Array1<f64>, ndarray::Array1<f64>), what:
 #[test]
 fn split_k_kernel_equals_the_reference() {
     let client = wgpu_client().expect("a Vulkan device (install mesa-vulkan-drivers)");
-    for (n_out, n_in, seed) in [(1, 1, 0), (33, 70, 1), (300, 129, 2), (257, 1000, 3)] {
+    // 300, 4 and 1028 outputs take the vectorised kernel in the `vector: 4` candidates (the others
+    // fall back to scalar loads); none is a multiple of the block sizes
+    for (n_out, n_in, seed) in [
+        (1, 1, 0),
+        (33, 70, 1),
+        (300, 129, 2),
+        (257, 1000, 3),
+        (4, 5, 4),
+        (1028, 77, 5),
+    ] {
         let (w_t, x) = case(n_out, n_in, seed);
         let g = CubeGemv::new(client.clone(), w_t.view()).unwrap();
         for tau in [0.0f32, 0.3, 0.7, 2.0] {
@@ -59,6 +68,7 @@ fn split_k_kernel_equals_the_reference() {
                 .is_err()
         );
         assert!(g.gemv_masked(&x, -1.0).is_err());
+        assert!(g.gemv_with(&x, 0.0, CubeLaunch::new(64, 1, 3)).is_err());
     }
     assert_eq!(sparsity_bin(&[0.0, 1.0, 0.0, 1.0], 0.0), 5);
 }
