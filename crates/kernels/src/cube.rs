@@ -14,7 +14,8 @@
 //! Runtime here: cubecl 0.11.3's wgpu runtime on Mesa's software Vulkan driver (lavapipe,
 //! Debian `mesa-vulkan-drivers`), so the kernel is tested without a GPU. The same kernel code
 //! runs on any CubeCL runtime; cubecl 0.11's CUDA runtime does not build offline (its LLVM
-//! bundler downloads LLVM), so no CUDA client is wired in yet. f32 weights only.
+//! bundler downloads LLVM), so no CUDA client is wired in yet. Weights are f32, f16 or bf16
+//! ([`CubeWeight`]), accumulated in f32.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -28,8 +29,8 @@ use crate::gemv::check_tau;
 
 /// Pass 1: partial sums of y over one split of the input rows.
 #[cube(launch_unchecked)]
-fn gemv_split_k(
-    w_t: &[f32],
+fn gemv_split_k<E: Float>(
+    w_t: &[E],
     x: &[f32],
     partial: &mut [f32],
     tau: f32,
@@ -49,7 +50,7 @@ fn gemv_split_k(
         for j in start..end {
             let xv = x[j];
             if xv.abs() > tau {
-                acc += xv * w_t[j * n_out + o];
+                acc += xv * f32::cast_from(w_t[j * n_out + o]);
             }
         }
         partial[s * n_out + o] = acc;
@@ -60,8 +61,8 @@ fn gemv_split_k(
 /// one `N`-wide vector per kept row of Wᵀ (needs `n_out` divisible by `N`). Same arithmetic per
 /// output as [`gemv_split_k`].
 #[cube(launch_unchecked)]
-fn gemv_split_k_vec<N: Size>(
-    w_t: &[Vector<f32, N>],
+fn gemv_split_k_vec<E: Float, N: Size>(
+    w_t: &[Vector<E, N>],
     x: &[f32],
     partial: &mut [Vector<f32, N>],
     tau: f32,
@@ -81,7 +82,8 @@ fn gemv_split_k_vec<N: Size>(
         for j in start..end {
             let xv = x[j];
             if xv.abs() > tau {
-                acc += Vector::<f32, N>::new(xv) * w_t[j * n_out_vec + o];
+                acc +=
+                    Vector::<f32, N>::new(xv) * Vector::<f32, N>::cast_from(w_t[j * n_out_vec + o]);
             }
         }
         partial[s * n_out_vec + o] = acc;
@@ -151,6 +153,19 @@ pub fn sparsity_bin(x: &[f32], tau: f32) -> u8 {
     ((dropped * 10) / x.len()).min(9) as u8
 }
 
+/// Pass-1 launch geometry.
+#[derive(Clone, Copy)]
+struct Pass1 {
+    blocks: u32,
+    splits: usize,
+    block: u32,
+    vector: usize,
+    vectorised: bool,
+    units: usize,
+    rows_per_split: usize,
+    tau: f32,
+}
+
 fn dev(e: impl std::fmt::Display) -> KernelError {
     KernelError::Device(e.to_string())
 }
@@ -159,6 +174,7 @@ fn dev(e: impl std::fmt::Display) -> KernelError {
 pub struct CubeGemv {
     client: cubecl::client::Client,
     weight: cubecl::server::Handle,
+    dtype: CubeWeightType,
     n_in: usize,
     n_out: usize,
     tuned: Mutex<HashMap<(usize, usize, u8), CubeLaunch>>,
@@ -173,6 +189,34 @@ impl std::fmt::Debug for CubeGemv {
     }
 }
 
+/// Element type of a weight on the device (accumulation is always f32).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CubeWeightType {
+    /// f32.
+    F32,
+    /// IEEE half precision.
+    F16,
+    /// bfloat16.
+    Bf16,
+}
+
+/// A weight element that can be uploaded to a CubeCL device.
+pub trait CubeWeight: crate::element::WeightElement + CubeElement + Float + Scalar {
+    /// Its [`CubeWeightType`].
+    const TYPE: CubeWeightType;
+}
+
+impl CubeWeight for f32 {
+    const TYPE: CubeWeightType = CubeWeightType::F32;
+}
+impl CubeWeight for half::f16 {
+    const TYPE: CubeWeightType = CubeWeightType::F16;
+}
+impl CubeWeight for half::bf16 {
+    const TYPE: CubeWeightType = CubeWeightType::Bf16;
+}
+
 /// The wgpu client (Vulkan; lavapipe when no GPU is present).
 pub fn wgpu_client() -> Result<cubecl::client::Client> {
     let device = cubecl::Device::vulkan(Default::default()).map_err(dev)?;
@@ -182,6 +226,23 @@ pub fn wgpu_client() -> Result<cubecl::client::Client> {
 impl CubeGemv {
     /// Uploads `Wᵀ` [in, out] (contiguous row-major) to `client`.
     pub fn new(client: cubecl::client::Client, weight_t: ArrayView2<'_, f32>) -> Result<Self> {
+        Self::new_typed(client, weight_t)
+    }
+
+    /// Uploads an f32, f16 or bf16 `Wᵀ` [in, out] (contiguous row-major) to `client`; errors when
+    /// the device cannot hold and convert that type.
+    pub fn new_typed<T: CubeWeight>(
+        client: cubecl::client::Client,
+        weight_t: ArrayView2<'_, T>,
+    ) -> Result<Self> {
+        use cubecl::ir::features::TypeUsage;
+        let uses = <T as Scalar>::supported_uses(&client);
+        if !(uses.contains(TypeUsage::Buffer) && uses.contains(TypeUsage::Conversion)) {
+            return Err(KernelError::Device(format!(
+                "{:?} weights are not supported by this device (buffer and conversion support needed)",
+                T::TYPE
+            )));
+        }
         let (n_in, n_out) = weight_t.dim();
         if n_in == 0 || n_out == 0 {
             return Err(KernelError::EmptyTensor {
@@ -193,10 +254,11 @@ impl CubeGemv {
             tensor: "weight_t",
             shape: vec![n_in, n_out],
         })?;
-        let weight = client.create_from_slice(f32::as_bytes(w));
+        let weight = client.create_from_slice(T::as_bytes(w));
         Ok(Self {
             client,
             weight,
+            dtype: T::TYPE,
             n_in,
             n_out,
             tuned: Mutex::new(HashMap::new()),
@@ -243,37 +305,27 @@ impl CubeGemv {
         let x_h = self.client.create_from_slice(f32::as_bytes(x));
         let partial = self.client.empty(splits * self.n_out * 4);
         let y = self.client.empty(self.n_out * 4);
-        // SAFETY: every index the kernels touch is bounds-checked against n_in / n_out, and the
-        // buffers have exactly the lengths given.
+        let args = Pass1 {
+            blocks,
+            splits,
+            block: launch.block,
+            vector,
+            vectorised,
+            units,
+            rows_per_split,
+            tau,
+        };
+        // SAFETY: `partial` holds splits · n_out f32 and `x_h` n_in (pass1's contract).
         unsafe {
-            if vectorised {
-                gemv_split_k_vec::launch_unchecked(
-                    &self.client,
-                    CubeCount::Static(blocks, splits as u32, 1),
-                    CubeDim::new_1d(launch.block),
-                    vector,
-                    BufferArg::from_raw_parts(self.weight.clone(), self.n_in * self.n_out),
-                    BufferArg::from_raw_parts(x_h, self.n_in),
-                    BufferArg::from_raw_parts(partial.clone(), splits * self.n_out),
-                    tau,
-                    self.n_in,
-                    units,
-                    rows_per_split,
-                );
-            } else {
-                gemv_split_k::launch_unchecked(
-                    &self.client,
-                    CubeCount::Static(blocks, splits as u32, 1),
-                    CubeDim::new_1d(launch.block),
-                    BufferArg::from_raw_parts(self.weight.clone(), self.n_in * self.n_out),
-                    BufferArg::from_raw_parts(x_h, self.n_in),
-                    BufferArg::from_raw_parts(partial.clone(), splits * self.n_out),
-                    tau,
-                    self.n_in,
-                    self.n_out,
-                    rows_per_split,
-                );
+            match self.dtype {
+                CubeWeightType::F32 => self.pass1::<f32>(x_h, &partial, args),
+                CubeWeightType::F16 => self.pass1::<half::f16>(x_h, &partial, args),
+                CubeWeightType::Bf16 => self.pass1::<half::bf16>(x_h, &partial, args),
             }
+        }
+        // SAFETY: every index the kernel touches is bounds-checked against n_out, and the buffers
+        // have exactly the lengths given.
+        unsafe {
             reduce_splits::launch_unchecked(
                 &self.client,
                 CubeCount::Static(self.n_out.div_ceil(launch.block as usize) as u32, 1, 1),
@@ -286,6 +338,60 @@ impl CubeGemv {
         }
         let bytes = self.client.read_one(y).map_err(dev)?;
         Ok(f32::from_bytes(&bytes).to_vec())
+    }
+
+    /// Launches pass 1 for weight element `E`.
+    ///
+    /// # Safety
+    /// `partial` holds `splits · n_out` f32 and `x` `n_in`; the kernels bounds-check every index
+    /// against `n_in` / `n_out`.
+    #[allow(unsafe_code)]
+    unsafe fn pass1<E: Float + CubeElement>(
+        &self,
+        x: cubecl::server::Handle,
+        partial: &cubecl::server::Handle,
+        a: Pass1,
+    ) {
+        let count = CubeCount::Static(a.blocks, a.splits as u32, 1);
+        // SAFETY: see the function's contract.
+        unsafe {
+            let w = BufferArg::from_raw_parts(self.weight.clone(), self.n_in * self.n_out);
+            let x = BufferArg::from_raw_parts(x, self.n_in);
+            let p = BufferArg::from_raw_parts(partial.clone(), a.splits * self.n_out);
+            if a.vectorised {
+                gemv_split_k_vec::launch_unchecked::<E>(
+                    &self.client,
+                    count,
+                    CubeDim::new_1d(a.block),
+                    a.vector,
+                    w,
+                    x,
+                    p,
+                    a.tau,
+                    self.n_in,
+                    a.units,
+                    a.rows_per_split,
+                );
+            } else {
+                gemv_split_k::launch_unchecked::<E>(
+                    &self.client,
+                    count,
+                    CubeDim::new_1d(a.block),
+                    w,
+                    x,
+                    p,
+                    a.tau,
+                    self.n_in,
+                    self.n_out,
+                    a.rows_per_split,
+                );
+            }
+        }
+    }
+
+    /// The element type of the resident weight.
+    pub fn weight_type(&self) -> CubeWeightType {
+        self.dtype
     }
 
     /// The launch parameters for this shape and `x`'s sparsity bin: timed once per key over
