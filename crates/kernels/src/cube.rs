@@ -8,8 +8,8 @@
 //! (coalesced), and every unit of a cube tests the same x_j, so skipping a masked row is a
 //! uniform branch that reads no weight at all. It writes partial[s, o].
 //! Pass 2 (`reduce_splits`): y[o] = Σ_s partial[s, o] (no float atomics, which not every
-//! CubeCL runtime has). `gemv_split_k_vec` is pass 1 with vectorised loads: each unit owns
-//! `CubeLaunch::vector` consecutive outputs and reads one vector per kept row.
+//! CubeCL runtime has). With `CubeLaunch::vector` > 1 each unit of pass 1 owns that many
+//! consecutive outputs and reads one vector per kept row (vectorised loads).
 //!
 //! Runtime here: cubecl 0.11.3's wgpu runtime on Mesa's software Vulkan driver (lavapipe,
 //! Debian `mesa-vulkan-drivers`), so the kernel is tested without a GPU. The same kernel code
@@ -27,41 +27,11 @@ use ndarray::ArrayView2;
 use crate::error::{KernelError, Result};
 use crate::gemv::check_tau;
 
-/// Pass 1: partial sums of y over one split of the input rows.
+/// Pass 1: partial sums of y over one split of the input rows. Unit u owns the `N` consecutive
+/// outputs of vector u and reads one `N`-wide vector per kept row of Wᵀ (`n_out` divisible by
+/// `N`; `N` = 1 is the scalar kernel).
 #[cube(launch_unchecked)]
-fn gemv_split_k<E: Float>(
-    w_t: &[E],
-    x: &[f32],
-    partial: &mut [f32],
-    tau: f32,
-    n_in: usize,
-    n_out: usize,
-    rows_per_split: usize,
-) {
-    let o = (CUBE_POS_X * CUBE_DIM_X + UNIT_POS_X) as usize;
-    let s = CUBE_POS_Y as usize;
-    if o < n_out {
-        let start = s * rows_per_split;
-        let mut end = start + rows_per_split;
-        if end > n_in {
-            end = n_in;
-        }
-        let mut acc = 0.0f32;
-        for j in start..end {
-            let xv = x[j];
-            if xv.abs() > tau {
-                acc += xv * f32::cast_from(w_t[j * n_out + o]);
-            }
-        }
-        partial[s * n_out + o] = acc;
-    }
-}
-
-/// Pass 1 with vectorised loads: unit u owns the `N` consecutive outputs of vector u, reading
-/// one `N`-wide vector per kept row of Wᵀ (needs `n_out` divisible by `N`). Same arithmetic per
-/// output as [`gemv_split_k`].
-#[cube(launch_unchecked)]
-fn gemv_split_k_vec<E: Float, N: Size>(
+fn gemv_split_k<E: Float, N: Size>(
     w_t: &[Vector<E, N>],
     x: &[f32],
     partial: &mut [Vector<f32, N>],
@@ -160,7 +130,6 @@ struct Pass1 {
     splits: usize,
     block: u32,
     vector: usize,
-    vectorised: bool,
     units: usize,
     rows_per_split: usize,
     tau: f32,
@@ -294,13 +263,12 @@ impl CubeGemv {
         let splits = (launch.splits as usize).min(self.n_in);
         let rows_per_split = self.n_in.div_ceil(splits);
         let splits = self.n_in.div_ceil(rows_per_split);
-        let vector = launch.vector as usize;
-        let vectorised = vector > 1 && self.n_out.is_multiple_of(vector);
-        let units = if vectorised {
-            self.n_out / vector
-        } else {
-            self.n_out
+        // the requested width when it divides the outputs, else scalar loads
+        let vector = match launch.vector as usize {
+            v if self.n_out.is_multiple_of(v) => v,
+            _ => 1,
         };
+        let units = self.n_out / vector;
         let blocks = units.div_ceil(launch.block as usize) as u32;
         let x_h = self.client.create_from_slice(f32::as_bytes(x));
         let partial = self.client.empty(splits * self.n_out * 4);
@@ -310,7 +278,6 @@ impl CubeGemv {
             splits,
             block: launch.block,
             vector,
-            vectorised,
             units,
             rows_per_split,
             tau,
@@ -358,34 +325,19 @@ impl CubeGemv {
             let w = BufferArg::from_raw_parts(self.weight.clone(), self.n_in * self.n_out);
             let x = BufferArg::from_raw_parts(x, self.n_in);
             let p = BufferArg::from_raw_parts(partial.clone(), a.splits * self.n_out);
-            if a.vectorised {
-                gemv_split_k_vec::launch_unchecked::<E>(
-                    &self.client,
-                    count,
-                    CubeDim::new_1d(a.block),
-                    a.vector,
-                    w,
-                    x,
-                    p,
-                    a.tau,
-                    self.n_in,
-                    a.units,
-                    a.rows_per_split,
-                );
-            } else {
-                gemv_split_k::launch_unchecked::<E>(
-                    &self.client,
-                    count,
-                    CubeDim::new_1d(a.block),
-                    w,
-                    x,
-                    p,
-                    a.tau,
-                    self.n_in,
-                    self.n_out,
-                    a.rows_per_split,
-                );
-            }
+            gemv_split_k::launch_unchecked::<E>(
+                &self.client,
+                count,
+                CubeDim::new_1d(a.block),
+                a.vector,
+                w,
+                x,
+                p,
+                a.tau,
+                self.n_in,
+                a.units,
+                a.rows_per_split,
+            );
         }
     }
 
