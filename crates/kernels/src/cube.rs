@@ -17,13 +17,10 @@
 //! bundler downloads LLVM), so no CUDA client is wired in yet. Weights are f32, f16 or bf16
 //! ([`CubeWeight`]), accumulated in f32.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::Instant;
-
 use cubecl::prelude::*;
 use ndarray::ArrayView2;
 
+use crate::cube_launch::check_input;
 use crate::error::{KernelError, Result};
 use crate::gemv::check_tau;
 
@@ -73,67 +70,7 @@ fn reduce_splits(partial: &[f32], y: &mut [f32], splits: usize, n_out: usize) {
     }
 }
 
-/// Launch parameters of the split-K kernel.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-pub struct CubeLaunch {
-    /// Units per cube along the outputs.
-    pub block: u32,
-    /// Number of input splits (cubes along y).
-    pub splits: u32,
-    /// Outputs per unit, loaded as one vector (1 = scalar loads; 4 needs `out` divisible by 4,
-    /// else the scalar kernel runs).
-    #[serde(default = "one")]
-    pub vector: u32,
-}
-
-fn one() -> u32 {
-    1
-}
-
-impl CubeLaunch {
-    /// The candidates the tuner times.
-    pub const CANDIDATES: [CubeLaunch; 9] = [
-        CubeLaunch::new(64, 1, 1),
-        CubeLaunch::new(64, 4, 1),
-        CubeLaunch::new(128, 8, 1),
-        CubeLaunch::new(128, 16, 1),
-        CubeLaunch::new(256, 16, 1),
-        CubeLaunch::new(256, 32, 1),
-        CubeLaunch::new(64, 8, 4),
-        CubeLaunch::new(128, 16, 4),
-        CubeLaunch::new(256, 32, 4),
-    ];
-
-    /// `block` units per cube, `splits` input splits, `vector` outputs per unit.
-    pub const fn new(block: u32, splits: u32, vector: u32) -> Self {
-        Self {
-            block,
-            splits,
-            vector,
-        }
-    }
-}
-
-/// Sparsity bin of an input for the tuning key (tenths, like the original's `SPARSITY_BIN`).
-pub fn sparsity_bin(x: &[f32], tau: f32) -> u8 {
-    if x.is_empty() {
-        return 0;
-    }
-    let dropped = x.iter().filter(|v| v.abs() <= tau).count();
-    ((dropped * 10) / x.len()).min(9) as u8
-}
-
-/// Pass-1 launch geometry.
-#[derive(Clone, Copy)]
-struct Pass1 {
-    blocks: u32,
-    splits: usize,
-    block: u32,
-    vector: usize,
-    units: usize,
-    rows_per_split: usize,
-    tau: f32,
-}
+pub use crate::cube_launch::{CubeLaunch, CubeWeightType, LaunchPlan, LaunchTuner, sparsity_bin};
 
 fn dev(e: impl std::fmt::Display) -> KernelError {
     KernelError::Device(e.to_string())
@@ -146,7 +83,7 @@ pub struct CubeGemv {
     dtype: CubeWeightType,
     n_in: usize,
     n_out: usize,
-    tuned: Mutex<HashMap<(usize, usize, u8), CubeLaunch>>,
+    tuner: LaunchTuner,
 }
 
 impl std::fmt::Debug for CubeGemv {
@@ -156,18 +93,6 @@ impl std::fmt::Debug for CubeGemv {
             .field("n_out", &self.n_out)
             .finish_non_exhaustive()
     }
-}
-
-/// Element type of a weight on the device (accumulation is always f32).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum CubeWeightType {
-    /// f32.
-    F32,
-    /// IEEE half precision.
-    F16,
-    /// bfloat16.
-    Bf16,
 }
 
 /// A weight element that can be uploaded to a CubeCL device.
@@ -230,7 +155,7 @@ impl CubeGemv {
             dtype: T::TYPE,
             n_in,
             n_out,
-            tuned: Mutex::new(HashMap::new()),
+            tuner: LaunchTuner::new(),
         })
     }
 
@@ -241,53 +166,22 @@ impl CubeGemv {
     }
 
     fn check(&self, x: &[f32]) -> Result<()> {
-        if x.len() != self.n_in {
-            return Err(KernelError::ShapeMismatch {
-                tensor: "x",
-                what: "length",
-                got: x.len(),
-                expected: self.n_in,
-                context: format!("weight_t is [in, out] = [{}, {}]", self.n_in, self.n_out),
-            });
-        }
-        Ok(())
+        check_input(x, self.n_in, self.n_out)
     }
 
     #[allow(unsafe_code)] // launch_unchecked: indices are bounds-checked inside the kernels
     fn run(&self, x: &[f32], tau: f32, launch: CubeLaunch) -> Result<Vec<f32>> {
-        if launch.block == 0 || launch.splits == 0 || !matches!(launch.vector, 1 | 2 | 4) {
-            return Err(KernelError::Device(format!(
-                "launch {launch:?}: block and splits must be at least 1, vector 1, 2 or 4"
-            )));
-        }
-        let splits = (launch.splits as usize).min(self.n_in);
-        let rows_per_split = self.n_in.div_ceil(splits);
-        let splits = self.n_in.div_ceil(rows_per_split);
-        // the requested width when it divides the outputs, else scalar loads
-        let vector = match launch.vector as usize {
-            v if self.n_out.is_multiple_of(v) => v,
-            _ => 1,
-        };
-        let units = self.n_out / vector;
-        let blocks = units.div_ceil(launch.block as usize) as u32;
+        let plan = LaunchPlan::new(self.n_in, self.n_out, launch)?;
+        let splits = plan.splits;
         let x_h = self.client.create_from_slice(f32::as_bytes(x));
         let partial = self.client.empty(splits * self.n_out * 4);
         let y = self.client.empty(self.n_out * 4);
-        let args = Pass1 {
-            blocks,
-            splits,
-            block: launch.block,
-            vector,
-            units,
-            rows_per_split,
-            tau,
-        };
         // SAFETY: `partial` holds splits · n_out f32 and `x_h` n_in (pass1's contract).
         unsafe {
             match self.dtype {
-                CubeWeightType::F32 => self.pass1::<f32>(x_h, &partial, args),
-                CubeWeightType::F16 => self.pass1::<half::f16>(x_h, &partial, args),
-                CubeWeightType::Bf16 => self.pass1::<half::bf16>(x_h, &partial, args),
+                CubeWeightType::F32 => self.pass1::<f32>(x_h, &partial, plan, tau),
+                CubeWeightType::F16 => self.pass1::<half::f16>(x_h, &partial, plan, tau),
+                CubeWeightType::Bf16 => self.pass1::<half::bf16>(x_h, &partial, plan, tau),
             }
         }
         // SAFETY: every index the kernel touches is bounds-checked against n_out, and the buffers
@@ -295,8 +189,8 @@ impl CubeGemv {
         unsafe {
             reduce_splits::launch_unchecked(
                 &self.client,
-                CubeCount::Static(self.n_out.div_ceil(launch.block as usize) as u32, 1, 1),
-                CubeDim::new_1d(launch.block),
+                CubeCount::Static(plan.reduce_blocks, 1, 1),
+                CubeDim::new_1d(plan.block),
                 BufferArg::from_raw_parts(partial, splits * self.n_out),
                 BufferArg::from_raw_parts(y.clone(), self.n_out),
                 splits,
@@ -317,7 +211,8 @@ impl CubeGemv {
         &self,
         x: cubecl::server::Handle,
         partial: &cubecl::server::Handle,
-        a: Pass1,
+        a: LaunchPlan,
+        tau: f32,
     ) {
         let count = CubeCount::Static(a.blocks, a.splits as u32, 1);
         // SAFETY: see the function's contract.
@@ -333,7 +228,7 @@ impl CubeGemv {
                 w,
                 x,
                 p,
-                a.tau,
+                tau,
                 self.n_in,
                 a.units,
                 a.rows_per_split,
@@ -351,26 +246,8 @@ impl CubeGemv {
     pub fn tuned_launch(&self, x: &[f32], tau: f32) -> Result<CubeLaunch> {
         self.check(x)?;
         let key = (self.n_out, self.n_in, sparsity_bin(x, tau));
-        if let Some(l) = self.tuned.lock().map_err(dev)?.get(&key) {
-            return Ok(*l);
-        }
-        let mut best: Option<(f64, CubeLaunch)> = None;
-        for cand in CubeLaunch::CANDIDATES {
-            let mut times = Vec::with_capacity(3);
-            for _ in 0..3 {
-                let t = Instant::now();
-                self.run(x, tau, cand)?;
-                times.push(t.elapsed().as_secs_f64());
-            }
-            times.sort_by(f64::total_cmp);
-            if best.is_none_or(|(b, _)| times[1] < b) {
-                best = Some((times[1], cand));
-            }
-        }
-        let chosen = best.map_or(CubeLaunch::CANDIDATES[0], |(_, c)| c);
-        tracing::debug!(?key, ?chosen, "cube gemv tuned");
-        self.tuned.lock().map_err(dev)?.insert(key, chosen);
-        Ok(chosen)
+        self.tuner
+            .get_or_tune(key, |cand| self.run(x, tau, cand).map(drop))
     }
 
     /// `y = W · mask(x)` (keep x_j when |x_j| > τ; τ = 0 skips exact zeros), tuned launch.

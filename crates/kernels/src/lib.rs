@@ -40,6 +40,7 @@ pub mod bench;
 pub mod calibrate;
 #[cfg(feature = "cubecl-wgpu")]
 pub mod cube;
+pub mod cube_launch;
 pub mod element;
 pub mod error;
 pub mod gemv;
