@@ -24,7 +24,8 @@ pub struct Args {
     /// Target activation sparsities in [0, 1), comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "0,0.25,0.5,0.75,0.9")]
     sparsity: Vec<f64>,
-    /// Backend: `cpu` (the CubeCL backends are not wired into this command yet).
+    /// Backend: `cpu`, or `cuda` (the CubeCL split-K kernel on CUDA device 0; needs xtask built
+    /// with `--features cubecl-cuda` on a machine with an NVIDIA driver).
     #[arg(long, default_value = "cpu")]
     backend: String,
     /// Weight element type: f32, bf16 or f16.
@@ -67,12 +68,6 @@ struct Output<'a> {
 
 /// Runs the command.
 pub fn run(args: Args) -> anyhow::Result<()> {
-    if args.backend != "cpu" {
-        bail!(
-            "--backend {}: only `cpu` is available in bench-gemv (CubeCL kernel: see docs/kernels.md)",
-            args.backend
-        );
-    }
     let shapes = args
         .shapes
         .iter()
@@ -80,6 +75,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .collect::<Result<Vec<_>, _>>()
         .context("parsing --shapes")?;
     let dtype: WeightDtype = args.dtype.parse().context("parsing --dtype")?;
+    match args.backend.as_str() {
+        "cpu" => {}
+        "cuda" => return run_cuda(&args, &shapes, dtype),
+        other => bail!("--backend {other}: expected cpu or cuda"),
+    }
     let config = GemvBenchConfig {
         shapes,
         sparsities: args.sparsity.clone(),
@@ -180,6 +180,56 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         git_revision: crate::util::git_revision(),
         report: &report,
         numpy_peer,
+    };
+    crate::util::write_json(&args.out, &out)?;
+    tracing::info!(path = %args.out.display(), "wrote JSON");
+    Ok(())
+}
+
+#[cfg(not(feature = "cubecl-cuda"))]
+fn run_cuda(_: &Args, _: &[GemvShape], _: WeightDtype) -> anyhow::Result<()> {
+    bail!(
+        "--backend cuda: this xtask was built without the CUDA client; on a machine with an NVIDIA \
+         driver run `CUDARC_CUDA_VERSION=13000 cargo run --release -p xtask --features cubecl-cuda \
+         -- bench-gemv --backend cuda` (see docs/kernels.md)"
+    )
+}
+
+/// The GPU run: device copy bandwidth, then per shape the dense path and the masked path at
+/// each sparsity (tuned launch, weights rotated over `--rotate-mib`).
+#[cfg(feature = "cubecl-cuda")]
+fn run_cuda(args: &Args, shapes: &[GemvShape], dtype: WeightDtype) -> anyhow::Result<()> {
+    use half::{bf16, f16};
+    use sparsity_kernels_cuda::{bench_gpu, cuda_client, device_copy_bandwidth};
+
+    #[derive(serde::Serialize)]
+    struct CudaOutput {
+        git_revision: String,
+        device: &'static str,
+        copy_gbps: f64,
+        rows: Vec<sparsity_kernels_cuda::GpuBenchRow>,
+    }
+    let client = cuda_client(0)?;
+    let copy_gbps = device_copy_bandwidth(&client, 1 << 30, 5)?;
+    println!("device copy bandwidth (1 GiB buffers): {copy_gbps:.0} GB/s");
+    let rotate = args.rotate_mib << 20;
+    let mut rows = Vec::new();
+    for s in shapes {
+        let (o, i) = (s.out_features, s.in_features);
+        let sp = &args.sparsity;
+        let (reps, seed) = (args.reps.max(1), args.seed);
+        rows.extend(match dtype {
+            WeightDtype::F32 => bench_gpu::<f32>(&client, o, i, sp, rotate, reps, seed)?,
+            WeightDtype::F16 => bench_gpu::<f16>(&client, o, i, sp, rotate, reps, seed)?,
+            WeightDtype::Bf16 => bench_gpu::<bf16>(&client, o, i, sp, rotate, reps, seed)?,
+        });
+    }
+    print!("{}", sparsity_kernels_cuda::format_table(&rows, copy_gbps));
+    let out = CudaOutput {
+        git_revision: crate::util::git_revision(),
+        device: "cuda:0",
+        copy_gbps,
+        rows,
     };
     crate::util::write_json(&args.out, &out)?;
     tracing::info!(path = %args.out.display(), "wrote JSON");
