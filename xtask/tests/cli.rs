@@ -42,3 +42,24 @@ fn zero_training_steps_are_refused() {
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "{flag}");
     }
 }
+
+#[test]
+fn bench_gemv_backend_errors_name_the_option_and_write_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("bench.json");
+    for (backend, needle) in [
+        ("tpu", "--backend tpu: expected cpu or cuda"),
+        // a CI build has no CUDA client: the message names the feature to build with
+        ("cuda", "--features cubecl-cuda"),
+    ] {
+        let run = xtask()
+            .args(["bench-gemv", "--shapes", "8x8", "--backend", backend, "--out"])
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert!(!run.status.success(), "{backend}");
+        let err = String::from_utf8_lossy(&run.stderr);
+        assert!(err.contains(needle), "{backend}: {err}");
+        assert!(!out.exists(), "{backend}");
+    }
+}
