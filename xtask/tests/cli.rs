@@ -53,7 +53,14 @@ fn bench_gemv_backend_errors_name_the_option_and_write_nothing() {
         ("cuda", "--features cubecl-cuda"),
     ] {
         let run = xtask()
-            .args(["bench-gemv", "--shapes", "8x8", "--backend", backend, "--out"])
+            .args([
+                "bench-gemv",
+                "--shapes",
+                "8x8",
+                "--backend",
+                backend,
+                "--out",
+            ])
             .arg(&out)
             .output()
             .unwrap();
