@@ -66,8 +66,12 @@ fn reduce_splits(partial: &Array<f32>, y: &mut Array<f32>, splits: usize, n_out:
 
 /// A STREAM-like device copy (4-wide loads and stores), for the bandwidth probe.
 #[cube(launch_unchecked)]
-fn copy_vec(src: &Array<Vector<f32, Const<4>>>, dst: &mut Array<Vector<f32, Const<4>>>) {
-    if ABSOLUTE_POS < src.len() {
+fn copy_vec(
+    src: &Array<Vector<f32, Const<4>>>,
+    dst: &mut Array<Vector<f32, Const<4>>>,
+    n_vec: usize,
+) {
+    if ABSOLUTE_POS < n_vec {
         dst[ABSOLUTE_POS] = src[ABSOLUTE_POS];
     }
 }
@@ -315,7 +319,7 @@ impl CudaGemv {
 
 /// Device-to-device copy bandwidth in GB/s (bytes read + written per second) over a buffer of
 /// `bytes`, median of `reps` copies.
-#[allow(unsafe_code)] // launch_unchecked: the kernel bounds-checks against the array length
+#[allow(unsafe_code)] // launch_unchecked: the kernel bounds-checks against the vector count
 pub fn device_copy_bandwidth(client: &Client, bytes: usize, reps: usize) -> Result<f64> {
     let n = (bytes / 16).max(1) * 4; // f32 count, a multiple of the vector width
     let src = client.create_from_slice(f32::as_bytes(&vec![1.0f32; n]));
@@ -323,7 +327,7 @@ pub fn device_copy_bandwidth(client: &Client, bytes: usize, reps: usize) -> Resu
     let block = 256u32;
     let cubes = (n / 4).div_ceil(block as usize) as u32;
     let launch = || {
-        // SAFETY: both buffers hold n f32 = n / 4 vectors; the kernel checks ABSOLUTE_POS.
+        // SAFETY: both buffers hold n f32 = n / 4 vectors; the kernel checks against n / 4.
         unsafe {
             copy_vec::launch_unchecked::<CudaRuntime>(
                 client,
@@ -331,6 +335,7 @@ pub fn device_copy_bandwidth(client: &Client, bytes: usize, reps: usize) -> Resu
                 CubeDim::new_1d(block),
                 ArrayArg::from_raw_parts(src.clone(), n),
                 ArrayArg::from_raw_parts(dst.clone(), n),
+                n / 4,
             );
         }
     };
