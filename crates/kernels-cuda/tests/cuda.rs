@@ -5,33 +5,14 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use half::{bf16, f16};
-use ndarray::{Array2, ArrayView1};
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
+use ndarray::ArrayView1;
 use sparsity_kernels::cube_launch::CubeLaunch;
 use sparsity_kernels::reference_gemv_masked;
 use sparsity_kernels_cuda::{CudaGemv, CudaWeight, bench_gpu, cuda_client, device_copy_bandwidth};
 
-fn case(n_out: usize, n_in: usize, seed: u64) -> (Array2<f32>, Vec<f32>) {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let w_t = Array2::from_shape_simple_fn((n_in, n_out), || rng.random_range(-1.0f32..1.0));
-    let x = (0..n_in).map(|_| rng.random_range(-1.0f32..1.0)).collect();
-    (w_t, x)
-}
-
-/// Within `rel` relative to the per-output scale Σ|W_ij x_j| of the f64 reference.
-fn check(got: &[f32], want: &(ndarray::Array1<f64>, ndarray::Array1<f64>), rel: f64, what: &str) {
-    let (y, scale) = want;
-    assert_eq!(got.len(), y.len(), "{what}");
-    for (i, g) in got.iter().enumerate() {
-        let err = (f64::from(*g) - y[i]).abs();
-        assert!(
-            err <= rel * scale[i] + 1e-30,
-            "{what} [{i}]: {g} vs {}",
-            y[i]
-        );
-    }
-}
+#[path = "../../kernels/tests/support/mod.rs"]
+mod support;
+use support::{case, check};
 
 const SHAPES: [(usize, usize, u64); 7] = [
     (1, 1, 0),

@@ -3,31 +3,15 @@
 #![cfg(feature = "cubecl-wgpu")]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use ndarray::Array2;
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
 use sparsity_kernels::cube::{CubeGemv, CubeLaunch, sparsity_bin, wgpu_client};
 use sparsity_kernels::reference_gemv_masked;
 
-fn case(n_out: usize, n_in: usize, seed: u64) -> (Array2<f32>, Vec<f32>) {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let w_t = Array2::from_shape_simple_fn((n_in, n_out), || rng.random_range(-1.0f32..1.0));
-    let x = (0..n_in).map(|_| rng.random_range(-1.0f32..1.0)).collect();
-    (w_t, x)
-}
+mod support;
+use support::case;
 
 /// f32 within 1e-5 relative to the per-output scale Σ|W_ij x_j| of the f64 reference.
 fn check(got: &[f32], want: &(ndarray::Array1<f64>, ndarray::Array1<f64>), what: &str) {
-    let (y, scale) = want;
-    assert_eq!(got.len(), y.len(), "{what}");
-    for (i, g) in got.iter().enumerate() {
-        let err = (f64::from(*g) - y[i]).abs();
-        assert!(
-            err <= 1e-5 * scale[i] + 1e-30,
-            "{what} [{i}]: {g} vs {}",
-            y[i]
-        );
-    }
+    support::check(got, want, 1e-5, what);
 }
 
 #[test]
