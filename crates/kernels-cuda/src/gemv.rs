@@ -303,9 +303,7 @@ impl CudaGemv {
 
     /// `y = W · mask(x)` (keep x_j when |x_j| > τ; τ = 0 skips exact zeros), tuned launch.
     pub fn gemv_masked(&self, x: &[f32], tau: f32) -> Result<Vec<f32>> {
-        if !tau.is_finite() || tau < 0.0 {
-            return Err(KernelError::InvalidThreshold { tau });
-        }
+        sparsity_kernels::gemv::check_tau(tau)?;
         let launch = self.tuned_launch(x, tau)?;
         self.run(x, tau, launch)
     }
@@ -390,6 +388,7 @@ pub fn bench_gpu<T: CudaWeight>(
     reps: usize,
     seed: u64,
 ) -> Result<Vec<GpuBenchRow>> {
+    sparsity_kernels::bench::check_sparsities(sparsities)?;
     let elem = std::mem::size_of::<T>();
     let copies = rotate_bytes.div_ceil(out * inp * elem).max(1);
     // a deterministic pseudo-random weight and input (xorshift, no made-up results: only inputs)

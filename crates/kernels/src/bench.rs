@@ -143,6 +143,19 @@ impl Default for GemvBenchConfig {
     }
 }
 
+/// Checks benchmark target sparsities: each in [0, 1) (NaN rejected); shared with the GPU
+/// benchmark of `sparsity-kernels-cuda`.
+pub fn check_sparsities(sparsities: &[f64]) -> Result<()> {
+    if let Some(s) = sparsities.iter().find(|s| !(0.0..1.0).contains(*s)) {
+        return Err(KernelError::InvalidOption {
+            option: "sparsity",
+            value: s.to_string(),
+            reason: "each must lie in [0, 1)",
+        });
+    }
+    Ok(())
+}
+
 impl GemvBenchConfig {
     /// Checks the options.
     pub fn validate(&self) -> Result<()> {
@@ -153,13 +166,7 @@ impl GemvBenchConfig {
                 reason: "give at least one shape",
             });
         }
-        if let Some(s) = self.sparsities.iter().find(|s| !(0.0..1.0).contains(*s)) {
-            return Err(KernelError::InvalidOption {
-                option: "sparsity",
-                value: s.to_string(),
-                reason: "each must lie in [0, 1)",
-            });
-        }
+        check_sparsities(&self.sparsities)?;
         if self.reps == 0 {
             return Err(KernelError::InvalidOption {
                 option: "reps",
@@ -444,4 +451,21 @@ fn bench_shape<T: WeightElement>(
     }
     progress.finish_and_clear();
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn target_sparsities_outside_0_1_are_named() {
+        assert!(check_sparsities(&[0.0, 0.5, 0.9]).is_ok());
+        for bad in [1.0, -0.1, f64::NAN, 1.5] {
+            let e = check_sparsities(&[0.5, bad]).unwrap_err().to_string();
+            assert!(
+                e.contains("sparsity") && e.contains(&bad.to_string()),
+                "{e}"
+            );
+        }
+    }
 }

@@ -14,7 +14,8 @@
 //! Runtime here: cubecl 0.11.3's wgpu runtime on Mesa's software Vulkan driver (lavapipe,
 //! Debian `mesa-vulkan-drivers`), so the kernel is tested without a GPU. The same kernel code
 //! runs on any CubeCL runtime; cubecl 0.11's CUDA runtime does not build offline (its LLVM
-//! bundler downloads LLVM), so no CUDA client is wired in yet. Weights are f32, f16 or bf16
+//! bundler downloads LLVM), so the CUDA client lives in the crate `sparsity-kernels-cuda`
+//! (cubecl 0.10), sharing [`crate::cube_launch`]. Weights are f32, f16 or bf16
 //! ([`CubeWeight`]), accumulated in f32.
 
 use cubecl::prelude::*;

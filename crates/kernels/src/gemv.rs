@@ -95,8 +95,9 @@ impl GemvStats {
     }
 }
 
-/// Checks τ: finite and non-negative.
-pub(crate) fn check_tau(tau: f32) -> Result<()> {
+/// Checks τ: finite and non-negative (the threshold of every masked GEMV here and in
+/// `sparsity-kernels-cuda`).
+pub fn check_tau(tau: f32) -> Result<()> {
     if !tau.is_finite() || tau < 0.0 {
         return Err(KernelError::InvalidThreshold { tau });
     }
