@@ -40,7 +40,7 @@ const CHUNK_ELEMS: usize = 1 << 21;
 pub trait Activation: Copy + Default + Send + Sync + 'static {
     /// The magnitude type: |a| in the element's own precision (exact), compared there.
     #[doc(hidden)]
-    type Mag: Copy + PartialOrd + Default;
+    type Mag: Copy + PartialOrd + Default + 'static;
     /// The value as f64.
     fn to_f64(self) -> f64;
     /// |a| in the element's precision.
@@ -55,6 +55,9 @@ pub trait Activation: Copy + Default + Send + Sync + 'static {
     /// Adds a slice to a magnitude histogram.
     #[doc(hidden)]
     fn add_to_histogram(xs: &[Self], hist: &mut ActivationHistogram);
+    /// The slice as f32 when the element type is f32 (selects the explicit SIMD kernel).
+    #[doc(hidden)]
+    fn as_f32(xs: &[Self]) -> Option<&[f32]>;
 }
 
 impl Activation for f32 {
@@ -79,6 +82,9 @@ impl Activation for f32 {
     fn add_to_histogram(xs: &[Self], hist: &mut ActivationHistogram) {
         hist.add_f32(xs);
     }
+    fn as_f32(xs: &[Self]) -> Option<&[f32]> {
+        Some(xs)
+    }
 }
 
 impl Activation for f64 {
@@ -100,6 +106,9 @@ impl Activation for f64 {
     }
     fn add_to_histogram(xs: &[Self], hist: &mut ActivationHistogram) {
         hist.add_f64(xs);
+    }
+    fn as_f32(_: &[Self]) -> Option<&[f32]> {
+        None
     }
 }
 
@@ -215,58 +224,152 @@ pub struct NeuronStats {
 /// Neurons per register tile of the block kernel (8 f64 accumulators of each kind stay in
 /// vector registers while the tile's rows stream past).
 const TILE: usize = 8;
+/// Rows of a block that each tile walks before the kernel moves to the next tile. Eight rows
+/// of one tile touch eight cache lines, which stay in L1 for the neighbouring tile that reads
+/// the other half of the same lines even when the rows are a multiple of 4 KiB apart (they
+/// then share one 8-way L1 set), and the hardware prefetchers see eight sequential streams.
+const SUB_ROWS: usize = 8;
+/// Rows after which the u32 tile counters are folded into the u64 totals (far below 2³²).
+const FOLD_ROWS: usize = 1 << 30;
 
-/// Hints the CPU to load `block[i]` into the cache (no-op when out of bounds or not on x86-64).
-#[inline(always)]
-fn prefetch<A>(block: &[A], i: usize) {
-    #[cfg(target_arch = "x86_64")]
-    if let Some(p) = block.get(i) {
-        // SAFETY: a prefetch is a hint that never faults, and the address is in bounds.
-        #[allow(unsafe_code)]
-        unsafe {
-            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
-                (p as *const A).cast::<i8>(),
-            )
-        };
+/// Accumulators of one tile of `TILE` neurons: the block's shifted sums `s`, `q` (reset at
+/// every block) and the magnitude accumulators `sa`, `mx`, `z`, `b` (kept over a run of
+/// blocks, then folded into the statistics).
+#[derive(Clone, Copy)]
+struct TileAcc<A: Activation> {
+    s: [f64; TILE],
+    q: [f64; TILE],
+    sa: [f64; TILE],
+    mx: [A::Mag; TILE],
+    z: [u32; TILE],
+    b: [u32; TILE],
+}
+
+impl<A: Activation> TileAcc<A> {
+    fn zero() -> Self {
+        Self {
+            s: [0.0; TILE],
+            q: [0.0; TILE],
+            sa: [0.0; TILE],
+            mx: [A::Mag::default(); TILE],
+            z: [0; TILE],
+            b: [0; TILE],
+        }
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = (block, i);
 }
 
-/// Per-block outputs of [`block_stats`]: the block's per-neuron shifted sums `Σ (a − shift)`
-/// and (on request) `Σ (a − shift)²`, plus the running magnitude counters, which are updated in
-/// place.
-struct BlockOut<'a> {
-    shift: &'a [f64],
-    sum: &'a mut [f64],
-    sq: Option<&'a mut [f64]>,
-    sum_abs: &'a mut [f64],
-    max_abs: &'a mut [f64],
-    zeros: &'a mut [u64],
-    below: &'a mut [u64],
+/// Accumulators of the `n % TILE` neurons after the last full tile (scalar code).
+#[derive(Clone, Copy, Default)]
+struct RestAcc {
+    sa: f64,
+    mx: f64,
+    z: u64,
+    b: u64,
 }
 
-/// One block of `rows × n` activations (`rows ≤ BLOCK_ROWS`) in one pass: per-neuron shifted
-/// sums and magnitude counters. The arithmetic per neuron is sequential over rows, so the
-/// vectorised (AVX2 + FMA) and portable paths give bit-identical results.
-fn block_stats<A: Activation>(block: &[A], next: &[A], n: usize, t: f64, out: BlockOut<'_>) {
+/// The kernel state over a run of blocks of one row chunk: the tile and remainder
+/// accumulators, and the magnitude threshold in the element's precision.
+struct BlockAcc<A: Activation> {
+    n: usize,
+    t: f64,
+    tm: A::Mag,
+    tiles: Vec<TileAcc<A>>,
+    rest: Vec<RestAcc>,
+    rows: usize,
+}
+
+impl<A: Activation> BlockAcc<A> {
+    fn new(n: usize, t: f64) -> Self {
+        Self {
+            n,
+            t,
+            tm: A::mag_threshold(t),
+            tiles: vec![TileAcc::zero(); n / TILE],
+            rest: vec![RestAcc::default(); n % TILE],
+            rows: 0,
+        }
+    }
+
+    /// Adds the magnitude accumulators to the running counters and resets them.
+    fn fold(
+        &mut self,
+        sum_abs: &mut [f64],
+        max_abs: &mut [f64],
+        zeros: &mut [u64],
+        below: &mut [u64],
+    ) {
+        let full = self.tiles.len() * TILE;
+        for (i, acc) in self.tiles.iter_mut().enumerate() {
+            for k in 0..TILE {
+                let j = i * TILE + k;
+                let m = A::mag_to_f64(acc.mx[k]);
+                sum_abs[j] += acc.sa[k];
+                max_abs[j] = if m > max_abs[j] { m } else { max_abs[j] };
+                zeros[j] += u64::from(acc.z[k]);
+                below[j] += u64::from(acc.b[k]);
+            }
+            *acc = TileAcc::zero();
+        }
+        for (k, acc) in self.rest.iter_mut().enumerate() {
+            let j = full + k;
+            sum_abs[j] += acc.sa;
+            max_abs[j] = if acc.mx > max_abs[j] {
+                acc.mx
+            } else {
+                max_abs[j]
+            };
+            zeros[j] += acc.z;
+            below[j] += acc.b;
+            *acc = RestAcc::default();
+        }
+        self.rows = 0;
+    }
+}
+
+/// One block of `rows × n` activations (`rows ≤ BLOCK_ROWS`, `block.len() = rows·n`) in one
+/// pass: per-neuron shifted sums `Σ (a − shift)` into `sum` and (when `sq` is given)
+/// `Σ (a − shift)²` into `sq`; the magnitude work goes to `acc`. The arithmetic per neuron is
+/// sequential over rows, so the vectorised (AVX2 + FMA) and portable paths give bit-identical
+/// results.
+fn block_stats<A: Activation>(
+    block: &[A],
+    shift: &[f64],
+    acc: &mut BlockAcc<A>,
+    sum: &mut [f64],
+    sq: Option<&mut [f64]>,
+) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-        // SAFETY: the CPU supports AVX2 and FMA (checked just above); the function has no
-        // other requirement.
+        let acc_f32 = (&mut *acc as &mut dyn std::any::Any).downcast_mut::<BlockAcc<f32>>();
+        if let (Some(block), Some(acc)) = (A::as_f32(block), acc_f32) {
+            // SAFETY: the CPU supports AVX2 and FMA (checked just above); the function has no
+            // other requirement.
+            #[allow(unsafe_code)]
+            unsafe {
+                avx2::block_stats_f32(block, shift, acc, sum, sq)
+            };
+            return;
+        }
+        // SAFETY: as above.
         #[allow(unsafe_code)]
         unsafe {
-            block_stats_avx2(block, next, n, t, out)
+            block_stats_avx2(block, shift, acc, sum, sq)
         };
         return;
     }
-    block_stats_portable(block, next, n, t, out)
+    block_stats_portable(block, shift, acc, sum, sq)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-fn block_stats_avx2<A: Activation>(block: &[A], next: &[A], n: usize, t: f64, out: BlockOut<'_>) {
-    block_stats_portable(block, next, n, t, out)
+fn block_stats_avx2<A: Activation>(
+    block: &[A],
+    shift: &[f64],
+    acc: &mut BlockAcc<A>,
+    sum: &mut [f64],
+    sq: Option<&mut [f64]>,
+) {
+    block_stats_portable(block, shift, acc, sum, sq)
 }
 
 /// The `TILE` elements of `block` from `start` as an array (a fixed length lets the tile loop
@@ -278,158 +381,122 @@ fn tile_row<A>(block: &[A], start: usize) -> Option<&[A; TILE]> {
         .and_then(|x| <&[A; TILE]>::try_from(x).ok())
 }
 
-/// Register accumulators of one tile of `TILE` neurons over a block.
-struct TileAcc<A: Activation> {
-    s: [f64; TILE],
-    q: [f64; TILE],
-    sa: [f64; TILE],
-    mx: [A::Mag; TILE],
-    z: [u32; TILE],
-    b: [u32; TILE],
-}
-
-/// Streams `rows` rows of one tile (element `off + r·stride` starts row r) through the
-/// accumulators. `SQ` adds the shifted squares.
+/// Streams rows `r0..r0 + rows` of one tile (element `off + r·stride` starts row r) through
+/// the accumulators. `SQ` adds the shifted squares.
 #[inline(always)]
 fn tile_kernel<A: Activation, const SQ: bool>(
     src: &[A],
-    rows: usize,
-    stride: usize,
-    off: usize,
+    (r0, rows, stride, off): (usize, usize, usize, usize),
     shift: &[f64; TILE],
     tm: A::Mag,
-) -> TileAcc<A> {
+    acc: &mut TileAcc<A>,
+) {
     let zero = A::Mag::default();
-    let mut acc = TileAcc::<A> {
-        s: [0.0; TILE],
-        q: [0.0; TILE],
-        sa: [0.0; TILE],
-        mx: [zero; TILE],
-        z: [0; TILE],
-        b: [0; TILE],
-    };
-    for r in 0..rows {
+    let mut a = *acc;
+    for r in r0..r0 + rows {
         let Some(x) = tile_row(src, r * stride + off) else {
             break;
         };
         for k in 0..TILE {
             let v = x[k].to_f64();
-            let a = x[k].mag();
+            let m = x[k].mag();
             let d = v - shift[k];
-            acc.s[k] += d;
+            a.s[k] += d;
             if SQ {
-                acc.q[k] = d.mul_add(d, acc.q[k]);
+                a.q[k] = d.mul_add(d, a.q[k]);
             }
-            acc.sa[k] += v.abs();
-            acc.mx[k] = if a > acc.mx[k] { a } else { acc.mx[k] };
+            a.sa[k] += v.abs();
+            a.mx[k] = if m > a.mx[k] { m } else { a.mx[k] };
             // |a| == 0 exactly when a == 0 (either sign of zero)
-            acc.z[k] += u32::from(a == zero);
-            acc.b[k] += u32::from(a < tm);
+            a.z[k] += u32::from(m == zero);
+            a.b[k] += u32::from(m < tm);
         }
     }
-    acc
+    *acc = a;
 }
 
 #[inline(always)]
 fn block_stats_portable<A: Activation>(
     block: &[A],
-    next: &[A],
-    n: usize,
-    t: f64,
-    out: BlockOut<'_>,
+    shift: &[f64],
+    acc: &mut BlockAcc<A>,
+    sum: &mut [f64],
+    sq: Option<&mut [f64]>,
 ) {
-    if out.sq.is_some() {
-        block_stats_impl::<A, true>(block, next, n, t, out)
+    if sq.is_some() {
+        block_stats_impl(block, shift, acc, sum, sq, tile_kernel::<A, true>)
     } else {
-        block_stats_impl::<A, false>(block, next, n, t, out)
+        block_stats_impl(block, shift, acc, sum, sq, tile_kernel::<A, false>)
     }
 }
 
+/// Rows and placement of one tile walk: `(first row, rows, row stride, first element)`.
+type Walk = (usize, usize, usize, usize);
+
+/// The block loop around a tile kernel `tile(src, walk, shift, magnitude threshold, acc)`,
+/// which adds the shifted squares exactly when `sq` is given.
 #[inline(always)]
-fn block_stats_impl<A: Activation, const SQ: bool>(
+fn block_stats_impl<A: Activation>(
     block: &[A],
-    next: &[A],
-    n: usize,
-    t: f64,
-    out: BlockOut<'_>,
+    shift: &[f64],
+    acc: &mut BlockAcc<A>,
+    sum: &mut [f64],
+    mut sq: Option<&mut [f64]>,
+    tile: impl Fn(&[A], Walk, &[f64; TILE], A::Mag, &mut TileAcc<A>),
 ) {
+    let n = acc.n;
     let rows = (block.len() / n).min(BLOCK_ROWS);
     if rows == 0 {
         return;
     }
-    let BlockOut {
-        shift,
-        sum,
-        mut sq,
-        sum_abs,
-        max_abs,
-        zeros,
-        below,
-    } = out;
-    let tm = A::mag_threshold(t);
-    // The next block is prefetched line by line, spread evenly over this block's tiles, so
-    // that memory streams sequentially while the tiles walk their strided rows.
-    let line = (64 / std::mem::size_of::<A>()).max(1);
-    let tiles = (n / TILE).max(1);
-    let lines_per_tile = next.len().div_ceil(line).div_ceil(tiles);
-    let mut next_line = 0usize;
-    let mut store = |j0: usize, acc: TileAcc<A>, sq: &mut Option<&mut [f64]>| {
-        sum[j0..j0 + TILE].copy_from_slice(&acc.s);
-        if let Some(sq) = sq.as_deref_mut() {
-            sq[j0..j0 + TILE].copy_from_slice(&acc.q);
-        }
-        for k in 0..TILE {
-            let j = j0 + k;
-            let m = A::mag_to_f64(acc.mx[k]);
-            sum_abs[j] += acc.sa[k];
-            max_abs[j] = if m > max_abs[j] { m } else { max_abs[j] };
-            zeros[j] += u64::from(acc.z[k]);
-            below[j] += u64::from(acc.b[k]);
-        }
-    };
-    let mut prefetch_next = |count: usize| {
-        for _ in 0..count {
-            prefetch(next, next_line * line);
-            next_line += 1;
-        }
-    };
+    let tm = acc.tm;
     let shift_of = |j0: usize| -> [f64; TILE] {
         let mut k = [0.0; TILE];
         k.copy_from_slice(&shift[j0..j0 + TILE]);
         k
     };
-    let full = n / TILE * TILE;
-    let mut j0 = 0;
-    while j0 < full {
-        prefetch_next(lines_per_tile);
-        let acc = tile_kernel::<A, SQ>(block, rows, n, j0, &shift_of(j0), tm);
-        store(j0, acc, &mut sq);
-        j0 += TILE;
+    for a in &mut acc.tiles {
+        a.s = [0.0; TILE];
+        a.q = [0.0; TILE];
     }
-    for j in full..n {
-        let (mut s, mut q, mut sa, mut mx, mut z, mut b) = (0f64, 0f64, 0f64, 0f64, 0u64, 0u64);
+    let mut r0 = 0;
+    while r0 < rows {
+        let sub = SUB_ROWS.min(rows - r0);
+        for (i, a) in acc.tiles.iter_mut().enumerate() {
+            let j0 = i * TILE;
+            tile(block, (r0, sub, n, j0), &shift_of(j0), tm, a);
+        }
+        r0 += sub;
+    }
+    for (i, a) in acc.tiles.iter().enumerate() {
+        let j0 = i * TILE;
+        sum[j0..j0 + TILE].copy_from_slice(&a.s);
+        if let Some(sq) = sq.as_deref_mut() {
+            sq[j0..j0 + TILE].copy_from_slice(&a.q);
+        }
+    }
+    let full = acc.tiles.len() * TILE;
+    let t = acc.t;
+    for (k, ra) in acc.rest.iter_mut().enumerate() {
+        let j = full + k;
+        let (mut s, mut q) = (0f64, 0f64);
         for r in 0..rows {
             let v = block[r * n + j].to_f64();
             let a = v.abs();
             let d = v - shift[j];
             s += d;
-            if SQ {
-                q = d.mul_add(d, q);
-            }
-            sa += a;
-            mx = if a > mx { a } else { mx };
-            z += u64::from(v == 0.0);
-            b += u64::from(a < t);
+            q = d.mul_add(d, q);
+            ra.sa += a;
+            ra.mx = if a > ra.mx { a } else { ra.mx };
+            ra.z += u64::from(v == 0.0);
+            ra.b += u64::from(a < t);
         }
         sum[j] = s;
         if let Some(sq) = sq.as_deref_mut() {
             sq[j] = q;
         }
-        sum_abs[j] += sa;
-        max_abs[j] = if mx > max_abs[j] { mx } else { max_abs[j] };
-        zeros[j] += z;
-        below[j] += b;
     }
+    acc.rows += rows;
 }
 
 /// Chan et al. merge of (n_b, mean_b, m2_b) into (n_a, mean_a, m2_a).
@@ -630,12 +697,9 @@ impl NeuronStats {
         let mut bsq = vec![0.0; n];
         let mut bmean = vec![0.0; n];
         let mut done_rows = 0usize;
-        let block_len = BLOCK_ROWS * n;
-        for (bi, block) in data.chunks(block_len).enumerate() {
+        let mut acc = BlockAcc::<A>::new(n, t);
+        for block in data.chunks(BLOCK_ROWS * n) {
             let brows = block.len() / n;
-            let next = data
-                .get((bi + 1) * block_len..)
-                .map_or(&[][..], |rest| &rest[..rest.len().min(block_len)]);
             if as_samples {
                 // Shifted sums stay small (no cancellation): shift by the running mean, or by
                 // the first row for the first block.
@@ -649,19 +713,19 @@ impl NeuronStats {
             }
             block_stats(
                 block,
-                next,
-                n,
-                t,
-                BlockOut {
-                    shift: &shift,
-                    sum: &mut bsum,
-                    sq: as_samples.then_some(&mut bsq[..]),
-                    sum_abs: &mut self.sum_abs,
-                    max_abs: &mut self.max_abs,
-                    zeros: &mut self.zeros,
-                    below: &mut self.below,
-                },
+                &shift,
+                &mut acc,
+                &mut bsum,
+                as_samples.then_some(&mut bsq[..]),
             );
+            if acc.rows >= FOLD_ROWS {
+                acc.fold(
+                    &mut self.sum_abs,
+                    &mut self.max_abs,
+                    &mut self.zeros,
+                    &mut self.below,
+                );
+            }
             if bsum.iter().any(|s| !s.is_finite())
                 && let Some((r, c, v)) = first_non_finite(block, n)
             {
@@ -702,6 +766,12 @@ impl NeuronStats {
             }
             done_rows += brows;
         }
+        acc.fold(
+            &mut self.sum_abs,
+            &mut self.max_abs,
+            &mut self.zeros,
+            &mut self.below,
+        );
         Ok(total_sum)
     }
 
@@ -872,48 +942,191 @@ fn seq_error(e: MetricsError, seq: usize) -> MetricsError {
     }
 }
 
+/// The f32 tile kernel written with AVX2 + FMA intrinsics: the same per-neuron arithmetic, in
+/// the same order, as [`tile_kernel`] (so results are bit-identical to the portable path), but
+/// with the zero and below-threshold counts kept as lane masks subtracted from u32 counters
+/// (the auto-vectoriser packed each comparison to bytes and back, which doubled the work).
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
+mod avx2 {
+    use std::arch::x86_64::{
+        _CMP_EQ_OQ, _CMP_LT_OQ, _mm_loadu_ps, _mm256_add_pd, _mm256_and_pd, _mm256_and_ps,
+        _mm256_castps_si256, _mm256_castsi256_pd, _mm256_castsi256_ps, _mm256_cmp_ps,
+        _mm256_cvtps_pd, _mm256_fmadd_pd, _mm256_loadu_pd, _mm256_loadu_ps, _mm256_loadu_si256,
+        _mm256_max_ps, _mm256_set1_epi32, _mm256_set1_epi64x, _mm256_set1_ps, _mm256_setzero_ps,
+        _mm256_storeu_pd, _mm256_storeu_ps, _mm256_storeu_si256, _mm256_sub_epi32, _mm256_sub_pd,
+    };
+
+    use super::{BlockAcc, TILE, TileAcc, Walk, block_stats_impl};
+
+    // The kernel holds one tile as two f64x4 and one 32-bit x8 vector per quantity.
+    const _: () = assert!(TILE == 8);
+
+    /// [`super::block_stats`] for f32 activations.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn block_stats_f32(
+        block: &[f32],
+        shift: &[f64],
+        acc: &mut BlockAcc<f32>,
+        sum: &mut [f64],
+        sq: Option<&mut [f64]>,
+    ) {
+        if sq.is_some() {
+            // SAFETY: this function runs only where AVX2 and FMA are available.
+            block_stats_impl(block, shift, acc, sum, sq, |s, w, k, tm, a| unsafe {
+                tile::<true>(s, w, k, tm, a)
+            })
+        } else {
+            // SAFETY: as above.
+            block_stats_impl(block, shift, acc, sum, sq, |s, w, k, tm, a| unsafe {
+                tile::<false>(s, w, k, tm, a)
+            })
+        }
+    }
+
+    /// Streams rows `r0..r0 + rows` of the 8-neuron tile starting at `src[off]` (row stride
+    /// `stride`) through the accumulators; rows past the end of `src` are not read.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    unsafe fn tile<const SQ: bool>(
+        src: &[f32],
+        (r0, rows, stride, off): Walk,
+        shift: &[f64; TILE],
+        tm: f32,
+        acc: &mut TileAcc<f32>,
+    ) {
+        // Rows whose TILE elements lie inside `src`.
+        let end = match src.len().checked_sub(off + TILE) {
+            Some(last) => (r0 + rows).min(last / stride.max(1) + 1),
+            None => 0,
+        };
+        let abs64 = _mm256_castsi256_pd(_mm256_set1_epi64x(0x7fff_ffff_ffff_ffff));
+        let abs32 = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff));
+        let tmv = _mm256_set1_ps(tm);
+        let zero = _mm256_setzero_ps();
+        // SAFETY (all loads and stores of `acc` and `shift`): every array has TILE = 8 lanes,
+        // read and written as two f64x4 or one 32-bit x8 vector.
+        let (k0, k1) = unsafe {
+            (
+                _mm256_loadu_pd(shift.as_ptr()),
+                _mm256_loadu_pd(shift.as_ptr().add(4)),
+            )
+        };
+        let (mut s0, mut s1, mut q0, mut q1, mut a0, mut a1, mut mx, mut zc, mut bc) = unsafe {
+            (
+                _mm256_loadu_pd(acc.s.as_ptr()),
+                _mm256_loadu_pd(acc.s.as_ptr().add(4)),
+                _mm256_loadu_pd(acc.q.as_ptr()),
+                _mm256_loadu_pd(acc.q.as_ptr().add(4)),
+                _mm256_loadu_pd(acc.sa.as_ptr()),
+                _mm256_loadu_pd(acc.sa.as_ptr().add(4)),
+                _mm256_loadu_ps(acc.mx.as_ptr()),
+                _mm256_loadu_si256(acc.z.as_ptr().cast()),
+                _mm256_loadu_si256(acc.b.as_ptr().cast()),
+            )
+        };
+        let base = src.as_ptr().wrapping_add(off);
+        for r in r0..end {
+            // SAFETY: r < end, so the row's TILE elements `off + r·stride ..` are in `src`.
+            let (x, v0, v1) = unsafe {
+                let p = base.add(r * stride);
+                (
+                    _mm256_loadu_ps(p),
+                    _mm256_cvtps_pd(_mm_loadu_ps(p)),
+                    _mm256_cvtps_pd(_mm_loadu_ps(p.add(4))),
+                )
+            };
+            let d0 = _mm256_sub_pd(v0, k0);
+            let d1 = _mm256_sub_pd(v1, k1);
+            s0 = _mm256_add_pd(s0, d0);
+            s1 = _mm256_add_pd(s1, d1);
+            if SQ {
+                q0 = _mm256_fmadd_pd(d0, d0, q0);
+                q1 = _mm256_fmadd_pd(d1, d1, q1);
+            }
+            a0 = _mm256_add_pd(a0, _mm256_and_pd(v0, abs64));
+            a1 = _mm256_add_pd(a1, _mm256_and_pd(v1, abs64));
+            let a = _mm256_and_ps(x, abs32);
+            // max(a, mx) returns mx unless a > mx: the portable `if a > mx { a } else { mx }`.
+            mx = _mm256_max_ps(a, mx);
+            // A true comparison is an all-ones lane (−1 as i32): subtracting it counts one.
+            zc = _mm256_sub_epi32(
+                zc,
+                _mm256_castps_si256(_mm256_cmp_ps::<_CMP_EQ_OQ>(a, zero)),
+            );
+            bc = _mm256_sub_epi32(bc, _mm256_castps_si256(_mm256_cmp_ps::<_CMP_LT_OQ>(a, tmv)));
+        }
+        unsafe {
+            _mm256_storeu_pd(acc.s.as_mut_ptr(), s0);
+            _mm256_storeu_pd(acc.s.as_mut_ptr().add(4), s1);
+            _mm256_storeu_pd(acc.q.as_mut_ptr(), q0);
+            _mm256_storeu_pd(acc.q.as_mut_ptr().add(4), q1);
+            _mm256_storeu_pd(acc.sa.as_mut_ptr(), a0);
+            _mm256_storeu_pd(acc.sa.as_mut_ptr().add(4), a1);
+            _mm256_storeu_ps(acc.mx.as_mut_ptr(), mx);
+            _mm256_storeu_si256(acc.z.as_mut_ptr().cast(), zc);
+            _mm256_storeu_si256(acc.b.as_mut_ptr().cast(), bc);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    struct Acc {
-        shift: Vec<f64>,
-        sum: Vec<f64>,
-        m2: Vec<f64>,
-        sum_abs: Vec<f64>,
-        max_abs: Vec<f64>,
+    /// Block outputs and folded counters of one kernel run.
+    #[derive(Debug, PartialEq)]
+    struct Out {
+        sum: Vec<u64>,
+        sq: Vec<u64>,
+        sum_abs: Vec<u64>,
+        max_abs: Vec<u64>,
         zeros: Vec<u64>,
         below: Vec<u64>,
     }
 
-    impl Acc {
-        fn new(n: usize) -> Self {
-            Self {
-                shift: (0..n).map(|j| j as f64 * 0.01 - 0.1).collect(),
-                sum: vec![0.0; n],
-                m2: vec![0.0; n],
-                sum_abs: vec![0.0; n],
-                max_abs: vec![0.0; n],
-                zeros: vec![0; n],
-                below: vec![0; n],
-            }
+    /// A block kernel over f32 activations (dispatched or portable).
+    type Kernel = fn(&[f32], &[f64], &mut BlockAcc<f32>, &mut [f64], Option<&mut [f64]>);
+
+    /// Runs the consecutive blocks of `data` (`BLOCK_ROWS × n` each, the last one partial)
+    /// through a kernel, folds the counters, and returns everything as bits (the sums are the
+    /// last block's).
+    fn run(kernel: Kernel, data: &[f32], n: usize, shift: &[f64], squares: bool) -> Out {
+        let mut acc = BlockAcc::<f32>::new(n, 1e-3);
+        let (mut sum, mut sq) = (vec![0.0; n], vec![0.0; n]);
+        let (mut sum_abs, mut max_abs) = (vec![0.0; n], vec![0.0; n]);
+        let (mut zeros, mut below) = (vec![0; n], vec![0; n]);
+        for block in data.chunks(BLOCK_ROWS * n) {
+            kernel(
+                block,
+                shift,
+                &mut acc,
+                &mut sum,
+                squares.then_some(&mut sq[..]),
+            );
         }
-        fn out(&mut self) -> BlockOut<'_> {
-            BlockOut {
-                shift: &self.shift,
-                sum: &mut self.sum,
-                sq: Some(&mut self.m2),
-                sum_abs: &mut self.sum_abs,
-                max_abs: &mut self.max_abs,
-                zeros: &mut self.zeros,
-                below: &mut self.below,
-            }
+        acc.fold(&mut sum_abs, &mut max_abs, &mut zeros, &mut below);
+        let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        Out {
+            sum: bits(&sum),
+            sq: bits(&sq),
+            sum_abs: bits(&sum_abs),
+            max_abs: bits(&max_abs),
+            zeros,
+            below,
         }
     }
 
     /// The dispatched (AVX2 + FMA where present) block kernel equals the portable one bit for
     /// bit and a plain per-element reference, for neuron counts that are and are not multiples
-    /// of TILE, and blocks of full and partial height.
+    /// of TILE, blocks of full and partial height (and partial sub-blocks of SUB_ROWS), runs of
+    /// several blocks, and with and without the squares (the per-sequence path).
     #[test]
     fn block_kernel_matches_portable_and_reference() {
         for (n, rows) in [
@@ -924,9 +1137,11 @@ mod tests {
             (16, 7),
             (24, 32),
             (37, 3),
+            (16, 9),
+            (40, 77),
         ]
         .into_iter()
-        .chain([(256, 32), (256, 9), (264, 32), (512, 1)])
+        .chain([(256, 32), (256, 9), (264, 32), (512, 1), (1024, 40)])
         {
             let data: Vec<f32> = (0..rows * n)
                 .map(|i| {
@@ -938,35 +1153,35 @@ mod tests {
                     }
                 })
                 .collect();
-            let next = &data[..n.min(data.len())];
-            let (mut fast, mut portable) = (Acc::new(n), Acc::new(n));
-            block_stats(&data, next, n, 1e-3, fast.out());
-            block_stats_portable(&data, next, n, 1e-3, portable.out());
-            for other in [&portable] {
-                for (a, b) in [
-                    (&fast.sum, &other.sum),
-                    (&fast.m2, &other.m2),
-                    (&fast.sum_abs, &other.sum_abs),
-                    (&fast.max_abs, &other.max_abs),
-                ] {
-                    let a: Vec<u64> = a.iter().map(|x| x.to_bits()).collect();
-                    let b: Vec<u64> = b.iter().map(|x| x.to_bits()).collect();
-                    assert_eq!(a, b, "n = {n}, rows = {rows}");
-                }
-                assert_eq!(fast.zeros, other.zeros);
-                assert_eq!(fast.below, other.below);
-            }
+            let shift: Vec<f64> = (0..n).map(|j| j as f64 * 0.01 - 0.1).collect();
+            let fast = run(block_stats, &data, n, &shift, true);
+            let portable = run(block_stats_portable, &data, n, &shift, true);
+            assert_eq!(fast, portable, "n = {n}, rows = {rows}");
+            // Without squares: the same sums and counters, and no squares written.
+            let plain = run(block_stats, &data, n, &shift, false);
+            assert!(plain.sq.iter().all(|q| *q == 0), "n = {n}: squares written");
+            assert_eq!(
+                Out {
+                    sq: fast.sq.clone(),
+                    ..plain
+                },
+                fast,
+                "n = {n}, rows = {rows}"
+            );
+            // Reference, per neuron: sums over the last block, counters over all rows.
+            let last0 = (rows - 1) / BLOCK_ROWS * BLOCK_ROWS;
+            let f = |b: u64| f64::from_bits(b);
             for j in 0..n {
                 let col: Vec<f64> = (0..rows).map(|r| f64::from(data[r * n + j])).collect();
-                let k = fast.shift[j];
-                let sum: f64 = col.iter().map(|x| x - k).sum();
-                let sq: f64 = col.iter().map(|x| (x - k) * (x - k)).sum();
-                assert!((fast.sum[j] - sum).abs() <= 1e-12, "n = {n}, j = {j}");
-                assert!((fast.m2[j] - sq).abs() <= 1e-12 * sq.max(1e-30));
+                let k = shift[j];
+                let sum: f64 = col[last0..].iter().map(|x| x - k).sum();
+                let sq: f64 = col[last0..].iter().map(|x| (x - k) * (x - k)).sum();
+                assert!((f(fast.sum[j]) - sum).abs() <= 1e-12, "n = {n}, j = {j}");
+                assert!((f(fast.sq[j]) - sq).abs() <= 1e-12 * sq.max(1e-30));
                 let abs: f64 = col.iter().map(|x| x.abs()).sum();
-                assert!((fast.sum_abs[j] - abs).abs() <= 1e-12);
+                assert!((f(fast.sum_abs[j]) - abs).abs() <= 1e-12 * abs.max(1.0));
                 let max = col.iter().fold(0f64, |m, x| m.max(x.abs()));
-                assert_eq!(fast.max_abs[j], max);
+                assert_eq!(f(fast.max_abs[j]), max);
                 assert_eq!(
                     fast.zeros[j],
                     col.iter().filter(|x| **x == 0.0).count() as u64
