@@ -381,12 +381,15 @@ fn tile_row<A>(block: &[A], start: usize) -> Option<&[A; TILE]> {
         .and_then(|x| <&[A; TILE]>::try_from(x).ok())
 }
 
+/// Rows and placement of one tile walk: `(first row, rows, row stride, first element)`.
+type Walk = (usize, usize, usize, usize);
+
 /// Streams rows `r0..r0 + rows` of one tile (element `off + r·stride` starts row r) through
 /// the accumulators. `SQ` adds the shifted squares.
 #[inline(always)]
 fn tile_kernel<A: Activation, const SQ: bool>(
     src: &[A],
-    (r0, rows, stride, off): (usize, usize, usize, usize),
+    (r0, rows, stride, off): Walk,
     shift: &[f64; TILE],
     tm: A::Mag,
     acc: &mut TileAcc<A>,
@@ -429,9 +432,6 @@ fn block_stats_portable<A: Activation>(
         block_stats_impl(block, shift, acc, sum, sq, tile_kernel::<A, false>)
     }
 }
-
-/// Rows and placement of one tile walk: `(first row, rows, row stride, first element)`.
-type Walk = (usize, usize, usize, usize);
 
 /// The block loop around a tile kernel `tile(src, walk, shift, magnitude threshold, acc)`,
 /// which adds the shifted squares exactly when `sq` is given.
