@@ -78,6 +78,12 @@ impl ActivationHistogram {
         }
     }
 
+    /// Empties the histogram, keeping its buffer.
+    pub(crate) fn clear(&mut self) {
+        self.counts.fill(0);
+        self.total = 0;
+    }
+
     /// Adds one magnitude given as f32 bits (finite values only; the caller checks).
     #[inline(always)]
     pub(crate) fn add_bits(&mut self, bits: u32) {
