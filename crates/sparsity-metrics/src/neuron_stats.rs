@@ -229,20 +229,24 @@ const TILE: usize = 8;
 /// the other half of the same lines even when the rows are a multiple of 4 KiB apart (they
 /// then share one 8-way L1 set), and the hardware prefetchers see eight sequential streams.
 const SUB_ROWS: usize = 8;
-/// Rows after which the u32 tile counters are folded into the u64 totals (far below 2³²).
-const FOLD_ROWS: usize = 1 << 30;
+/// Rows after which the 16-bit tile counters are folded into the u64 totals: a fold follows
+/// the block that reaches this, so a counter sees at most FOLD_ROWS − 1 + BLOCK_ROWS = 65 535
+/// rows.
+const FOLD_ROWS: usize = 65_536 - BLOCK_ROWS;
+const _: () = assert!(FOLD_ROWS - 1 + BLOCK_ROWS <= u16::MAX as usize);
 
 /// Accumulators of one tile of `TILE` neurons: the block's shifted sums `s`, `q` (reset at
-/// every block) and the magnitude accumulators `sa`, `mx`, `z`, `b` (kept over a run of
-/// blocks, then folded into the statistics).
+/// every block) and the magnitude accumulators `sa`, `mx` and `zb` (kept over a run of
+/// blocks, then folded into the statistics). `zb` holds two 16-bit counters per neuron: exact
+/// zeros in the high half, magnitudes below the threshold in the low half (one vector
+/// register for both in the AVX2 kernel).
 #[derive(Clone, Copy)]
 struct TileAcc<A: Activation> {
     s: [f64; TILE],
     q: [f64; TILE],
     sa: [f64; TILE],
     mx: [A::Mag; TILE],
-    z: [u32; TILE],
-    b: [u32; TILE],
+    zb: [u32; TILE],
 }
 
 impl<A: Activation> TileAcc<A> {
@@ -252,15 +256,17 @@ impl<A: Activation> TileAcc<A> {
             q: [0.0; TILE],
             sa: [0.0; TILE],
             mx: [A::Mag::default(); TILE],
-            z: [0; TILE],
-            b: [0; TILE],
+            zb: [0; TILE],
         }
     }
 }
 
-/// Accumulators of the `n % TILE` neurons after the last full tile (scalar code).
+/// Accumulators of the `n % TILE` neurons after the last full tile (scalar code): the
+/// block's shifted sums `s`, `q` and the magnitude accumulators, as in [`TileAcc`].
 #[derive(Clone, Copy, Default)]
 struct RestAcc {
+    s: f64,
+    q: f64,
     sa: f64,
     mx: f64,
     z: u64,
@@ -288,9 +294,6 @@ struct RowScratch<A: Activation> {
     acc: BlockAcc<A>,
     total_sum: Vec<f64>,
     shift: Vec<f64>,
-    bsum: Vec<f64>,
-    bsq: Vec<f64>,
-    bmean: Vec<f64>,
 }
 
 impl<A: Activation> RowScratch<A> {
@@ -299,9 +302,6 @@ impl<A: Activation> RowScratch<A> {
             acc: BlockAcc::new(n, t),
             total_sum: vec![0.0; n],
             shift: vec![0.0; n],
-            bsum: vec![0.0; n],
-            bsq: vec![0.0; n],
-            bmean: vec![0.0; n],
         }
     }
 }
@@ -316,6 +316,134 @@ impl<A: Activation> BlockAcc<A> {
             rest: vec![RestAcc::default(); n % TILE],
             rows: 0,
         }
+    }
+
+    /// The block epilogue of the variance path, in one pass over the block sums (which it
+    /// zeroes for the next block): per neuron, the block's mean `k + s/rows` and centred sum
+    /// of squares `max(q − s²/rows, 0)` merged into `(samples, mean, m2)` by Chan's update
+    /// ([`merge_moments`], same arithmetic). The first block (`first_shift` given, `samples`
+    /// = 0) was shifted by `first_shift` and becomes the state; later blocks were shifted by
+    /// the running mean itself. Returns false when a block sum is not finite (the state is
+    /// then garbage; the caller reports the error and drops it).
+    fn merge_block(
+        &mut self,
+        first_shift: Option<&[f64]>,
+        samples: u64,
+        rows: usize,
+        mean: &mut [f64],
+        m2: &mut [f64],
+    ) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU supports AVX2 (checked just above); no other requirement.
+            #[allow(unsafe_code)]
+            return unsafe { self.merge_block_avx2(first_shift, samples, rows, mean, m2) };
+        }
+        self.merge_block_impl(first_shift, samples, rows, mean, m2)
+    }
+
+    /// [`Self::merge_block`] compiled for AVX2 (4-wide f64 vectors; the same operations, so
+    /// the same bits).
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    fn merge_block_avx2(
+        &mut self,
+        first_shift: Option<&[f64]>,
+        samples: u64,
+        rows: usize,
+        mean: &mut [f64],
+        m2: &mut [f64],
+    ) -> bool {
+        self.merge_block_impl(first_shift, samples, rows, mean, m2)
+    }
+
+    #[inline(always)]
+    fn merge_block_impl(
+        &mut self,
+        first_shift: Option<&[f64]>,
+        samples: u64,
+        rows: usize,
+        mean: &mut [f64],
+        m2: &mut [f64],
+    ) -> bool {
+        let inv = 1.0 / rows as f64;
+        let n_b = rows as u64;
+        let total = (samples + n_b) as f64;
+        let fb = n_b as f64 / total;
+        let w = samples as f64 * n_b as f64 / total;
+        let full = self.tiles.len() * TILE;
+        let (mean_t, mean_r) = mean.split_at_mut(full);
+        let (m2_t, m2_r) = m2.split_at_mut(full);
+        // s·0 is NaN exactly when s is not finite; a sum of them is NaN if any is.
+        let mut check = [0.0; TILE];
+        let means = mean_t
+            .chunks_exact_mut(TILE)
+            .zip(m2_t.chunks_exact_mut(TILE));
+        // Σ (a − mean_b)² = Σ (a − k)² − (Σ (a − k))² / rows, never below 0.
+        match first_shift {
+            // The first block: its moments are the state.
+            Some(f) => {
+                let shifts = f.chunks_exact(TILE);
+                for ((a, (m, q)), k) in self.tiles.iter_mut().zip(means).zip(shifts) {
+                    for i in 0..TILE {
+                        check[i] += a.s[i] * 0.0;
+                        m[i] = k[i] + a.s[i] * inv;
+                        q[i] = (a.q[i] - a.s[i] * a.s[i] * inv).max(0.0);
+                    }
+                    (a.s, a.q) = ([0.0; TILE], [0.0; TILE]);
+                }
+            }
+            // Shifted by the running mean itself.
+            None => {
+                for (a, (m, q)) in self.tiles.iter_mut().zip(means) {
+                    for i in 0..TILE {
+                        check[i] += a.s[i] * 0.0;
+                        let mb = m[i] + a.s[i] * inv;
+                        let qb = (a.q[i] - a.s[i] * a.s[i] * inv).max(0.0);
+                        let d = mb - m[i];
+                        m[i] += d * fb;
+                        q[i] += qb + d * d * w;
+                    }
+                    (a.s, a.q) = ([0.0; TILE], [0.0; TILE]);
+                }
+            }
+        }
+        for (k, a) in self.rest.iter_mut().enumerate() {
+            check[0] += a.s * 0.0;
+            let shift = first_shift.map_or(mean_r[k], |f| f[full + k]);
+            let mb = shift + a.s * inv;
+            let qb = (a.q - a.s * a.s * inv).max(0.0);
+            if first_shift.is_some() {
+                (mean_r[k], m2_r[k]) = (mb, qb);
+            } else {
+                let d = mb - mean_r[k];
+                mean_r[k] += d * fb;
+                m2_r[k] += qb + d * d * w;
+            }
+            (a.s, a.q) = (0.0, 0.0);
+        }
+        !check.iter().any(|c| c.is_nan())
+    }
+
+    /// The block epilogue of the row-sum path: adds the block sums to `total` and zeroes
+    /// them. Returns false when a block sum is not finite.
+    fn add_block_sums(&mut self, total: &mut [f64]) -> bool {
+        let full = self.tiles.len() * TILE;
+        let (total_t, total_r) = total.split_at_mut(full);
+        let mut check = [0.0; TILE];
+        for (a, t) in self.tiles.iter_mut().zip(total_t.chunks_exact_mut(TILE)) {
+            for i in 0..TILE {
+                check[i] += a.s[i] * 0.0;
+                t[i] += a.s[i];
+            }
+            (a.s, a.q) = ([0.0; TILE], [0.0; TILE]);
+        }
+        for (a, t) in self.rest.iter_mut().zip(total_r) {
+            check[0] += a.s * 0.0;
+            *t += a.s;
+            (a.s, a.q) = (0.0, 0.0);
+        }
+        !check.iter().any(|c| c.is_nan())
     }
 
     /// Zeroes every accumulator (as after a fold), discarding what they held.
@@ -340,8 +468,8 @@ impl<A: Activation> BlockAcc<A> {
                 let m = A::mag_to_f64(acc.mx[k]);
                 sum_abs[j] += acc.sa[k];
                 max_abs[j] = if m > max_abs[j] { m } else { max_abs[j] };
-                zeros[j] += u64::from(acc.z[k]);
-                below[j] += u64::from(acc.b[k]);
+                zeros[j] += u64::from(acc.zb[k] >> 16);
+                below[j] += u64::from(acc.zb[k] & 0xffff);
             }
             *acc = TileAcc::zero();
         }
@@ -362,17 +490,12 @@ impl<A: Activation> BlockAcc<A> {
 }
 
 /// One block of `rows × n` activations (`rows ≤ BLOCK_ROWS`, `block.len() = rows·n`) in one
-/// pass: per-neuron shifted sums `Σ (a − shift)` into `sum` and (when `sq` is given)
-/// `Σ (a − shift)²` into `sq`; the magnitude work goes to `acc`. The arithmetic per neuron is
-/// sequential over rows, so the vectorised (AVX2 + FMA) and portable paths give bit-identical
-/// results.
-fn block_stats<A: Activation>(
-    block: &[A],
-    shift: &[f64],
-    acc: &mut BlockAcc<A>,
-    sum: &mut [f64],
-    sq: Option<&mut [f64]>,
-) {
+/// pass into `acc`: per-neuron shifted sums `Σ (a − shift)` and (with `squares`)
+/// `Σ (a − shift)²` added to the block sums (zero at the start of a block; the block
+/// epilogues [`BlockAcc::merge_block`] and [`BlockAcc::add_block_sums`] read and zero them),
+/// and the magnitude accumulators. The arithmetic per neuron is sequential over rows, so the
+/// vectorised (AVX2 + FMA) and portable paths give bit-identical results.
+fn block_stats<A: Activation>(block: &[A], shift: &[f64], acc: &mut BlockAcc<A>, squares: bool) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
         let acc_f32 = (&mut *acc as &mut dyn std::any::Any).downcast_mut::<BlockAcc<f32>>();
@@ -381,18 +504,18 @@ fn block_stats<A: Activation>(
             // other requirement.
             #[allow(unsafe_code)]
             unsafe {
-                avx2::block_stats_f32(block, shift, acc, sum, sq)
+                avx2::block_stats_f32(block, shift, acc, squares)
             };
             return;
         }
         // SAFETY: as above.
         #[allow(unsafe_code)]
         unsafe {
-            block_stats_avx2(block, shift, acc, sum, sq)
+            block_stats_avx2(block, shift, acc, squares)
         };
         return;
     }
-    block_stats_portable(block, shift, acc, sum, sq)
+    block_stats_portable(block, shift, acc, squares)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -401,10 +524,9 @@ fn block_stats_avx2<A: Activation>(
     block: &[A],
     shift: &[f64],
     acc: &mut BlockAcc<A>,
-    sum: &mut [f64],
-    sq: Option<&mut [f64]>,
+    squares: bool,
 ) {
-    block_stats_portable(block, shift, acc, sum, sq)
+    block_stats_portable(block, shift, acc, squares)
 }
 
 /// The `TILE` elements of `block` from `start` as an array (a fixed length lets the tile loop
@@ -446,8 +568,7 @@ fn tile_kernel<A: Activation, const SQ: bool>(
             a.sa[k] += v.abs();
             a.mx[k] = if m > a.mx[k] { m } else { a.mx[k] };
             // |a| == 0 exactly when a == 0 (either sign of zero)
-            a.z[k] += u32::from(m == zero);
-            a.b[k] += u32::from(m < tm);
+            a.zb[k] += (u32::from(m == zero) << 16) | u32::from(m < tm);
         }
     }
     *acc = a;
@@ -458,25 +579,23 @@ fn block_stats_portable<A: Activation>(
     block: &[A],
     shift: &[f64],
     acc: &mut BlockAcc<A>,
-    sum: &mut [f64],
-    sq: Option<&mut [f64]>,
+    squares: bool,
 ) {
-    if sq.is_some() {
-        block_stats_impl(block, shift, acc, sum, sq, tile_kernel::<A, true>)
+    if squares {
+        block_stats_impl(block, shift, acc, true, tile_kernel::<A, true>)
     } else {
-        block_stats_impl(block, shift, acc, sum, sq, tile_kernel::<A, false>)
+        block_stats_impl(block, shift, acc, false, tile_kernel::<A, false>)
     }
 }
 
 /// The block loop around a tile kernel `tile(src, walk, shift, magnitude threshold, acc)`,
-/// which adds the shifted squares exactly when `sq` is given.
+/// which adds the shifted squares exactly when `squares` is set.
 #[inline(always)]
 fn block_stats_impl<A: Activation>(
     block: &[A],
     shift: &[f64],
     acc: &mut BlockAcc<A>,
-    sum: &mut [f64],
-    mut sq: Option<&mut [f64]>,
+    squares: bool,
     tile: impl Fn(&[A], Walk, &[f64; TILE], A::Mag, &mut TileAcc<A>),
 ) {
     let n = acc.n;
@@ -485,51 +604,36 @@ fn block_stats_impl<A: Activation>(
         return;
     }
     let tm = acc.tm;
-    let shift_of = |j0: usize| -> [f64; TILE] {
-        let mut k = [0.0; TILE];
-        k.copy_from_slice(&shift[j0..j0 + TILE]);
-        k
-    };
-    for a in &mut acc.tiles {
-        a.s = [0.0; TILE];
-        a.q = [0.0; TILE];
-    }
     let mut r0 = 0;
     while r0 < rows {
         let sub = SUB_ROWS.min(rows - r0);
-        for (i, a) in acc.tiles.iter_mut().enumerate() {
-            let j0 = i * TILE;
-            tile(block, (r0, sub, n, j0), &shift_of(j0), tm, a);
+        let tiles = acc.tiles.iter_mut().zip(shift.chunks_exact(TILE));
+        for (i, (a, k)) in tiles.enumerate() {
+            if let Ok(k) = <&[f64; TILE]>::try_from(k) {
+                tile(block, (r0, sub, n, i * TILE), k, tm, a);
+            }
         }
         r0 += sub;
-    }
-    for (i, a) in acc.tiles.iter().enumerate() {
-        let j0 = i * TILE;
-        sum[j0..j0 + TILE].copy_from_slice(&a.s);
-        if let Some(sq) = sq.as_deref_mut() {
-            sq[j0..j0 + TILE].copy_from_slice(&a.q);
-        }
     }
     let full = acc.tiles.len() * TILE;
     let t = acc.t;
     for (k, ra) in acc.rest.iter_mut().enumerate() {
         let j = full + k;
-        let (mut s, mut q) = (0f64, 0f64);
+        let (mut s, mut q) = (ra.s, ra.q);
         for r in 0..rows {
             let v = block[r * n + j].to_f64();
             let a = v.abs();
             let d = v - shift[j];
             s += d;
-            q = d.mul_add(d, q);
+            if squares {
+                q = d.mul_add(d, q);
+            }
             ra.sa += a;
             ra.mx = if a > ra.mx { a } else { ra.mx };
             ra.z += u64::from(v == 0.0);
             ra.b += u64::from(a < t);
         }
-        sum[j] = s;
-        if let Some(sq) = sq.as_deref_mut() {
-            sq[j] = q;
-        }
+        (ra.s, ra.q) = (s, q);
     }
     acc.rows += rows;
 }
@@ -814,30 +918,44 @@ impl NeuronStats {
             acc,
             total_sum,
             shift,
-            bsum,
-            bsq,
-            bmean,
         } = sc;
         total_sum.fill(0.0);
-        // A chunk that stopped at an error left its magnitude accumulators unfolded.
+        // A chunk that stopped at an error left its accumulators unfolded.
         if acc.rows != 0 {
             acc.clear();
+        }
+        if !as_samples {
+            // Row sums are plain sums.
+            shift.fill(0.0);
         }
         let mut done_rows = 0usize;
         for block in data.chunks(BLOCK_ROWS * n) {
             let brows = block.len() / n;
-            if as_samples {
-                // Shifted sums stay small (no cancellation): shift by the running mean, or by
-                // the first row for the first block.
-                if self.samples == 0 {
-                    for (k, a) in shift.iter_mut().zip(&block[..n]) {
-                        *k = a.to_f64();
-                    }
-                } else {
-                    shift.copy_from_slice(&self.mean);
+            // Shifted sums stay small (no cancellation): shift by the running mean, or by the
+            // first row for the first block.
+            let first = as_samples && self.samples == 0;
+            if first {
+                for (k, a) in shift.iter_mut().zip(&block[..n]) {
+                    *k = a.to_f64();
                 }
             }
-            block_stats(block, shift, acc, bsum, as_samples.then_some(&mut bsq[..]));
+            let finite = if as_samples {
+                let k = if first { &shift[..] } else { &self.mean[..] };
+                block_stats(block, k, acc, true);
+                let first_shift = first.then_some(&shift[..]);
+                let ok = acc.merge_block(
+                    first_shift,
+                    self.samples,
+                    brows,
+                    &mut self.mean,
+                    &mut self.m2,
+                );
+                self.samples += brows as u64;
+                ok
+            } else {
+                block_stats(block, shift, acc, false);
+                acc.add_block_sums(total_sum)
+            };
             if acc.rows >= FOLD_ROWS {
                 acc.fold(
                     &mut self.sum_abs,
@@ -846,9 +964,7 @@ impl NeuronStats {
                     &mut self.below,
                 );
             }
-            if bsum.iter().any(|s| !s.is_finite())
-                && let Some((r, c, v)) = first_non_finite(block, n)
-            {
+            if !finite && let Some((r, c, v)) = first_non_finite(block, n) {
                 return Err(MetricsError::NonFinite {
                     what: "activations".into(),
                     position: vec![done_rows + r, c],
@@ -859,31 +975,6 @@ impl NeuronStats {
                 A::add_to_histogram(block, h);
             }
             self.tokens += brows as u64;
-            if as_samples {
-                let inv = 1.0 / brows as f64;
-                for ((m, q), (&k, &s)) in bmean
-                    .iter_mut()
-                    .zip(bsq.iter_mut())
-                    .zip(shift.iter().zip(bsum.iter()))
-                {
-                    *m = k + s * inv;
-                    // Σ (a − mean_b)² = Σ (a − k)² − (Σ (a − k))² / rows, never below 0
-                    *q = (*q - s * s * inv).max(0.0);
-                }
-                merge_moments(
-                    self.samples,
-                    &mut self.mean,
-                    &mut self.m2,
-                    brows as u64,
-                    bmean,
-                    bsq,
-                );
-                self.samples += brows as u64;
-            } else {
-                for (ts, bs) in total_sum.iter_mut().zip(bsum.iter()) {
-                    *ts += bs;
-                }
-            }
             done_rows += brows;
         }
         acc.fold(
@@ -1071,10 +1162,11 @@ fn seq_error(e: MetricsError, seq: usize) -> MetricsError {
 mod avx2 {
     use std::arch::x86_64::{
         _CMP_EQ_OQ, _CMP_LT_OQ, _mm_loadu_ps, _mm256_add_pd, _mm256_and_pd, _mm256_and_ps,
-        _mm256_castps_si256, _mm256_castsi256_pd, _mm256_castsi256_ps, _mm256_cmp_ps,
-        _mm256_cvtps_pd, _mm256_fmadd_pd, _mm256_loadu_pd, _mm256_loadu_ps, _mm256_loadu_si256,
-        _mm256_max_ps, _mm256_set1_epi32, _mm256_set1_epi64x, _mm256_set1_ps, _mm256_setzero_ps,
-        _mm256_storeu_pd, _mm256_storeu_ps, _mm256_storeu_si256, _mm256_sub_epi32, _mm256_sub_pd,
+        _mm256_blend_epi16, _mm256_castps_si256, _mm256_castsi256_pd, _mm256_castsi256_ps,
+        _mm256_cmp_ps, _mm256_cvtps_pd, _mm256_fmadd_pd, _mm256_loadu_pd, _mm256_loadu_ps,
+        _mm256_loadu_si256, _mm256_max_ps, _mm256_set1_epi32, _mm256_set1_epi64x, _mm256_set1_ps,
+        _mm256_setzero_ps, _mm256_storeu_pd, _mm256_storeu_ps, _mm256_storeu_si256,
+        _mm256_sub_epi16, _mm256_sub_pd,
     };
 
     use super::{BlockAcc, TILE, TileAcc, Walk, block_stats_impl};
@@ -1091,17 +1183,16 @@ mod avx2 {
         block: &[f32],
         shift: &[f64],
         acc: &mut BlockAcc<f32>,
-        sum: &mut [f64],
-        sq: Option<&mut [f64]>,
+        squares: bool,
     ) {
-        if sq.is_some() {
+        if squares {
             // SAFETY: this function runs only where AVX2 and FMA are available.
-            block_stats_impl(block, shift, acc, sum, sq, |s, w, k, tm, a| unsafe {
+            block_stats_impl(block, shift, acc, true, |s, w, k, tm, a| unsafe {
                 tile::<true>(s, w, k, tm, a)
             })
         } else {
             // SAFETY: as above.
-            block_stats_impl(block, shift, acc, sum, sq, |s, w, k, tm, a| unsafe {
+            block_stats_impl(block, shift, acc, false, |s, w, k, tm, a| unsafe {
                 tile::<false>(s, w, k, tm, a)
             })
         }
@@ -1121,10 +1212,23 @@ mod avx2 {
         tm: f32,
         acc: &mut TileAcc<f32>,
     ) {
-        // Rows whose TILE elements lie inside `src`.
-        let end = match src.len().checked_sub(off + TILE) {
-            Some(last) => (r0 + rows).min(last / stride.max(1) + 1),
-            None => 0,
+        // Rows whose TILE elements lie inside `src`: all of them in the block loop (checked
+        // with one multiplication), else found by a division.
+        // (No closures here: they would not be inlined into this AVX2 function.)
+        let mut all_inside = rows == 0;
+        if rows > 0
+            && let Some(o) = (r0 + rows - 1).checked_mul(stride)
+            && let Some(e) = o.checked_add(off + TILE)
+        {
+            all_inside = e <= src.len();
+        }
+        let end = if all_inside {
+            r0 + rows
+        } else {
+            match src.len().checked_sub(off + TILE) {
+                Some(last) => (r0 + rows).min(last / stride.max(1) + 1),
+                None => 0,
+            }
         };
         let abs64 = _mm256_castsi256_pd(_mm256_set1_epi64x(0x7fff_ffff_ffff_ffff));
         let abs32 = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff));
@@ -1138,7 +1242,7 @@ mod avx2 {
                 _mm256_loadu_pd(shift.as_ptr().add(4)),
             )
         };
-        let (mut s0, mut s1, mut q0, mut q1, mut a0, mut a1, mut mx, mut zc, mut bc) = unsafe {
+        let (mut s0, mut s1, mut q0, mut q1, mut a0, mut a1, mut mx, mut zb) = unsafe {
             (
                 _mm256_loadu_pd(acc.s.as_ptr()),
                 _mm256_loadu_pd(acc.s.as_ptr().add(4)),
@@ -1147,8 +1251,7 @@ mod avx2 {
                 _mm256_loadu_pd(acc.sa.as_ptr()),
                 _mm256_loadu_pd(acc.sa.as_ptr().add(4)),
                 _mm256_loadu_ps(acc.mx.as_ptr()),
-                _mm256_loadu_si256(acc.z.as_ptr().cast()),
-                _mm256_loadu_si256(acc.b.as_ptr().cast()),
+                _mm256_loadu_si256(acc.zb.as_ptr().cast()),
             )
         };
         let base = src.as_ptr().wrapping_add(off);
@@ -1175,12 +1278,12 @@ mod avx2 {
             let a = _mm256_and_ps(x, abs32);
             // max(a, mx) returns mx unless a > mx: the portable `if a > mx { a } else { mx }`.
             mx = _mm256_max_ps(a, mx);
-            // A true comparison is an all-ones lane (−1 as i32): subtracting it counts one.
-            zc = _mm256_sub_epi32(
-                zc,
-                _mm256_castps_si256(_mm256_cmp_ps::<_CMP_EQ_OQ>(a, zero)),
-            );
-            bc = _mm256_sub_epi32(bc, _mm256_castps_si256(_mm256_cmp_ps::<_CMP_LT_OQ>(a, tmv)));
+            // A true comparison is an all-ones lane: with the zero test in the high 16 bits
+            // and the threshold test in the low 16 bits of each lane (one blend), subtracting
+            // it as 16-bit lanes counts one in each half that holds.
+            let eq = _mm256_castps_si256(_mm256_cmp_ps::<_CMP_EQ_OQ>(a, zero));
+            let lt = _mm256_castps_si256(_mm256_cmp_ps::<_CMP_LT_OQ>(a, tmv));
+            zb = _mm256_sub_epi16(zb, _mm256_blend_epi16::<0xAA>(lt, eq));
         }
         unsafe {
             _mm256_storeu_pd(acc.s.as_mut_ptr(), s0);
@@ -1190,8 +1293,7 @@ mod avx2 {
             _mm256_storeu_pd(acc.sa.as_mut_ptr(), a0);
             _mm256_storeu_pd(acc.sa.as_mut_ptr().add(4), a1);
             _mm256_storeu_ps(acc.mx.as_mut_ptr(), mx);
-            _mm256_storeu_si256(acc.z.as_mut_ptr().cast(), zc);
-            _mm256_storeu_si256(acc.b.as_mut_ptr().cast(), bc);
+            _mm256_storeu_si256(acc.zb.as_mut_ptr().cast(), zb);
         }
     }
 }
@@ -1212,7 +1314,7 @@ mod tests {
     }
 
     /// A block kernel over f32 activations (dispatched or portable).
-    type Kernel = fn(&[f32], &[f64], &mut BlockAcc<f32>, &mut [f64], Option<&mut [f64]>);
+    type Kernel = fn(&[f32], &[f64], &mut BlockAcc<f32>, bool);
 
     /// Runs the consecutive blocks of `data` (`BLOCK_ROWS × n` each, the last one partial)
     /// through a kernel, folds the counters, and returns everything as bits (the sums are the
@@ -1223,13 +1325,18 @@ mod tests {
         let (mut sum_abs, mut max_abs) = (vec![0.0; n], vec![0.0; n]);
         let (mut zeros, mut below) = (vec![0; n], vec![0; n]);
         for block in data.chunks(BLOCK_ROWS * n) {
-            kernel(
-                block,
-                shift,
-                &mut acc,
-                &mut sum,
-                squares.then_some(&mut sq[..]),
-            );
+            kernel(block, shift, &mut acc, squares);
+            // A block epilogue: take the block sums and zero them.
+            for (i, a) in acc.tiles.iter_mut().enumerate() {
+                sum[i * TILE..(i + 1) * TILE].copy_from_slice(&a.s);
+                sq[i * TILE..(i + 1) * TILE].copy_from_slice(&a.q);
+                (a.s, a.q) = ([0.0; TILE], [0.0; TILE]);
+            }
+            let full = acc.tiles.len() * TILE;
+            for (k, a) in acc.rest.iter_mut().enumerate() {
+                (sum[full + k], sq[full + k]) = (a.s, a.q);
+                (a.s, a.q) = (0.0, 0.0);
+            }
         }
         acc.fold(&mut sum_abs, &mut max_abs, &mut zeros, &mut below);
         let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
@@ -1538,5 +1645,40 @@ mod tests {
             w.as_slice().unwrap_or(&[]),
             1e-12,
         );
+    }
+
+    /// The 16-bit tile counters are folded before they overflow: one chunk of more than 2¹⁶
+    /// rows (n = 9: one tile and one remainder neuron) where every counter exceeds 65 535.
+    #[test]
+    fn counters_fold_before_sixteen_bits_overflow() {
+        let (rows, n) = (140_000usize, 9usize);
+        assert!((CHUNK_ELEMS / n) >= rows, "one chunk");
+        let data: Vec<f32> = (0..rows * n)
+            .map(|i| match (i % n, i / n % 4) {
+                (0 | 8, _) => 0.0,
+                (1, _) => 1e-4,
+                (_, 0) => 0.0,
+                (j, _) => j as f32,
+            })
+            .collect();
+        let Ok(x) = ArrayView2::from_shape((rows, n), &data) else {
+            panic!("shape")
+        };
+        let mut st = params(n, Aggregation::PerToken);
+        if let Err(e) = st.update(x) {
+            panic!("{e}")
+        }
+        let (Ok(z), Ok(b)) = (st.zero_fraction(), st.below_threshold_fraction()) else {
+            panic!("fractions")
+        };
+        for j in 0..n {
+            let col = (0..rows).map(|r| data[r * n + j]);
+            let zeros = col.clone().filter(|v| *v == 0.0).count();
+            let below = col.filter(|v| v.abs() < 1e-3).count();
+            assert_eq!(z[j], zeros as f64 / rows as f64, "zeros, neuron {j}");
+            assert_eq!(b[j], below as f64 / rows as f64, "below, neuron {j}");
+        }
+        assert_eq!(z[0], 1.0);
+        assert_eq!(b[1], 1.0);
     }
 }
