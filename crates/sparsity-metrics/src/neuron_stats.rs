@@ -1161,12 +1161,9 @@ fn seq_error(e: MetricsError, seq: usize) -> MetricsError {
 #[allow(unsafe_code)]
 mod avx2 {
     use std::arch::x86_64::{
-        _CMP_EQ_OQ, _CMP_LT_OQ, _mm_loadu_ps, _mm256_add_pd, _mm256_and_pd, _mm256_and_ps,
-        _mm256_blend_epi16, _mm256_castps_si256, _mm256_castsi256_pd, _mm256_castsi256_ps,
-        _mm256_cmp_ps, _mm256_cvtps_pd, _mm256_fmadd_pd, _mm256_loadu_pd, _mm256_loadu_ps,
-        _mm256_loadu_si256, _mm256_max_ps, _mm256_set1_epi32, _mm256_set1_epi64x, _mm256_set1_ps,
-        _mm256_setzero_ps, _mm256_storeu_pd, _mm256_storeu_ps, _mm256_storeu_si256,
-        _mm256_sub_epi16, _mm256_sub_pd,
+        _mm256_castsi256_pd, _mm256_castsi256_ps, _mm256_loadu_pd, _mm256_loadu_ps,
+        _mm256_loadu_si256, _mm256_set1_epi32, _mm256_set1_epi64x, _mm256_set1_ps,
+        _mm256_storeu_pd, _mm256_storeu_ps, _mm256_storeu_si256,
     };
 
     use super::{BlockAcc, TILE, TileAcc, Walk, block_stats_impl};
@@ -1233,7 +1230,6 @@ mod avx2 {
         let abs64 = _mm256_castsi256_pd(_mm256_set1_epi64x(0x7fff_ffff_ffff_ffff));
         let abs32 = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff));
         let tmv = _mm256_set1_ps(tm);
-        let zero = _mm256_setzero_ps();
         // SAFETY (all loads and stores of `acc` and `shift`): every array has TILE = 8 lanes,
         // read and written as two f64x4 or one 32-bit x8 vector.
         let (k0, k1) = unsafe {
@@ -1254,42 +1250,74 @@ mod avx2 {
                 _mm256_loadu_si256(acc.zb.as_ptr().cast()),
             )
         };
-        let base = src.as_ptr().wrapping_add(off);
-        for r in r0..end {
-            // SAFETY: r < end, so the row's TILE elements `off + r·stride ..` are in `src`.
-            let (x, v0, v1) = unsafe {
-                let p = base.add(r * stride);
-                (
-                    _mm256_loadu_ps(p),
-                    _mm256_cvtps_pd(_mm_loadu_ps(p)),
-                    _mm256_cvtps_pd(_mm_loadu_ps(p.add(4))),
-                )
-            };
-            let d0 = _mm256_sub_pd(v0, k0);
-            let d1 = _mm256_sub_pd(v1, k1);
-            s0 = _mm256_add_pd(s0, d0);
-            s1 = _mm256_add_pd(s1, d1);
-            if SQ {
-                q0 = _mm256_fmadd_pd(d0, d0, q0);
-                q1 = _mm256_fmadd_pd(d1, d1, q1);
+        if end > r0 {
+            // The row loop in assembly: with 8 accumulators and 5 constants there are three
+            // vector registers left for temporaries, and the compiler's allocation of the same
+            // intrinsics spilled a shift vector and shuffled the threshold between registers
+            // every row. The operations and their order are those of the portable tile (the
+            // test checks the bits): the magnitude |a| (f32) feeds max and the two counters
+            // (zero test in the high, threshold test in the low 16 bits, one 16-bit subtract),
+            // then each half widened to f64 adds |a| to `sa`, and a − k to `s` and (a − k)² to
+            // `q` (fused). Without `SQ` the squares are computed and dropped.
+            // SAFETY: rows r0..end of the tile lie inside `src` (above), so every load at
+            // `p = src + off + r·stride` (r0 ≤ r < end) reads 8 elements of `src`; the loop runs
+            // end − r0 ≥ 1 times; no memory is written and the stack is not used.
+            unsafe {
+                std::arch::asm!(
+                    "2:",
+                    "vmovups {t0}, ymmword ptr [{p}]",
+                    "vandps {t0}, {t0}, {abs32}",
+                    "vmaxps {mx}, {t0}, {mx}",
+                    "vcmpps {t1}, {t0}, {tmv}, 0x11",
+                    "vxorps {t2:x}, {t2:x}, {t2:x}",
+                    "vcmpps {t2}, {t0}, {t2}, 0",
+                    "vpblendw {t1}, {t1}, {t2}, 0xAA",
+                    "vpsubw {zb}, {zb}, {t1}",
+                    "vcvtps2pd {t0}, xmmword ptr [{p}]",
+                    "vcvtps2pd {t1}, xmmword ptr [{p} + 16]",
+                    "vandpd {t2}, {t0}, {abs64}",
+                    "vaddpd {a0}, {a0}, {t2}",
+                    "vandpd {t2}, {t1}, {abs64}",
+                    "vaddpd {a1}, {a1}, {t2}",
+                    "vsubpd {t0}, {t0}, {k0}",
+                    "vsubpd {t1}, {t1}, {k1}",
+                    "vaddpd {s0}, {s0}, {t0}",
+                    "vaddpd {s1}, {s1}, {t1}",
+                    "vfmadd231pd {q0}, {t0}, {t0}",
+                    "vfmadd231pd {q1}, {t1}, {t1}",
+                    "add {p}, {step}",
+                    "dec {n}",
+                    "jnz 2b",
+                    p = inout(reg) src.as_ptr().add(off + r0 * stride) => _,
+                    n = inout(reg) end - r0 => _,
+                    step = in(reg) stride * size_of::<f32>(),
+                    t0 = out(ymm_reg) _,
+                    t1 = out(ymm_reg) _,
+                    t2 = out(ymm_reg) _,
+                    s0 = inout(ymm_reg) s0,
+                    s1 = inout(ymm_reg) s1,
+                    q0 = inout(ymm_reg) q0,
+                    q1 = inout(ymm_reg) q1,
+                    a0 = inout(ymm_reg) a0,
+                    a1 = inout(ymm_reg) a1,
+                    mx = inout(ymm_reg) mx,
+                    zb = inout(ymm_reg) zb,
+                    k0 = in(ymm_reg) k0,
+                    k1 = in(ymm_reg) k1,
+                    abs64 = in(ymm_reg) abs64,
+                    abs32 = in(ymm_reg) abs32,
+                    tmv = in(ymm_reg) tmv,
+                    options(nostack, readonly),
+                );
             }
-            a0 = _mm256_add_pd(a0, _mm256_and_pd(v0, abs64));
-            a1 = _mm256_add_pd(a1, _mm256_and_pd(v1, abs64));
-            let a = _mm256_and_ps(x, abs32);
-            // max(a, mx) returns mx unless a > mx: the portable `if a > mx { a } else { mx }`.
-            mx = _mm256_max_ps(a, mx);
-            // A true comparison is an all-ones lane: with the zero test in the high 16 bits
-            // and the threshold test in the low 16 bits of each lane (one blend), subtracting
-            // it as 16-bit lanes counts one in each half that holds.
-            let eq = _mm256_castps_si256(_mm256_cmp_ps::<_CMP_EQ_OQ>(a, zero));
-            let lt = _mm256_castps_si256(_mm256_cmp_ps::<_CMP_LT_OQ>(a, tmv));
-            zb = _mm256_sub_epi16(zb, _mm256_blend_epi16::<0xAA>(lt, eq));
         }
         unsafe {
             _mm256_storeu_pd(acc.s.as_mut_ptr(), s0);
             _mm256_storeu_pd(acc.s.as_mut_ptr().add(4), s1);
-            _mm256_storeu_pd(acc.q.as_mut_ptr(), q0);
-            _mm256_storeu_pd(acc.q.as_mut_ptr().add(4), q1);
+            if SQ {
+                _mm256_storeu_pd(acc.q.as_mut_ptr(), q0);
+                _mm256_storeu_pd(acc.q.as_mut_ptr().add(4), q1);
+            }
             _mm256_storeu_pd(acc.sa.as_mut_ptr(), a0);
             _mm256_storeu_pd(acc.sa.as_mut_ptr().add(4), a1);
             _mm256_storeu_ps(acc.mx.as_mut_ptr(), mx);
