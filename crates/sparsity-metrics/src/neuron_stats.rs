@@ -294,14 +294,19 @@ struct RowScratch<A: Activation> {
     acc: BlockAcc<A>,
     total_sum: Vec<f64>,
     shift: Vec<f64>,
+    /// The worker's magnitude histogram (when the statistics keep one). Its counts are exact
+    /// integers, so one per worker, summed at the end in any order, gives the same histogram
+    /// as one per chunk, without a 256 KiB histogram per chunk to clear and merge.
+    hist: Option<ActivationHistogram>,
 }
 
 impl<A: Activation> RowScratch<A> {
-    fn new(n: usize, t: f64) -> Self {
+    fn new(n: usize, t: f64, histogram: bool) -> Self {
         Self {
             acc: BlockAcc::new(n, t),
             total_sum: vec![0.0; n],
             shift: vec![0.0; n],
+            hist: histogram.then(ActivationHistogram::new),
         }
     }
 }
@@ -650,13 +655,15 @@ const WAVE_PER_WORKER: usize = 8;
 /// scratch for all its items, so a long batch allocates a wave's outputs and one scratch per
 /// worker instead of both per item (fresh allocations fault their pages in again, which cost
 /// about a fifth of the streaming time). Which worker runs which item never changes an output.
+/// On success the scratches are returned (for what they accumulate across items whatever the
+/// order, such as exact counts).
 fn ordered_waves<I, O, S>(
     items: &[I],
     new_out: impl Fn() -> O,
     new_scratch: impl Fn() -> S + Sync,
     work: impl Fn(&mut S, &I, &mut O) -> Result<()> + Sync,
     mut sink: impl FnMut(&O),
-) -> Result<()>
+) -> Result<Vec<S>>
 where
     I: Sync,
     O: Send,
@@ -686,7 +693,13 @@ where
             sink(out);
         }
     }
-    Ok(())
+    Ok(scratch
+        .into_iter()
+        .filter_map(|m| {
+            m.into_inner()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+        })
+        .collect())
 }
 
 /// Chan et al. merge of (n_b, mean_b, m2_b) into (n_a, mean_a, m2_a).
@@ -763,6 +776,33 @@ impl NeuronStats {
         }
     }
 
+    /// Like [`Self::empty_like`] but without a histogram: the partial of one chunk, whose
+    /// activations a worker's histogram counts.
+    fn empty_partial(&self) -> NeuronStats {
+        let n = self.params.neurons;
+        NeuronStats {
+            params: self.params.clone(),
+            samples: 0,
+            mean: vec![0.0; n],
+            m2: vec![0.0; n],
+            tokens: 0,
+            sum_abs: vec![0.0; n],
+            max_abs: vec![0.0; n],
+            zeros: vec![0; n],
+            below: vec![0; n],
+            histogram: None,
+        }
+    }
+
+    /// Adds the histograms of the workers' scratches (exact counts, any order).
+    fn add_worker_histograms<A: Activation>(&mut self, scratches: &[RowScratch<A>]) {
+        if let Some(h) = self.histogram.as_mut() {
+            for wh in scratches.iter().filter_map(|sc| sc.hist.as_ref()) {
+                h.merge(wh);
+            }
+        }
+    }
+
     fn empty_like(&self) -> NeuronStats {
         let n = self.params.neurons;
         NeuronStats {
@@ -813,11 +853,12 @@ impl NeuronStats {
         let rows = batch.nrows();
         let starts: Vec<usize> = (0..rows).step_by(chunk_rows).collect();
         let t = self.params.magnitude_threshold;
-        let mut total = self.empty_like();
-        ordered_waves(
+        let hist = self.histogram.is_some();
+        let mut total = self.empty_partial();
+        let scratches = ordered_waves(
             &starts,
-            || self.empty_like(),
-            || RowScratch::<A>::new(n, t),
+            || self.empty_partial(),
+            || RowScratch::<A>::new(n, t, hist),
             |sc, &r0, p| {
                 p.clear();
                 let r1 = (r0 + chunk_rows).min(rows);
@@ -827,6 +868,7 @@ impl NeuronStats {
             |p| total.merge_unchecked(p),
         )?;
         self.merge_unchecked(&total);
+        self.add_worker_histograms(&scratches);
         Ok(())
     }
 
@@ -865,11 +907,12 @@ impl NeuronStats {
         let (b, seq, n) = batch.dim();
         let starts: Vec<usize> = (0..b).step_by(group).collect();
         let t = self.params.magnitude_threshold;
-        let mut total = self.empty_like();
-        ordered_waves(
+        let hist = self.histogram.is_some();
+        let mut total = self.empty_partial();
+        let scratches = ordered_waves(
             &starts,
-            || (self.empty_like(), Vec::new()),
-            || RowScratch::<A>::new(n, t),
+            || (self.empty_partial(), Vec::new()),
+            || RowScratch::<A>::new(n, t, hist),
             |sc, &i0, (p, means): &mut (NeuronStats, Vec<Vec<f64>>)| {
                 p.clear();
                 means.clear();
@@ -888,6 +931,7 @@ impl NeuronStats {
             },
         )?;
         self.merge_unchecked(&total);
+        self.add_worker_histograms(&scratches);
         Ok(())
     }
 
@@ -918,6 +962,7 @@ impl NeuronStats {
             acc,
             total_sum,
             shift,
+            hist,
         } = sc;
         total_sum.fill(0.0);
         // A chunk that stopped at an error left its accumulators unfolded.
@@ -971,7 +1016,7 @@ impl NeuronStats {
                     value: v,
                 });
             }
-            if let Some(h) = self.histogram.as_mut() {
+            if let Some(h) = hist.as_mut() {
                 A::add_to_histogram(block, h);
             }
             self.tokens += brows as u64;
@@ -1524,8 +1569,8 @@ mod tests {
     }
 
     /// Outputs go to the sink in item order for any worker count and wave boundary, each
-    /// worker's scratch is reused, and the first error in item order stops the run with
-    /// nothing after it sunk.
+    /// worker's scratch is reused and returned, and the first error in item order stops the
+    /// run with nothing after it sunk.
     #[test]
     fn ordered_waves_keep_item_order_and_stop_at_the_first_error() {
         let items: Vec<usize> = (0..50).collect();
@@ -1557,7 +1602,11 @@ mod tests {
                 let want: Vec<usize> = (0..fail.unwrap_or(50)).map(|i| i * 10).collect();
                 assert_eq!(sunk, want, "threads {threads}, fail {fail:?}");
                 match (fail, r) {
-                    (None, Ok(())) => {}
+                    (None, Ok(scratches)) => {
+                        // Every item ran with one of the returned scratches.
+                        assert!(scratches.len() <= threads);
+                        assert_eq!(scratches.iter().sum::<usize>(), items.len());
+                    }
                     (Some(f), Err(MetricsError::Empty { what })) => {
                         assert_eq!(what, format!("item {f}"))
                     }
@@ -1653,8 +1702,12 @@ mod tests {
         };
         let one = run(1, 1);
         for threads in [2, 3] {
-            assert_eq!(bits(&run(threads, 1)), bits(&one), "threads {threads}");
+            let other = run(threads, 1);
+            assert_eq!(bits(&other), bits(&one), "threads {threads}");
+            assert_eq!(other.histogram(), one.histogram(), "threads {threads}");
         }
+        assert_eq!(run(1, b).histogram(), one.histogram());
+        assert!(one.histogram().is_some_and(|h| h.total() == (b * seq * n) as u64));
         assert_eq!(one.sample_count(), 40);
         assert_eq!(one.token_count(), 240);
         let means = x.mapv(f64::from).mean_axis(Axis(1));
