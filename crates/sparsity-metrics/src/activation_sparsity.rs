@@ -84,6 +84,16 @@ impl ActivationHistogram {
         self.total = 0;
     }
 
+    /// The bucket counts as a fixed-size array, for kernels that count in place.
+    pub(crate) fn bucket_counts(&mut self) -> Option<&mut [u64; BUCKETS]> {
+        <&mut [u64; BUCKETS]>::try_from(self.counts.as_mut_slice()).ok()
+    }
+
+    /// Adds `k` to the number of magnitudes recorded (after counting them in place).
+    pub(crate) fn add_total(&mut self, k: u64) {
+        self.total += k;
+    }
+
     /// Adds one magnitude given as f32 bits (finite values only; the caller checks).
     #[inline(always)]
     pub(crate) fn add_bits(&mut self, bits: u32) {

@@ -500,7 +500,13 @@ impl<A: Activation> BlockAcc<A> {
 /// epilogues [`BlockAcc::merge_block`] and [`BlockAcc::add_block_sums`] read and zero them),
 /// and the magnitude accumulators. The arithmetic per neuron is sequential over rows, so the
 /// vectorised (AVX2 + FMA) and portable paths give bit-identical results.
-fn block_stats<A: Activation>(block: &[A], shift: &[f64], acc: &mut BlockAcc<A>, squares: bool) {
+fn block_stats<A: Activation>(
+    block: &[A],
+    shift: &[f64],
+    acc: &mut BlockAcc<A>,
+    squares: bool,
+    hist: Option<&mut ActivationHistogram>,
+) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
         let acc_f32 = (&mut *acc as &mut dyn std::any::Any).downcast_mut::<BlockAcc<f32>>();
@@ -509,7 +515,7 @@ fn block_stats<A: Activation>(block: &[A], shift: &[f64], acc: &mut BlockAcc<A>,
             // other requirement.
             #[allow(unsafe_code)]
             unsafe {
-                avx2::block_stats_f32(block, shift, acc, squares)
+                avx2::block_stats_f32(block, shift, acc, squares, hist)
             };
             return;
         }
@@ -518,9 +524,15 @@ fn block_stats<A: Activation>(block: &[A], shift: &[f64], acc: &mut BlockAcc<A>,
         unsafe {
             block_stats_avx2(block, shift, acc, squares)
         };
+        if let Some(h) = hist {
+            A::add_to_histogram(block, h);
+        }
         return;
     }
-    block_stats_portable(block, shift, acc, squares)
+    block_stats_portable(block, shift, acc, squares);
+    if let Some(h) = hist {
+        A::add_to_histogram(block, h);
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -601,7 +613,7 @@ fn block_stats_impl<A: Activation>(
     shift: &[f64],
     acc: &mut BlockAcc<A>,
     squares: bool,
-    tile: impl Fn(&[A], Walk, &[f64; TILE], A::Mag, &mut TileAcc<A>),
+    mut tile: impl FnMut(&[A], Walk, &[f64; TILE], A::Mag, &mut TileAcc<A>),
 ) {
     let n = acc.n;
     let rows = (block.len() / n).min(BLOCK_ROWS);
@@ -986,7 +998,7 @@ impl NeuronStats {
             }
             let finite = if as_samples {
                 let k = if first { &shift[..] } else { &self.mean[..] };
-                block_stats(block, k, acc, true);
+                block_stats(block, k, acc, true, hist.as_mut());
                 let first_shift = first.then_some(&shift[..]);
                 let ok = acc.merge_block(
                     first_shift,
@@ -998,7 +1010,7 @@ impl NeuronStats {
                 self.samples += brows as u64;
                 ok
             } else {
-                block_stats(block, shift, acc, false);
+                block_stats(block, shift, acc, false, hist.as_mut());
                 acc.add_block_sums(total_sum)
             };
             if acc.rows >= FOLD_ROWS {
@@ -1015,9 +1027,6 @@ impl NeuronStats {
                     position: vec![done_rows + r, c],
                     value: v,
                 });
-            }
-            if let Some(h) = hist.as_mut() {
-                A::add_to_histogram(block, h);
             }
             self.tokens += brows as u64;
             done_rows += brows;
@@ -1211,7 +1220,8 @@ mod avx2 {
         _mm256_storeu_pd, _mm256_storeu_ps, _mm256_storeu_si256,
     };
 
-    use super::{BlockAcc, TILE, TileAcc, Walk, block_stats_impl};
+    use super::{BLOCK_ROWS, BlockAcc, TILE, TileAcc, Walk, block_stats_impl};
+    use crate::activation_sparsity::{ActivationHistogram, BUCKETS};
 
     // The kernel holds one tile as two f64x4 and one 32-bit x8 vector per quantity.
     const _: () = assert!(TILE == 8);
@@ -1226,22 +1236,110 @@ mod avx2 {
         shift: &[f64],
         acc: &mut BlockAcc<f32>,
         squares: bool,
+        mut hist: Option<&mut ActivationHistogram>,
     ) {
+        let mut counts = hist
+            .as_deref_mut()
+            .and_then(ActivationHistogram::bucket_counts);
+        let fused = counts.is_some();
         if squares {
             // SAFETY: this function runs only where AVX2 and FMA are available.
             block_stats_impl(block, shift, acc, true, |s, w, k, tm, a| unsafe {
-                tile::<true>(s, w, k, tm, a)
+                tile::<true>(s, w, k, tm, a, counts.as_deref_mut())
             })
         } else {
             // SAFETY: as above.
             block_stats_impl(block, shift, acc, false, |s, w, k, tm, a| unsafe {
-                tile::<false>(s, w, k, tm, a)
+                tile::<false>(s, w, k, tm, a, counts.as_deref_mut())
             })
+        }
+        if let Some(h) = hist {
+            if fused {
+                // The tiles counted their columns; the remainder columns here.
+                let n = acc.n;
+                let rows = (block.len() / n).min(BLOCK_ROWS);
+                let full = acc.tiles.len() * TILE;
+                for row in block.chunks_exact(n).take(rows) {
+                    for x in &row[full..] {
+                        h.add_bits(x.to_bits());
+                    }
+                }
+                h.add_total((rows * n) as u64);
+            } else {
+                h.add_f32(block);
+            }
         }
     }
 
+    /// The row loop of [`tile`], first part: load the 8 elements, t0 = |a| (f32).
+    macro_rules! row_head {
+        () => {
+            concat!(
+                "2:\n",
+                "vmovups {t0}, ymmword ptr [{p}]\n",
+                "vandps {t0}, {t0}, {abs32}\n",
+            )
+        };
+    }
+
+    /// Optional part of the row loop: the 8 histogram buckets of t0 = |a|, counted.
+    macro_rules! row_hist {
+        () => {
+            concat!(
+                "vpsrld {t2}, {t0}, 16\n",
+                "vmovdqu ymmword ptr [{buf}], {t2}\n",
+                "mov {i:e}, dword ptr [{buf}]\n",
+                "inc qword ptr [{h} + 8*{i}]\n",
+                "mov {i:e}, dword ptr [{buf} + 4]\n",
+                "inc qword ptr [{h} + 8*{i}]\n",
+                "mov {i:e}, dword ptr [{buf} + 8]\n",
+                "inc qword ptr [{h} + 8*{i}]\n",
+                "mov {i:e}, dword ptr [{buf} + 12]\n",
+                "inc qword ptr [{h} + 8*{i}]\n",
+                "mov {i:e}, dword ptr [{buf} + 16]\n",
+                "inc qword ptr [{h} + 8*{i}]\n",
+                "mov {i:e}, dword ptr [{buf} + 20]\n",
+                "inc qword ptr [{h} + 8*{i}]\n",
+                "mov {i:e}, dword ptr [{buf} + 24]\n",
+                "inc qword ptr [{h} + 8*{i}]\n",
+                "mov {i:e}, dword ptr [{buf} + 28]\n",
+                "inc qword ptr [{h} + 8*{i}]\n",
+            )
+        };
+    }
+
+    /// The row loop of [`tile`], second part: max, the two counters, the f64 sums, next row.
+    macro_rules! row_tail {
+        () => {
+            concat!(
+                "vmaxps {mx}, {t0}, {mx}\n",
+                "vcmpps {t1}, {t0}, {tmv}, 0x11\n",
+                "vxorps {t2:x}, {t2:x}, {t2:x}\n",
+                "vcmpps {t2}, {t0}, {t2}, 0\n",
+                "vpblendw {t1}, {t1}, {t2}, 0xAA\n",
+                "vpsubw {zb}, {zb}, {t1}\n",
+                "vcvtps2pd {t0}, xmmword ptr [{p}]\n",
+                "vcvtps2pd {t1}, xmmword ptr [{p} + 16]\n",
+                "vandpd {t2}, {t0}, {abs64}\n",
+                "vaddpd {a0}, {a0}, {t2}\n",
+                "vandpd {t2}, {t1}, {abs64}\n",
+                "vaddpd {a1}, {a1}, {t2}\n",
+                "vsubpd {t0}, {t0}, {k0}\n",
+                "vsubpd {t1}, {t1}, {k1}\n",
+                "vaddpd {s0}, {s0}, {t0}\n",
+                "vaddpd {s1}, {s1}, {t1}\n",
+                "vfmadd231pd {q0}, {t0}, {t0}\n",
+                "vfmadd231pd {q1}, {t1}, {t1}\n",
+                "add {p}, {step}\n",
+                "dec {n}\n",
+                "jnz 2b\n",
+            )
+        };
+    }
+
     /// Streams rows `r0..r0 + rows` of the 8-neuron tile starting at `src[off]` (row stride
-    /// `stride`) through the accumulators; rows past the end of `src` are not read.
+    /// `stride`) through the accumulators, and counts the magnitudes into `hist` if given;
+    /// rows past the end of `src` are not read.
     ///
     /// # Safety
     /// The CPU must support AVX2 and FMA.
@@ -1253,6 +1351,7 @@ mod avx2 {
         shift: &[f64; TILE],
         tm: f32,
         acc: &mut TileAcc<f32>,
+        hist: Option<&mut [u64; BUCKETS]>,
     ) {
         // Rows whose TILE elements lie inside `src`: all of them in the block loop (checked
         // with one multiplication), else found by a division.
@@ -1303,57 +1402,78 @@ mod avx2 {
             // test checks the bits): the magnitude |a| (f32) feeds max and the two counters
             // (zero test in the high, threshold test in the low 16 bits, one 16-bit subtract),
             // then each half widened to f64 adds |a| to `sa`, and a − k to `s` and (a − k)² to
-            // `q` (fused). Without `SQ` the squares are computed and dropped.
+            // `q` (fused). Without `SQ` the squares are computed and dropped. With a histogram,
+            // the 8 buckets (|a| bits >> 16) go through `buf` to 8 scalar increments, which run
+            // on the integer side while the vector units do the rest.
             // SAFETY: rows r0..end of the tile lie inside `src` (above), so every load at
             // `p = src + off + r·stride` (r0 ≤ r < end) reads 8 elements of `src`; the loop runs
-            // end − r0 ≥ 1 times; no memory is written and the stack is not used.
-            unsafe {
-                std::arch::asm!(
-                    "2:",
-                    "vmovups {t0}, ymmword ptr [{p}]",
-                    "vandps {t0}, {t0}, {abs32}",
-                    "vmaxps {mx}, {t0}, {mx}",
-                    "vcmpps {t1}, {t0}, {tmv}, 0x11",
-                    "vxorps {t2:x}, {t2:x}, {t2:x}",
-                    "vcmpps {t2}, {t0}, {t2}, 0",
-                    "vpblendw {t1}, {t1}, {t2}, 0xAA",
-                    "vpsubw {zb}, {zb}, {t1}",
-                    "vcvtps2pd {t0}, xmmword ptr [{p}]",
-                    "vcvtps2pd {t1}, xmmword ptr [{p} + 16]",
-                    "vandpd {t2}, {t0}, {abs64}",
-                    "vaddpd {a0}, {a0}, {t2}",
-                    "vandpd {t2}, {t1}, {abs64}",
-                    "vaddpd {a1}, {a1}, {t2}",
-                    "vsubpd {t0}, {t0}, {k0}",
-                    "vsubpd {t1}, {t1}, {k1}",
-                    "vaddpd {s0}, {s0}, {t0}",
-                    "vaddpd {s1}, {s1}, {t1}",
-                    "vfmadd231pd {q0}, {t0}, {t0}",
-                    "vfmadd231pd {q1}, {t1}, {t1}",
-                    "add {p}, {step}",
-                    "dec {n}",
-                    "jnz 2b",
-                    p = inout(reg) src.as_ptr().add(off + r0 * stride) => _,
-                    n = inout(reg) end - r0 => _,
-                    step = in(reg) stride * size_of::<f32>(),
-                    t0 = out(ymm_reg) _,
-                    t1 = out(ymm_reg) _,
-                    t2 = out(ymm_reg) _,
-                    s0 = inout(ymm_reg) s0,
-                    s1 = inout(ymm_reg) s1,
-                    q0 = inout(ymm_reg) q0,
-                    q1 = inout(ymm_reg) q1,
-                    a0 = inout(ymm_reg) a0,
-                    a1 = inout(ymm_reg) a1,
-                    mx = inout(ymm_reg) mx,
-                    zb = inout(ymm_reg) zb,
-                    k0 = in(ymm_reg) k0,
-                    k1 = in(ymm_reg) k1,
-                    abs64 = in(ymm_reg) abs64,
-                    abs32 = in(ymm_reg) abs32,
-                    tmv = in(ymm_reg) tmv,
-                    options(nostack, readonly),
-                );
+            // end − r0 ≥ 1 times; the stack is not used. With a histogram, `buf` is 8 u32 and
+            // every bucket index is below 2^15 = BUCKETS (the sign bit is cleared before the
+            // shift), so each increment stays inside `counts`.
+            let p = unsafe { src.as_ptr().add(off + r0 * stride) };
+            let (n, step) = (end - r0, stride * size_of::<f32>());
+            match hist {
+                None => unsafe {
+                    std::arch::asm!(
+                        row_head!(),
+                        row_tail!(),
+                        p = inout(reg) p => _,
+                        n = inout(reg) n => _,
+                        step = in(reg) step,
+                        t0 = out(ymm_reg) _,
+                        t1 = out(ymm_reg) _,
+                        t2 = out(ymm_reg) _,
+                        s0 = inout(ymm_reg) s0,
+                        s1 = inout(ymm_reg) s1,
+                        q0 = inout(ymm_reg) q0,
+                        q1 = inout(ymm_reg) q1,
+                        a0 = inout(ymm_reg) a0,
+                        a1 = inout(ymm_reg) a1,
+                        mx = inout(ymm_reg) mx,
+                        zb = inout(ymm_reg) zb,
+                        k0 = in(ymm_reg) k0,
+                        k1 = in(ymm_reg) k1,
+                        abs64 = in(ymm_reg) abs64,
+                        abs32 = in(ymm_reg) abs32,
+                        tmv = in(ymm_reg) tmv,
+                        options(nostack, readonly),
+                    )
+                },
+                Some(counts) => unsafe {
+                    // 32-byte aligned, so the vector store never splits across cache lines
+                    // (which would stop it forwarding to the 8 loads).
+                    #[repr(align(32))]
+                    struct Buf([u32; TILE]);
+                    let mut buf = Buf([0; TILE]);
+                    std::arch::asm!(
+                        row_head!(),
+                        row_hist!(),
+                        row_tail!(),
+                        p = inout(reg) p => _,
+                        n = inout(reg) n => _,
+                        step = in(reg) step,
+                        buf = in(reg) buf.0.as_mut_ptr(),
+                        h = in(reg) counts.as_mut_ptr(),
+                        i = out(reg) _,
+                        t0 = out(ymm_reg) _,
+                        t1 = out(ymm_reg) _,
+                        t2 = out(ymm_reg) _,
+                        s0 = inout(ymm_reg) s0,
+                        s1 = inout(ymm_reg) s1,
+                        q0 = inout(ymm_reg) q0,
+                        q1 = inout(ymm_reg) q1,
+                        a0 = inout(ymm_reg) a0,
+                        a1 = inout(ymm_reg) a1,
+                        mx = inout(ymm_reg) mx,
+                        zb = inout(ymm_reg) zb,
+                        k0 = in(ymm_reg) k0,
+                        k1 = in(ymm_reg) k1,
+                        abs64 = in(ymm_reg) abs64,
+                        abs32 = in(ymm_reg) abs32,
+                        tmv = in(ymm_reg) tmv,
+                        options(nostack),
+                    )
+                },
             }
         }
         unsafe {
@@ -1378,6 +1498,7 @@ mod tests {
     /// Block outputs and folded counters of one kernel run.
     #[derive(Debug, PartialEq)]
     struct Out {
+        hist: Vec<u64>,
         sum: Vec<u64>,
         sq: Vec<u64>,
         sum_abs: Vec<u64>,
@@ -1387,7 +1508,21 @@ mod tests {
     }
 
     /// A block kernel over f32 activations (dispatched or portable).
-    type Kernel = fn(&[f32], &[f64], &mut BlockAcc<f32>, bool);
+    type Kernel = fn(&[f32], &[f64], &mut BlockAcc<f32>, bool, Option<&mut ActivationHistogram>);
+
+    /// The portable block kernel with the histogram counted the portable way.
+    fn portable(
+        block: &[f32],
+        shift: &[f64],
+        acc: &mut BlockAcc<f32>,
+        squares: bool,
+        hist: Option<&mut ActivationHistogram>,
+    ) {
+        block_stats_portable(block, shift, acc, squares);
+        if let Some(h) = hist {
+            h.add_f32(block);
+        }
+    }
 
     /// Runs the consecutive blocks of `data` (`BLOCK_ROWS × n` each, the last one partial)
     /// through a kernel, folds the counters, and returns everything as bits (the sums are the
@@ -1397,8 +1532,9 @@ mod tests {
         let (mut sum, mut sq) = (vec![0.0; n], vec![0.0; n]);
         let (mut sum_abs, mut max_abs) = (vec![0.0; n], vec![0.0; n]);
         let (mut zeros, mut below) = (vec![0; n], vec![0; n]);
+        let mut hist = ActivationHistogram::new();
         for block in data.chunks(BLOCK_ROWS * n) {
-            kernel(block, shift, &mut acc, squares);
+            kernel(block, shift, &mut acc, squares, Some(&mut hist));
             // A block epilogue: take the block sums and zero them.
             for (i, a) in acc.tiles.iter_mut().enumerate() {
                 sum[i * TILE..(i + 1) * TILE].copy_from_slice(&a.s);
@@ -1413,7 +1549,9 @@ mod tests {
         }
         acc.fold(&mut sum_abs, &mut max_abs, &mut zeros, &mut below);
         let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(hist.total(), data.len() as u64);
         Out {
+            hist: hist.counts().to_vec(),
             sum: bits(&sum),
             sq: bits(&sq),
             sum_abs: bits(&sum_abs),
@@ -1423,8 +1561,8 @@ mod tests {
         }
     }
 
-    /// The dispatched (AVX2 + FMA where present) block kernel equals the portable one bit for
-    /// bit and a plain per-element reference, for neuron counts that are and are not multiples
+    /// The dispatched (AVX2 + FMA where present) block kernel, histogram included, equals the
+    /// portable one bit for bit and a plain per-element reference, for neuron counts that are and are not multiples
     /// of TILE, blocks of full and partial height (and partial sub-blocks of SUB_ROWS), runs of
     /// several blocks, and with and without the squares (the per-sequence path).
     #[test]
@@ -1455,7 +1593,7 @@ mod tests {
                 .collect();
             let shift: Vec<f64> = (0..n).map(|j| j as f64 * 0.01 - 0.1).collect();
             let fast = run(block_stats, &data, n, &shift, true);
-            let portable = run(block_stats_portable, &data, n, &shift, true);
+            let portable = run(portable, &data, n, &shift, true);
             assert_eq!(fast, portable, "n = {n}, rows = {rows}");
             // Without squares: the same sums and counters, and no squares written.
             let plain = run(block_stats, &data, n, &shift, false);
@@ -1468,6 +1606,12 @@ mod tests {
                 fast,
                 "n = {n}, rows = {rows}"
             );
+            // Reference histogram: every element in the bucket of its f32 magnitude.
+            let mut want = vec![0u64; crate::activation_sparsity::BUCKETS];
+            for x in &data {
+                want[crate::activation_sparsity::bucket_of_bits(x.to_bits())] += 1;
+            }
+            assert_eq!(fast.hist, want, "n = {n}, rows = {rows}: histogram");
             // Reference, per neuron: sums over the last block, counters over all rows.
             let last0 = (rows - 1) / BLOCK_ROWS * BLOCK_ROWS;
             let f = |b: u64| f64::from_bits(b);
@@ -1707,7 +1851,10 @@ mod tests {
             assert_eq!(other.histogram(), one.histogram(), "threads {threads}");
         }
         assert_eq!(run(1, b).histogram(), one.histogram());
-        assert!(one.histogram().is_some_and(|h| h.total() == (b * seq * n) as u64));
+        assert!(
+            one.histogram()
+                .is_some_and(|h| h.total() == (b * seq * n) as u64)
+        );
         assert_eq!(one.sample_count(), 40);
         assert_eq!(one.token_count(), 240);
         let means = x.mapv(f64::from).mean_axis(Axis(1));
