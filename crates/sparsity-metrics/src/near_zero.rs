@@ -80,16 +80,29 @@ impl NearZeroCounter {
         let rows = batch.nrows();
         let chunk = ((1usize << 21) / n).max(1);
         let starts: Vec<usize> = (0..rows).step_by(chunk).collect();
-        let parts: Vec<Vec<u64>> = starts
+        // Compared in the element's precision: |a| ≤ ε·s_j (f64) exactly when |a| is at most
+        // the largest magnitude of that type not above it, and u32 lanes (a chunk has at most
+        // 2²¹ rows): the loop vectorises.
+        let limits: Vec<A::Mag> = self.limits.iter().map(|&l| A::mag_at_most(l)).collect();
+        let count_row = |c: &mut [u32], row: &[A]| {
+            for ((c, &l), &x) in c.iter_mut().zip(&limits).zip(row) {
+                *c += u32::from(x.mag() <= l);
+            }
+        };
+        let parts: Vec<Vec<u32>> = starts
             .par_iter()
             .map(|&r0| {
-                let mut c = vec![0u64; n];
-                for row in batch
-                    .slice(s![r0..(r0 + chunk).min(rows), ..])
-                    .axis_iter(Axis(0))
-                {
-                    for ((c, &l), &x) in c.iter_mut().zip(&self.limits).zip(row.iter()) {
-                        *c += u64::from(x.to_f64().abs() <= l);
+                let mut c = vec![0u32; n];
+                let part = batch.slice(s![r0..(r0 + chunk).min(rows), ..]);
+                match part.as_slice() {
+                    Some(flat) => flat.chunks_exact(n).for_each(|row| count_row(&mut c, row)),
+                    None => {
+                        let mut buf = Vec::with_capacity(n);
+                        for row in part.axis_iter(Axis(0)) {
+                            buf.clear();
+                            buf.extend(row.iter().copied());
+                            count_row(&mut c, &buf);
+                        }
                     }
                 }
                 c
@@ -97,7 +110,7 @@ impl NearZeroCounter {
             .collect();
         for p in parts {
             for (a, b) in self.counts.iter_mut().zip(p) {
-                *a += b;
+                *a += u64::from(b);
             }
         }
         self.tokens += rows as u64;
@@ -142,5 +155,59 @@ impl NearZeroCounter {
             max_neuron_fraction: f.iter().copied().fold(0.0, f64::max),
             neurons_mostly_near_zero: f.iter().filter(|&&x| x > 0.5).count(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ndarray::{Array2, ShapeBuilder};
+
+    use super::*;
+
+    /// Counts `|a| ≤ ε·s_j` in f64, element by element.
+    fn reference(x: &Array2<f64>, limits: &[f64]) -> Vec<u64> {
+        (0..x.ncols())
+            .map(|j| x.column(j).iter().filter(|a| a.abs() <= limits[j]).count() as u64)
+            .collect()
+    }
+
+    /// f32 and f64 batches, contiguous and column-major, with magnitudes exactly at, just above
+    /// and just below each neuron's limit (where a comparison in the wrong precision or with
+    /// `<` would differ), give the f64 reference counts.
+    #[test]
+    fn counts_match_the_f64_comparison_at_the_limits() {
+        let (rows, n) = (300, 11);
+        let scales: Vec<f64> = (0..n).map(|j| 0.37 * (j as f64 + 1.0)).collect();
+        let eps = 0.1;
+        let limits: Vec<f64> = scales.iter().map(|s| eps * s).collect();
+        let x32 = Array2::from_shape_fn((rows, n), |(i, j)| {
+            let at = limits[j] as f32;
+            let v = match i % 6 {
+                0 => at,
+                1 => at.next_up(),
+                2 => at.next_down(),
+                3 => 0.0,
+                4 => -at,
+                _ => (i as f32 * 0.013).sin() * 0.2,
+            };
+            if i % 2 == 0 { v } else { -v }
+        });
+        let x64 = x32.mapv(f64::from);
+        let want = reference(&x64, &limits);
+        assert!(want.iter().all(|&c| c > 0 && c < rows as u64));
+        let scales = Array1::from(scales);
+        let count32 = |b: ArrayView2<'_, f32>| {
+            let mut c = NearZeroCounter::new(scales.view(), eps).unwrap_or_else(|e| panic!("{e}"));
+            c.update(b).unwrap_or_else(|e| panic!("{e}"));
+            c.counts.clone()
+        };
+        assert_eq!(count32(x32.view()), want, "f32, contiguous");
+        let mut fortran = Array2::<f32>::zeros((rows, n).f());
+        fortran.assign(&x32);
+        assert_eq!(count32(fortran.view()), want, "f32, column-major");
+        let mut c = NearZeroCounter::new(scales.view(), eps).unwrap_or_else(|e| panic!("{e}"));
+        c.update(x64.view()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.counts, want, "f64");
+        assert_eq!(c.tokens, rows as u64);
     }
 }

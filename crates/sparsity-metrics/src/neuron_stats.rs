@@ -52,6 +52,9 @@ pub trait Activation: Copy + Default + Send + Sync + 'static {
     /// The smallest magnitude `m` with `a < m ⇔ f64::from(a) < t` for every element `a`.
     #[doc(hidden)]
     fn mag_threshold(t: f64) -> Self::Mag;
+    /// The largest magnitude `m` with `a ≤ m ⇔ f64::from(a) ≤ l` for every magnitude `a`.
+    #[doc(hidden)]
+    fn mag_at_most(l: f64) -> Self::Mag;
     /// Adds a slice to a magnitude histogram.
     #[doc(hidden)]
     fn add_to_histogram(xs: &[Self], hist: &mut ActivationHistogram);
@@ -79,6 +82,11 @@ impl Activation for f32 {
         let r = t as f32;
         if f64::from(r) < t { r.next_up() } else { r }
     }
+    fn mag_at_most(l: f64) -> f32 {
+        // The largest f32 <= l: then a <= l (in f64) exactly when a <= that f32.
+        let r = l as f32;
+        if f64::from(r) > l { r.next_down() } else { r }
+    }
     fn add_to_histogram(xs: &[Self], hist: &mut ActivationHistogram) {
         hist.add_f32(xs);
     }
@@ -103,6 +111,9 @@ impl Activation for f64 {
     }
     fn mag_threshold(t: f64) -> f64 {
         t
+    }
+    fn mag_at_most(l: f64) -> f64 {
+        l
     }
     fn add_to_histogram(xs: &[Self], hist: &mut ActivationHistogram) {
         hist.add_f64(xs);
