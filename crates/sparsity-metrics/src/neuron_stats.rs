@@ -13,7 +13,8 @@
 //! The same merge combines the partial statistics of row chunks processed in parallel with
 //! rayon. Chunk boundaries depend only on the batch shape, never on the thread count, and the
 //! partials are merged in order, so results are bit-identical on 1 or N threads.
-//! Memory is O(neurons) (plus 256 KiB for the histogram), never O(tokens × neurons).
+//! Memory is O(neurons) (plus 256 KiB for the histogram, and during an update one more per
+//! worker), never O(tokens × neurons).
 //!
 //! Aggregation ([`Aggregation`]) decides what one *sample* of the variance is:
 //! - `PerToken`: every token row is a sample (variance across all tokens);
@@ -296,7 +297,7 @@ struct BlockAcc<A: Activation> {
 }
 
 /// The per-worker buffers of [`NeuronStats::accumulate_rows`], allocated once per rayon
-/// worker (`map_init`) and reused for every row chunk it takes: allocating them per chunk
+/// worker ([`ordered_waves`]) and reused for every row chunk it takes: allocating them per chunk
 /// made the allocator hand pages back and fault them in again, which cost about a fifth of
 /// the streaming time. Their contents never carry from one chunk to the next (the block
 /// accumulators are folded and zeroed at the end of each chunk, the rest is overwritten), so
@@ -1218,10 +1219,12 @@ fn seq_error(e: MetricsError, seq: usize) -> MetricsError {
     }
 }
 
-/// The f32 tile kernel written with AVX2 + FMA intrinsics: the same per-neuron arithmetic, in
-/// the same order, as [`tile_kernel`] (so results are bit-identical to the portable path), but
-/// with the zero and below-threshold counts kept as lane masks subtracted from u32 counters
-/// (the auto-vectoriser packed each comparison to bytes and back, which doubled the work).
+/// The f32 tile kernel for AVX2 + FMA (intrinsics around an inline-assembly row loop): the
+/// same per-neuron arithmetic, in the same order, as [`tile_kernel`] (so results are
+/// bit-identical to the portable path), with the zero and below-threshold counts kept as lane
+/// masks subtracted from two 16-bit counters per lane (the auto-vectoriser packed each
+/// comparison to bytes and back, which doubled the work), and the magnitude histogram counted
+/// in the same loop.
 #[cfg(target_arch = "x86_64")]
 #[allow(unsafe_code)]
 mod avx2 {
