@@ -803,19 +803,7 @@ impl NeuronStats {
     /// Like [`Self::empty_like`] but without a histogram: the partial of one chunk, whose
     /// activations a worker's histogram counts.
     fn empty_partial(&self) -> NeuronStats {
-        let n = self.params.neurons;
-        NeuronStats {
-            params: self.params.clone(),
-            samples: 0,
-            mean: vec![0.0; n],
-            m2: vec![0.0; n],
-            tokens: 0,
-            sum_abs: vec![0.0; n],
-            max_abs: vec![0.0; n],
-            zeros: vec![0; n],
-            below: vec![0; n],
-            histogram: None,
-        }
+        self.empty_with_histogram(false)
     }
 
     /// Adds the histograms of the workers' scratches (exact counts, any order).
@@ -827,7 +815,12 @@ impl NeuronStats {
         }
     }
 
+    /// Empty statistics with the same parameters (and a histogram if these keep one).
     fn empty_like(&self) -> NeuronStats {
+        self.empty_with_histogram(self.histogram.is_some())
+    }
+
+    fn empty_with_histogram(&self, histogram: bool) -> NeuronStats {
         let n = self.params.neurons;
         NeuronStats {
             params: self.params.clone(),
@@ -839,7 +832,7 @@ impl NeuronStats {
             max_abs: vec![0.0; n],
             zeros: vec![0; n],
             below: vec![0; n],
-            histogram: self.histogram.as_ref().map(|_| ActivationHistogram::new()),
+            histogram: histogram.then(ActivationHistogram::new),
         }
     }
 
@@ -1426,10 +1419,13 @@ mod avx2 {
             // shift), so each increment stays inside `counts`.
             let p = unsafe { src.as_ptr().add(off + r0 * stride) };
             let (n, step) = (end - r0, stride * size_of::<f32>());
-            match hist {
-                None => unsafe {
+            // The loop with its operands; the histogram variant adds template lines, operands
+            // and writes memory (`buf`, `counts`).
+            macro_rules! row_loop {
+                ([$($lines:expr),*], [$($extra:tt)*], $options:tt) => {
                     std::arch::asm!(
                         row_head!(),
+                        $($lines,)*
                         row_tail!(),
                         p = inout(reg) p => _,
                         n = inout(reg) n => _,
@@ -1450,42 +1446,27 @@ mod avx2 {
                         abs64 = in(ymm_reg) abs64,
                         abs32 = in(ymm_reg) abs32,
                         tmv = in(ymm_reg) tmv,
-                        options(nostack, readonly),
+                        $($extra)*
+                        options $options,
                     )
-                },
+                };
+            }
+            match hist {
+                None => unsafe { row_loop!([], [], (nostack, readonly)) },
                 Some(counts) => unsafe {
                     // 32-byte aligned, so the vector store never splits across cache lines
                     // (which would stop it forwarding to the 8 loads).
                     #[repr(align(32))]
                     struct Buf([u32; TILE]);
                     let mut buf = Buf([0; TILE]);
-                    std::arch::asm!(
-                        row_head!(),
-                        row_hist!(),
-                        row_tail!(),
-                        p = inout(reg) p => _,
-                        n = inout(reg) n => _,
-                        step = in(reg) step,
-                        buf = in(reg) buf.0.as_mut_ptr(),
-                        h = in(reg) counts.as_mut_ptr(),
-                        i = out(reg) _,
-                        t0 = out(ymm_reg) _,
-                        t1 = out(ymm_reg) _,
-                        t2 = out(ymm_reg) _,
-                        s0 = inout(ymm_reg) s0,
-                        s1 = inout(ymm_reg) s1,
-                        q0 = inout(ymm_reg) q0,
-                        q1 = inout(ymm_reg) q1,
-                        a0 = inout(ymm_reg) a0,
-                        a1 = inout(ymm_reg) a1,
-                        mx = inout(ymm_reg) mx,
-                        zb = inout(ymm_reg) zb,
-                        k0 = in(ymm_reg) k0,
-                        k1 = in(ymm_reg) k1,
-                        abs64 = in(ymm_reg) abs64,
-                        abs32 = in(ymm_reg) abs32,
-                        tmv = in(ymm_reg) tmv,
-                        options(nostack),
+                    row_loop!(
+                        [row_hist!()],
+                        [
+                            buf = in(reg) buf.0.as_mut_ptr(),
+                            h = in(reg) counts.as_mut_ptr(),
+                            i = out(reg) _,
+                        ],
+                        (nostack)
                     )
                 },
             }
