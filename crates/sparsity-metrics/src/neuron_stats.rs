@@ -396,7 +396,6 @@ impl<A: Activation> BlockAcc<A> {
         let means = mean_t
             .chunks_exact_mut(TILE)
             .zip(m2_t.chunks_exact_mut(TILE));
-        // Σ (a − mean_b)² = Σ (a − k)² − (Σ (a − k))² / rows, never below 0.
         match first_shift {
             // The first block: its moments are the state.
             Some(f) => {
@@ -404,8 +403,7 @@ impl<A: Activation> BlockAcc<A> {
                 for ((a, (m, q)), k) in self.tiles.iter_mut().zip(means).zip(shifts) {
                     for i in 0..TILE {
                         check[i] += a.s[i] * 0.0;
-                        m[i] = k[i] + a.s[i] * inv;
-                        q[i] = (a.q[i] - a.s[i] * a.s[i] * inv).max(0.0);
+                        (m[i], q[i]) = block_moments(k[i], a.s[i], a.q[i], inv);
                     }
                     (a.s, a.q) = ([0.0; TILE], [0.0; TILE]);
                 }
@@ -415,11 +413,8 @@ impl<A: Activation> BlockAcc<A> {
                 for (a, (m, q)) in self.tiles.iter_mut().zip(means) {
                     for i in 0..TILE {
                         check[i] += a.s[i] * 0.0;
-                        let mb = m[i] + a.s[i] * inv;
-                        let qb = (a.q[i] - a.s[i] * a.s[i] * inv).max(0.0);
-                        let d = mb - m[i];
-                        m[i] += d * fb;
-                        q[i] += qb + d * d * w;
+                        let (mb, qb) = block_moments(m[i], a.s[i], a.q[i], inv);
+                        chan_step(&mut m[i], &mut q[i], mb, qb, fb, w);
                     }
                     (a.s, a.q) = ([0.0; TILE], [0.0; TILE]);
                 }
@@ -428,14 +423,11 @@ impl<A: Activation> BlockAcc<A> {
         for (k, a) in self.rest.iter_mut().enumerate() {
             check[0] += a.s * 0.0;
             let shift = first_shift.map_or(mean_r[k], |f| f[full + k]);
-            let mb = shift + a.s * inv;
-            let qb = (a.q - a.s * a.s * inv).max(0.0);
+            let (mb, qb) = block_moments(shift, a.s, a.q, inv);
             if first_shift.is_some() {
                 (mean_r[k], m2_r[k]) = (mb, qb);
             } else {
-                let d = mb - mean_r[k];
-                mean_r[k] += d * fb;
-                m2_r[k] += qb + d * d * w;
+                chan_step(&mut mean_r[k], &mut m2_r[k], mb, qb, fb, w);
             }
             (a.s, a.q) = (0.0, 0.0);
         }
@@ -746,15 +738,29 @@ fn merge_moments(
     let n = (n_a + n_b) as f64;
     let fb = n_b as f64 / n;
     let w = n_a as f64 * n_b as f64 / n;
-    for ((ma, qa), (mb, qb)) in mean_a
+    for ((ma, qa), (&mb, &qb)) in mean_a
         .iter_mut()
         .zip(m2_a.iter_mut())
         .zip(mean_b.iter().zip(m2_b))
     {
-        let d = mb - *ma;
-        *ma += d * fb;
-        *qa += qb + d * d * w;
+        chan_step(ma, qa, mb, qb, fb, w);
     }
+}
+
+/// One element of Chan's merge of (mean_b, m2_b) into (mean_a, m2_a), with `fb = n_b/n` and
+/// `w = n_a·n_b/n`: `δ = mean_b − mean_a`, `mean_a += δ·fb`, `m2_a += m2_b + δ²·w`.
+#[inline(always)]
+fn chan_step(mean_a: &mut f64, m2_a: &mut f64, mean_b: f64, m2_b: f64, fb: f64, w: f64) {
+    let d = mean_b - *mean_a;
+    *mean_a += d * fb;
+    *m2_a += m2_b + d * d * w;
+}
+
+/// A block's mean and centred sum of squares from its sums shifted by `k`:
+/// `k + s/rows` and `Σ (a − mean_b)² = q − s²/rows` (never below 0), with `inv = 1/rows`.
+#[inline(always)]
+fn block_moments(k: f64, s: f64, q: f64, inv: f64) -> (f64, f64) {
+    (k + s * inv, (q - s * s * inv).max(0.0))
 }
 
 /// Finds the first non-finite element of a row-major block.
