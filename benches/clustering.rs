@@ -76,7 +76,7 @@ fn export(m: &BinaryMatrix) -> PathBuf {
         }
     }
     let npy = dir.join("bits.npy");
-    sparsity_metrics::io::write_atomic(&npy, &bytes).unwrap();
+    sparsity_io::write_atomic(&npy, &bytes).unwrap();
     let pd = all_pairs(m);
     let checksum: u64 = pd.condensed().iter().map(|&c| u64::from(c)).sum();
     let nn = nearest_neighbours(m, REFERENCE, TOP_K).unwrap();
@@ -85,7 +85,7 @@ fn export(m: &BinaryMatrix) -> PathBuf {
     writeln!(meta, "reference {REFERENCE}").unwrap();
     let idx: Vec<String> = nn.indices.iter().map(|i| i.to_string()).collect();
     writeln!(meta, "top{TOP_K} {}", idx.join(",")).unwrap();
-    sparsity_metrics::io::write_atomic(&dir.join("meta.txt"), meta.as_bytes()).unwrap();
+    sparsity_io::write_atomic(&dir.join("meta.txt"), meta.as_bytes()).unwrap();
     npy
 }
 

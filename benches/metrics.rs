@@ -78,7 +78,7 @@ fn write_npy(a: &Array2<f32>, path: &Path) {
     for x in slice {
         bytes.extend_from_slice(&x.to_le_bytes());
     }
-    sparsity_metrics::io::write_atomic(path, &bytes).unwrap();
+    sparsity_io::write_atomic(path, &bytes).unwrap();
 }
 
 fn run_peer(npy: &Path) {

@@ -47,7 +47,7 @@ fn run_peer() {
     );
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/models-bench");
     std::fs::create_dir_all(&dir).unwrap();
-    sparsity_metrics::io::write_atomic(&dir.join("peer.jsonl"), &out.stdout).unwrap();
+    sparsity_io::write_atomic(&dir.join("peer.jsonl"), &out.stdout).unwrap();
     eprintln!("PyTorch peer:\n{}", String::from_utf8_lossy(&out.stdout));
 }
 

@@ -127,7 +127,7 @@ pub fn append_rows(results_dir: &Path, rows: &[ResultRow]) -> anyhow::Result<Pat
         rg.close().context("closing parquet row group")?;
         w.close().context("closing parquet file")?;
     }
-    sparsity_metrics::io::write_atomic(&path, &buf)
+    sparsity_io::write_atomic(&path, &buf)
         .with_context(|| format!("writing {}", path.display()))?;
     Ok(path)
 }

@@ -4,23 +4,40 @@ use std::path::Path;
 
 use anyhow::Context;
 
-/// Logs go through `tracing`; `RUST_LOG` overrides the default `info` level.
+/// Logs go through `tracing`; `RUST_LOG` overrides the default `info` level. Plain text (no
+/// ANSI escape codes) when stderr is not a terminal.
 pub fn init_logging() {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
         .try_init();
+}
+
+/// A progress bar that names its stage and what it counts, with elapsed time and ETA
+/// (hidden when stderr is not a terminal).
+pub fn progress_bar(stage: &str, unit: &str, total: u64) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(total);
+    let template = format!(
+        "{{msg}} {{bar:30}} {{pos}}/{{len}} {unit} [{{elapsed_precise}} elapsed, ETA {{eta}}]"
+    );
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(&template)
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar.set_message(stage.to_string());
+    bar
 }
 
 /// Serialises `value` as pretty JSON to `path` through a temporary file in the same
 /// directory and a rename, so a failure never leaves a half-written file.
 pub fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> anyhow::Result<()> {
     let bytes = serde_json::to_vec_pretty(value).context("serialising JSON")?;
-    sparsity_metrics::io::write_atomic(path, &bytes)
-        .with_context(|| format!("writing {}", path.display()))
+    sparsity_io::write_atomic(path, &bytes).with_context(|| format!("writing {}", path.display()))
 }
 
 /// The current git revision (short), or `"unknown"` outside a git checkout.

@@ -12,13 +12,11 @@
 
 use std::str::FromStr;
 
-use ndarray::{Array1, Array2, ArrayView2, Axis};
+use ndarray::{Array1, Array2, ArrayView2};
 use serde::{Deserialize, Serialize};
+pub use sparsity_io::bits::{BitMatrix, WORD_BITS};
 
 use crate::error::{ClusterError, Result};
-
-/// Number of bits in one storage word.
-pub const WORD_BITS: usize = 64;
 
 /// How a dense value becomes a bit.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
@@ -88,28 +86,27 @@ pub enum FeatureAxis {
     Rows,
 }
 
-/// `n_features` binary vectors of `n_bits` bits, packed into `u64` words.
+/// `n_features` binary vectors of `n_bits` bits, packed into `u64` words: the workspace's one
+/// bit-packed type ([`BitMatrix`], a row per feature) with clustering's vocabulary, its
+/// non-empty invariant and typed errors.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BinaryMatrix {
-    n_features: usize,
-    n_bits: usize,
-    words_per_feature: usize,
-    /// [n_features, words_per_feature], padding bits zero.
-    words: Vec<u64>,
+    bits: BitMatrix,
 }
 
 impl BinaryMatrix {
-    /// An all-zero matrix of `n_features` × `n_bits`.
-    pub fn zeros(n_features: usize, n_bits: usize) -> Result<Self> {
+    fn check_size(n_features: usize, n_bits: usize) -> Result<()> {
         if n_features == 0 || n_bits == 0 {
             return Err(ClusterError::Empty { n_features, n_bits });
         }
-        let words_per_feature = n_bits.div_ceil(WORD_BITS);
+        Ok(())
+    }
+
+    /// An all-zero matrix of `n_features` × `n_bits`.
+    pub fn zeros(n_features: usize, n_bits: usize) -> Result<Self> {
+        Self::check_size(n_features, n_bits)?;
         Ok(Self {
-            n_features,
-            n_bits,
-            words_per_feature,
-            words: vec![0; n_features * words_per_feature],
+            bits: BitMatrix::zeros(n_features, n_bits),
         })
     }
 
@@ -117,17 +114,17 @@ impl BinaryMatrix {
     pub fn from_fn(
         n_features: usize,
         n_bits: usize,
-        mut bit: impl FnMut(usize, usize) -> bool,
+        bit: impl FnMut(usize, usize) -> bool,
     ) -> Result<Self> {
-        let mut m = Self::zeros(n_features, n_bits)?;
-        for f in 0..n_features {
-            for b in 0..n_bits {
-                if bit(f, b) {
-                    m.set(f, b, true);
-                }
-            }
-        }
-        Ok(m)
+        Self::check_size(n_features, n_bits)?;
+        Ok(Self {
+            bits: BitMatrix::from_fn(n_features, n_bits, bit),
+        })
+    }
+
+    /// The packed bits (a row per feature).
+    pub fn bits(&self) -> &BitMatrix {
+        &self.bits
     }
 
     /// Binarises a dense matrix `[rows, cols]` with `rule`; `axis` says which axis holds the
@@ -150,30 +147,14 @@ impl BinaryMatrix {
                 value,
             });
         }
-        let (rows, cols) = dense.dim();
-        let fa = match axis {
+        let view = match axis {
             FeatureAxis::Columns => dense.reversed_axes(),
             FeatureAxis::Rows => dense,
         };
-        let (n_features, n_bits) = match axis {
-            FeatureAxis::Columns => (cols, rows),
-            FeatureAxis::Rows => (rows, cols),
-        };
-        let mut m = Self::zeros(n_features, n_bits)?;
-        let wpf = m.words_per_feature;
-        for (f, (lane, out)) in fa
-            .axis_iter(Axis(0))
-            .zip(m.words.chunks_exact_mut(wpf))
-            .enumerate()
-        {
-            debug_assert!(f < n_features);
-            for (b, &x) in lane.iter().enumerate() {
-                if rule.apply(x) {
-                    out[b / WORD_BITS] |= 1u64 << (b % WORD_BITS);
-                }
-            }
-        }
-        Ok(m)
+        Self::check_size(view.nrows(), view.ncols())?;
+        Ok(Self {
+            bits: BitMatrix::from_view(view, |&x| rule.apply(x)),
+        })
     }
 
     /// From a boolean mask `[rows, cols]` (e.g. a pruning keep-mask); `axis` as in [`Self::from_dense`].
@@ -182,17 +163,10 @@ impl BinaryMatrix {
             FeatureAxis::Columns => mask.reversed_axes(),
             FeatureAxis::Rows => mask,
         };
-        let (n_features, n_bits) = view.dim();
-        let mut m = Self::zeros(n_features, n_bits)?;
-        let wpf = m.words_per_feature;
-        for (lane, out) in view.axis_iter(Axis(0)).zip(m.words.chunks_exact_mut(wpf)) {
-            for (b, &x) in lane.iter().enumerate() {
-                if x {
-                    out[b / WORD_BITS] |= 1u64 << (b % WORD_BITS);
-                }
-            }
-        }
-        Ok(m)
+        Self::check_size(view.nrows(), view.ncols())?;
+        Ok(Self {
+            bits: BitMatrix::from_view(view, |&x| x),
+        })
     }
 
     /// Neuron on/off patterns over samples: `activations [samples, neurons]` → one feature per
@@ -203,65 +177,60 @@ impl BinaryMatrix {
 
     /// From already packed words `[n_features, ⌈n_bits/64⌉]`; padding bits must be zero.
     pub fn from_words(n_features: usize, n_bits: usize, words: Vec<u64>) -> Result<Self> {
-        let mut m = Self::zeros(n_features, n_bits)?;
-        if words.len() != m.words.len() {
+        Self::check_size(n_features, n_bits)?;
+        let expected = n_features * n_bits.div_ceil(WORD_BITS);
+        if words.len() != expected {
             return Err(ClusterError::LengthMismatch {
                 what: "packed words",
                 got: words.len(),
-                expected: m.words.len(),
+                expected,
             });
         }
-        m.words = words;
-        let tail = n_bits % WORD_BITS;
-        if tail != 0 {
-            let pad = !((1u64 << tail) - 1);
-            let wpf = m.words_per_feature;
-            if let Some(f) = (0..n_features).find(|&f| m.words[f * wpf + wpf - 1] & pad != 0) {
-                return Err(ClusterError::InvalidParam {
-                    name: "packed words",
-                    value: format!("feature {f}"),
-                    reason: "padding bits past n_bits must be zero",
-                });
+        let bits = BitMatrix::from_words(n_features, n_bits, words).map_err(|e| {
+            ClusterError::InvalidParam {
+                name: "packed words",
+                value: e.to_string(),
+                reason: "padding bits past n_bits must be zero",
             }
-        }
-        Ok(m)
+        })?;
+        Ok(Self { bits })
     }
 
     /// Number of features (binary vectors).
     pub fn n_features(&self) -> usize {
-        self.n_features
+        self.bits.rows()
     }
 
     /// Number of bits per feature.
     pub fn n_bits(&self) -> usize {
-        self.n_bits
+        self.bits.cols()
     }
 
     /// Number of `u64` words per feature, `⌈n_bits / 64⌉`.
     pub fn words_per_feature(&self) -> usize {
-        self.words_per_feature
+        self.bits.words_per_row()
     }
 
     /// All packed words, `[n_features, words_per_feature]` row-major.
     pub fn words(&self) -> &[u64] {
-        &self.words
+        self.bits.words()
     }
 
     /// The packed words of feature `f` (panics if `f` is out of range, like slice indexing).
     #[inline]
     pub fn feature_words(&self, f: usize) -> &[u64] {
-        &self.words[f * self.words_per_feature..(f + 1) * self.words_per_feature]
+        self.bits.row_words(f)
     }
 
     /// Checks that `f` indexes a feature.
     pub fn check_feature(&self, what: &'static str, f: usize) -> Result<()> {
-        if f < self.n_features {
+        if f < self.n_features() {
             Ok(())
         } else {
             Err(ClusterError::FeatureOutOfRange {
                 what,
                 index: f,
-                n_features: self.n_features,
+                n_features: self.n_features(),
             })
         }
     }
@@ -269,94 +238,53 @@ impl BinaryMatrix {
     /// Bit `b` of feature `f` (panics when out of range, like indexing).
     #[inline]
     pub fn get(&self, f: usize, b: usize) -> bool {
-        assert!(
-            b < self.n_bits,
-            "bit {b} out of range ({} bits)",
-            self.n_bits
-        );
-        (self.words[f * self.words_per_feature + b / WORD_BITS] >> (b % WORD_BITS)) & 1 == 1
+        self.bits.get(f, b)
     }
 
     /// Sets bit `b` of feature `f` (panics when out of range, like indexing).
     #[inline]
     pub fn set(&mut self, f: usize, b: usize, value: bool) {
-        assert!(
-            b < self.n_bits,
-            "bit {b} out of range ({} bits)",
-            self.n_bits
-        );
-        let w = &mut self.words[f * self.words_per_feature + b / WORD_BITS];
-        let m = 1u64 << (b % WORD_BITS);
-        if value { *w |= m } else { *w &= !m }
+        self.bits.set(f, b, value)
     }
 
     /// Feature `f` as booleans, `[n_bits]` (a row view of the features × bits matrix).
     pub fn feature(&self, f: usize) -> Result<Array1<bool>> {
         self.check_feature("feature", f)?;
-        Ok((0..self.n_bits).map(|b| self.get(f, b)).collect())
+        Ok((0..self.n_bits()).map(|b| self.get(f, b)).collect())
     }
 
     /// Bit `b` across all features as booleans, `[n_features]` (a column view).
     pub fn bit(&self, b: usize) -> Result<Array1<bool>> {
-        if b >= self.n_bits {
+        if b >= self.n_bits() {
             return Err(ClusterError::InvalidParam {
                 name: "bit index",
                 value: b.to_string(),
                 reason: "out of range for the matrix's bit length",
             });
         }
-        Ok((0..self.n_features).map(|f| self.get(f, b)).collect())
+        Ok((0..self.n_features()).map(|f| self.get(f, b)).collect())
     }
 
     /// Number of set bits of each feature, `[n_features]`.
     pub fn feature_popcounts(&self) -> Array1<u32> {
-        self.words
-            .chunks_exact(self.words_per_feature)
-            .map(|w| w.iter().map(|x| x.count_ones()).sum())
-            .collect()
+        Array1::from(self.bits.row_popcounts())
     }
 
     /// Number of features with bit `b` set, for every bit, `[n_bits]`.
     pub fn bit_popcounts(&self) -> Array1<u32> {
-        let mut out = Array1::<u32>::zeros(self.n_bits);
-        for w in self.words.chunks_exact(self.words_per_feature) {
-            for (wi, &word) in w.iter().enumerate() {
-                let mut x = word;
-                while x != 0 {
-                    let t = x.trailing_zeros() as usize;
-                    out[wi * WORD_BITS + t] += 1;
-                    x &= x - 1;
-                }
-            }
-        }
-        out
+        Array1::from(self.bits.col_popcounts())
     }
 
     /// Fraction of set bits over the whole matrix.
     pub fn density(&self) -> f64 {
-        let ones: u64 = self.words.iter().map(|w| u64::from(w.count_ones())).sum();
-        ones as f64 / (self.n_features as f64 * self.n_bits as f64)
+        self.bits.count_ones() as f64 / (self.n_features() as f64 * self.n_bits() as f64)
     }
 
     /// The transpose: `n_bits` features of `n_features` bits.
     pub fn transpose(&self) -> BinaryMatrix {
-        let mut t = BinaryMatrix {
-            n_features: self.n_bits,
-            n_bits: self.n_features,
-            words_per_feature: self.n_features.div_ceil(WORD_BITS),
-            words: vec![0; self.n_bits * self.n_features.div_ceil(WORD_BITS)],
-        };
-        for f in 0..self.n_features {
-            for (wi, &word) in self.feature_words(f).iter().enumerate() {
-                let mut x = word;
-                while x != 0 {
-                    let b = wi * WORD_BITS + x.trailing_zeros() as usize;
-                    t.words[b * t.words_per_feature + f / WORD_BITS] |= 1u64 << (f % WORD_BITS);
-                    x &= x - 1;
-                }
-            }
+        Self {
+            bits: self.bits.transpose(),
         }
-        t
     }
 
     /// A new matrix made of the features `indices`, in that order (repeats allowed).
@@ -364,32 +292,31 @@ impl BinaryMatrix {
         if indices.is_empty() {
             return Err(ClusterError::Empty {
                 n_features: 0,
-                n_bits: self.n_bits,
+                n_bits: self.n_bits(),
             });
         }
-        let mut words = Vec::with_capacity(indices.len() * self.words_per_feature);
         for &i in indices {
             self.check_feature("selected feature", i)?;
-            words.extend_from_slice(self.feature_words(i));
         }
-        Ok(BinaryMatrix {
-            n_features: indices.len(),
-            n_bits: self.n_bits,
-            words_per_feature: self.words_per_feature,
-            words,
-        })
+        let bits = self
+            .bits
+            .select_rows(indices)
+            .map_err(|e| ClusterError::InvalidParam {
+                name: "selected feature",
+                value: e.to_string(),
+                reason: "out of range",
+            })?;
+        Ok(Self { bits })
     }
 
     /// Dense 0/1 copy, `[n_features, n_bits]`.
     pub fn to_dense(&self) -> Array2<u8> {
-        Array2::from_shape_fn((self.n_features, self.n_bits), |(f, b)| {
-            u8::from(self.get(f, b))
-        })
+        self.bits.to_u8()
     }
 
     /// Dense 0.0/1.0 copy, `[n_features, n_bits]` (for linfa and other float algorithms).
     pub fn to_f64(&self) -> Array2<f64> {
-        Array2::from_shape_fn((self.n_features, self.n_bits), |(f, b)| {
+        Array2::from_shape_fn((self.n_features(), self.n_bits()), |(f, b)| {
             if self.get(f, b) { 1.0 } else { 0.0 }
         })
     }

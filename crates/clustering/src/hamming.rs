@@ -23,95 +23,9 @@ const ROW_GROUP: usize = 16;
 /// Columns per cache block in [`all_pairs`] (256 features × 4096 bits = 128 KiB).
 const COL_BLOCK_BYTES: usize = 128 * 1024;
 
-mod kernel {
-    //! Runtime-dispatched XOR + popcount of one feature against a run of features.
-
-    use std::sync::OnceLock;
-
-    #[inline(always)]
-    fn portable(a: &[u64], others: &[u64], out: &mut [u32]) {
-        let w = a.len();
-        for (o, b) in out.iter_mut().zip(others.chunks_exact(w)) {
-            let mut s = 0u64;
-            for (x, y) in a.iter().zip(b) {
-                s += u64::from((x ^ y).count_ones());
-            }
-            *o = s as u32;
-        }
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f,avx512vpopcntdq,popcnt")]
-    fn avx512(a: &[u64], others: &[u64], out: &mut [u32]) {
-        portable(a, others, out)
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "popcnt")]
-    fn popcnt(a: &[u64], others: &[u64], out: &mut [u32]) {
-        portable(a, others, out)
-    }
-
-    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-    pub(crate) enum Level {
-        Portable,
-        #[cfg(target_arch = "x86_64")]
-        Popcnt,
-        #[cfg(target_arch = "x86_64")]
-        Avx512,
-    }
-
-    pub(crate) fn level() -> Level {
-        static LEVEL: OnceLock<Level> = OnceLock::new();
-        *LEVEL.get_or_init(|| {
-            #[cfg(target_arch = "x86_64")]
-            {
-                if std::is_x86_feature_detected!("avx512f")
-                    && std::is_x86_feature_detected!("avx512vpopcntdq")
-                    && std::is_x86_feature_detected!("popcnt")
-                {
-                    return Level::Avx512;
-                }
-                if std::is_x86_feature_detected!("popcnt") {
-                    return Level::Popcnt;
-                }
-            }
-            Level::Portable
-        })
-    }
-
-    /// `out[j] = popcount(a XOR others[j])`, `others` = `out.len()` features of `a.len()` words.
-    #[inline]
-    #[allow(unsafe_code)]
-    pub(crate) fn xor_popcount_many(a: &[u64], others: &[u64], out: &mut [u32]) {
-        debug_assert_eq!(others.len(), a.len() * out.len());
-        match level() {
-            Level::Portable => portable(a, others, out),
-            // SAFETY: `level()` returned Avx512 only after detecting avx512f, avx512vpopcntdq
-            // and popcnt on this CPU at run time.
-            #[cfg(target_arch = "x86_64")]
-            Level::Avx512 => unsafe { avx512(a, others, out) },
-            // SAFETY: `level()` returned Popcnt only after detecting popcnt at run time.
-            #[cfg(target_arch = "x86_64")]
-            Level::Popcnt => unsafe { popcnt(a, others, out) },
-        }
-    }
-
-    /// Name of the kernel in use, for logs and benchmark tables.
-    pub(crate) fn name() -> &'static str {
-        match level() {
-            Level::Portable => "portable",
-            #[cfg(target_arch = "x86_64")]
-            Level::Popcnt => "popcnt",
-            #[cfg(target_arch = "x86_64")]
-            Level::Avx512 => "avx512-vpopcntdq",
-        }
-    }
-}
-
 /// Name of the XOR + popcount kernel selected for this CPU (`avx512-vpopcntdq`, `popcnt` or `portable`).
 pub fn kernel_name() -> &'static str {
-    kernel::name()
+    sparsity_io::bits::hamming_kernel_name()
 }
 
 /// A dedicated rayon pool of `threads` threads (1 = single-threaded): `pool.install(|| ...)`
@@ -144,7 +58,7 @@ pub fn with_threads<T: Send>(threads: usize, f: impl FnOnce() -> T + Send) -> Re
 /// Raw Hamming count between two packed features of equal word length.
 #[inline]
 pub fn hamming_count(a: &[u64], b: &[u64]) -> u32 {
-    a.iter().zip(b).map(|(x, y)| (x ^ y).count_ones()).sum()
+    sparsity_io::bits::hamming(a, b)
 }
 
 /// Raw Hamming counts from feature `reference` to every feature (itself included, 0), `[n_features]`.
@@ -155,7 +69,7 @@ pub fn one_vs_all(data: &BinaryMatrix, reference: usize) -> Result<Array1<u32>> 
     let w = data.words_per_feature();
     out.par_chunks_mut(1024)
         .zip(data.words().par_chunks(1024 * w))
-        .for_each(|(o, others)| kernel::xor_popcount_many(a, others, o));
+        .for_each(|(o, others)| sparsity_io::bits::hamming_many(a, others, o));
     Ok(Array1::from(out))
 }
 
@@ -173,7 +87,7 @@ pub fn cross(a: &BinaryMatrix, b: &BinaryMatrix) -> Result<Array2<u32>> {
     let mut out = vec![0u32; a.n_features() * nb];
     out.par_chunks_mut(nb)
         .enumerate()
-        .for_each(|(i, row)| kernel::xor_popcount_many(a.feature_words(i), b.words(), row));
+        .for_each(|(i, row)| sparsity_io::bits::hamming_many(a.feature_words(i), b.words(), row));
     Array2::from_shape_vec((a.n_features(), nb), out).map_err(|e| ClusterError::InvalidParam {
         name: "cross distances",
         value: e.to_string(),
@@ -284,7 +198,7 @@ pub fn all_pairs(data: &BinaryMatrix) -> PairwiseHamming {
                 if j0 >= je {
                     continue;
                 }
-                kernel::xor_popcount_many(
+                sparsity_io::bits::hamming_many(
                     &words[i * w..(i + 1) * w],
                     &words[j0 * w..je * w],
                     &mut row[j0 - i - 1..je - i - 1],

@@ -44,6 +44,7 @@ pub mod linfa_kmeans;
 pub mod metrics;
 pub mod mmm;
 pub mod ordering;
+#[cfg(feature = "plots")]
 pub mod plot;
 pub mod procedure;
 pub mod report;

@@ -6,13 +6,13 @@
 //! grid: each pixel shows the fraction of set bits in the cells it covers (white = none,
 //! black = all), so density structure stays visible instead of aliasing. Files are written
 //! through a temporary file and a rename. Text uses the embedded font registered by
-//! `sparsity_metrics::plot::ensure_font`.
+//! `sparsity_plot::ensure_font`.
 
 use std::path::Path;
 
 use plotters::coord::Shift;
 use plotters::prelude::*;
-use sparsity_metrics::plot::{FONT, ensure_font};
+use sparsity_plot::FONT;
 
 use crate::binary::BinaryMatrix;
 use crate::error::{ClusterError, Result};
@@ -29,40 +29,16 @@ fn with_png(
         path: path.to_path_buf(),
         message,
     };
-    match sparsity_metrics::plot::ImageFormat::from_path(path) {
-        Some(sparsity_metrics::plot::ImageFormat::Png) => {}
+    match sparsity_plot::ImageFormat::from_path(path) {
+        Some(sparsity_plot::ImageFormat::Png) => {}
         _ => return Err(plot_err("only .png output is supported".into())),
     }
-    if !ensure_font() {
-        return Err(plot_err("the embedded font could not be registered".into()));
-    }
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    std::fs::create_dir_all(dir).map_err(|source| ClusterError::Io {
-        path: dir.to_path_buf(),
-        source,
-    })?;
-    let tmp = tempfile::Builder::new()
-        .prefix(".plot-")
-        .suffix(".png")
-        .tempfile_in(dir)
-        .map_err(|source| ClusterError::Io {
-            path: dir.to_path_buf(),
-            source,
-        })?;
-    {
-        let root = BitMapBackend::new(tmp.path(), size).into_drawing_area();
-        root.fill(&WHITE).map_err(|e| plot_err(e.to_string()))?;
-        draw(&root).map_err(|e| plot_err(e.to_string()))?;
-        root.present().map_err(|e| plot_err(e.to_string()))?;
-    }
-    tmp.persist(path).map_err(|e| ClusterError::Io {
-        path: path.to_path_buf(),
-        source: e.error,
-    })?;
-    Ok(())
+    sparsity_plot::png_atomic(path, size, |root| {
+        root.fill(&WHITE).map_err(|e| e.to_string())?;
+        draw(&root).map_err(|e| e.to_string())?;
+        root.present().map_err(|e| e.to_string())
+    })
+    .map_err(|e| plot_err(e.to_string()))
 }
 
 /// Options of [`spy_plot`].

@@ -18,9 +18,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::binary::{Binarize, BinaryMatrix, FeatureAxis};
 use crate::error::{ClusterError, Result};
-use crate::hamming::{kernel_name, one_vs_all};
+use crate::hamming::kernel_name;
+#[cfg(feature = "plots")]
+use crate::hamming::one_vs_all;
 use crate::metrics::adjusted_rand_index;
+#[cfg(feature = "plots")]
 use crate::ordering::{cluster_order, hamming_gradient};
+#[cfg(feature = "plots")]
 use crate::plot::{SpyPlotParams, hamming_histogram, separation_heatmap, spy_plot};
 use crate::procedure::{
     ClusterMethod, KClustering, NeighbourhoodParams, ReferenceChoice, SeparationSummary,
@@ -332,6 +336,7 @@ pub fn method_name(m: ClusterMethod) -> &'static str {
     }
 }
 
+#[cfg(feature = "plots")]
 fn draw_plots(
     data: &BinaryMatrix,
     label: &str,
@@ -393,8 +398,23 @@ fn draw_plots(
     Ok(written)
 }
 
+/// Without the `plots` feature, asking for plots is an error that says so.
+#[cfg(not(feature = "plots"))]
+fn draw_plots(
+    _data: &BinaryMatrix,
+    _label: &str,
+    _report: &crate::procedure::NeighbourhoodReport,
+    dir: &Path,
+) -> Result<Vec<String>> {
+    Err(ClusterError::Plot {
+        path: dir.to_path_buf(),
+        message: "sparsity-clustering was built without its `plots` feature".into(),
+    })
+}
+
 /// Draws the separation ratio of every method (rows) for every tensor and `k` (columns) to
-/// `path`. Errors when `tensors` is empty.
+/// `path`. Errors when `tensors` is empty (feature `plots`).
+#[cfg(feature = "plots")]
 pub fn separation_heatmap_of(tensors: &[TensorClusters], path: &Path) -> Result<()> {
     let first = tensors.first().ok_or(ClusterError::InvalidParam {
         name: "heat map",

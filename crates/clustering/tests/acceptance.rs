@@ -276,6 +276,7 @@ fn mmm_coherence_of_planted_zero_blocks() {
     assert!((d.weighted_mean - 0.5).abs() < 1e-12);
 }
 
+#[cfg(feature = "plots")]
 #[test]
 fn report_on_planted_data_with_plots() {
     use sparsity_clustering::report::{

@@ -14,7 +14,6 @@
 use std::hint::black_box;
 use std::time::Instant;
 
-use indicatif::{ProgressBar, ProgressStyle};
 use ndarray::{Array1, Array2};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -313,8 +312,28 @@ fn time_rotating(
     Ok(median_and_min(times))
 }
 
-/// Runs the benchmark for every shape and sparsity.
+/// One finished measurement point of [`run_gemv_bench_with`], for a caller's progress display.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BenchProgress {
+    /// What is being measured (`"4096x4096 f32"`).
+    pub stage: String,
+    /// Points of this shape done.
+    pub done: usize,
+    /// Points of this shape in all.
+    pub total: usize,
+}
+
+/// Runs the benchmark for every shape and sparsity (progress as `tracing` spans only).
 pub fn run_gemv_bench(config: &GemvBenchConfig) -> Result<GemvBenchReport> {
+    run_gemv_bench_with(config, &mut |_| {})
+}
+
+/// [`run_gemv_bench`], calling `progress` after every measured point (the library never
+/// draws on the terminal; a driver turns these calls into a progress bar).
+pub fn run_gemv_bench_with(
+    config: &GemvBenchConfig,
+    progress: &mut dyn FnMut(BenchProgress),
+) -> Result<GemvBenchReport> {
     config.validate()?;
     let bandwidth = measure_bandwidth(config.rotate_bytes.max(1 << 28) / 2, 5);
     tracing::info!(
@@ -326,9 +345,9 @@ pub fn run_gemv_bench(config: &GemvBenchConfig) -> Result<GemvBenchReport> {
     let mut rows = Vec::new();
     for &shape in &config.shapes {
         let shape_rows = match config.dtype {
-            WeightDtype::F32 => bench_shape::<f32>(config, shape)?,
-            WeightDtype::Bf16 => bench_shape::<half::bf16>(config, shape)?,
-            WeightDtype::F16 => bench_shape::<half::f16>(config, shape)?,
+            WeightDtype::F32 => bench_shape::<f32>(config, shape, progress)?,
+            WeightDtype::Bf16 => bench_shape::<half::bf16>(config, shape, progress)?,
+            WeightDtype::F16 => bench_shape::<half::f16>(config, shape, progress)?,
         };
         rows.extend(shape_rows);
     }
@@ -342,6 +361,7 @@ pub fn run_gemv_bench(config: &GemvBenchConfig) -> Result<GemvBenchReport> {
 fn bench_shape<T: WeightElement>(
     config: &GemvBenchConfig,
     shape: GemvShape,
+    report: &mut dyn FnMut(BenchProgress),
 ) -> Result<Vec<GemvBenchRow>> {
     let (n_out, n_in) = (shape.out_features, shape.in_features);
     let weight_bytes = n_out * n_in * T::BYTES;
@@ -359,12 +379,17 @@ fn bench_shape<T: WeightElement>(
 
     let n_points =
         1 + config.sparsities.len() + usize::from(config.ndarray_peer && T::NAME == "f32");
-    let progress = ProgressBar::new(n_points as u64);
-    progress.set_style(
-        ProgressStyle::with_template("{msg} {bar:30} {pos}/{len}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
-    progress.set_message(format!("bench-gemv {shape} {}", T::NAME));
+    let stage = format!("{shape} {}", T::NAME);
+    let _span = tracing::info_span!("bench_gemv_shape", shape = %stage).entered();
+    let mut done = 0;
+    let mut tick = || {
+        done += 1;
+        report(BenchProgress {
+            stage: stage.clone(),
+            done,
+            total: n_points,
+        });
+    };
 
     let gbs = |bytes: f64, us: f64| bytes / (us * 1e-6) / 1e9;
     let mut out = Vec::new();
@@ -373,7 +398,7 @@ fn bench_shape<T: WeightElement>(
         black_box(&y);
         Ok(())
     })?;
-    progress.inc(1);
+    tick();
     let mut ndarray_med = None;
     if config.ndarray_peer && T::NAME == "f32" {
         // W [out, in] row-major, the layout `W.dot(&x)` expects.
@@ -399,7 +424,7 @@ fn bench_shape<T: WeightElement>(
             speedup_vs_dense: dense_med / med,
             speedup_vs_ndarray: Some(1.0),
         });
-        progress.inc(1);
+        tick();
     }
     out.insert(
         0,
@@ -447,9 +472,8 @@ fn bench_shape<T: WeightElement>(
             speedup_vs_dense: dense_med / med,
             speedup_vs_ndarray: ndarray_med.map(|n| n / med),
         });
-        progress.inc(1);
+        tick();
     }
-    progress.finish_and_clear();
     Ok(out)
 }
 

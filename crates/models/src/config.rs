@@ -119,6 +119,25 @@ fn gelu_new_host<const D: usize>(x: Tensor<D>) -> Result<Tensor<D>> {
     ))
 }
 
+/// The largest size any config field may declare (2^48): far above every real model, and small
+/// enough that products of a few sizes cannot overflow. Sizes are also compared with the
+/// checkpoint's tensors before anything is allocated from them (the family loaders).
+pub const MAX_CONFIG_SIZE: usize = 1 << 48;
+
+/// A size field must be in 1..=[`MAX_CONFIG_SIZE`].
+fn check_size(path: &Path, name: &str, v: usize) -> Result<()> {
+    if v == 0 {
+        return Err(ModelError::config(path, format!("{name} must be > 0")));
+    }
+    if v > MAX_CONFIG_SIZE {
+        return Err(ModelError::config(
+            path,
+            format!("{name} = {v} exceeds the largest supported size 2^48"),
+        ));
+    }
+    Ok(())
+}
+
 fn activation_of(path: &Path, field: &str, name: &str) -> Result<Activation> {
     Activation::from_hf_name(name).ok_or_else(|| {
         ModelError::config(
@@ -192,7 +211,7 @@ impl Default for Gpt2Config {
 impl Gpt2Config {
     /// MLP width: `n_inner` or 4·n_embd.
     pub fn inner_size(&self) -> usize {
-        self.n_inner.unwrap_or(4 * self.n_embd)
+        self.n_inner.unwrap_or(self.n_embd.saturating_mul(4))
     }
 
     /// Width of one attention head.
@@ -217,12 +236,17 @@ impl Gpt2Config {
             ("n_embd", self.n_embd),
             ("n_layer", self.n_layer),
             ("n_head", self.n_head),
-            ("n_inner", self.inner_size()),
+            (
+                if self.n_inner.is_some() {
+                    "n_inner"
+                } else {
+                    "n_inner (default 4 × n_embd)"
+                },
+                self.inner_size(),
+            ),
         ];
         for (name, v) in positive {
-            if v == 0 {
-                return Err(ModelError::config(path, format!("{name} must be > 0")));
-            }
+            check_size(path, name, v)?;
         }
         if !self.n_embd.is_multiple_of(self.n_head) {
             return Err(ModelError::config(
@@ -337,7 +361,7 @@ impl MambaConfig {
     /// Inner width E: `intermediate_size` or expand·hidden_size.
     pub fn inner_size(&self) -> usize {
         self.intermediate_size
-            .unwrap_or(self.expand * self.hidden_size)
+            .unwrap_or(self.expand.saturating_mul(self.hidden_size))
     }
 
     /// Δ rank R: the explicit value or ⌈hidden_size / 16⌉.
@@ -368,14 +392,26 @@ impl MambaConfig {
             ("hidden_size", self.hidden_size),
             ("state_size", self.state_size),
             ("num_hidden_layers", self.num_hidden_layers),
-            ("intermediate_size", self.inner_size()),
+            (
+                if self.intermediate_size.is_some() {
+                    "intermediate_size"
+                } else {
+                    "intermediate_size (default expand × hidden_size)"
+                },
+                self.inner_size(),
+            ),
             ("conv_kernel", self.conv_kernel),
-            ("time_step_rank", self.dt_rank()),
+            (
+                match self.time_step_rank {
+                    TimeStepRank::Explicit(_) => "time_step_rank",
+                    TimeStepRank::Auto(_) => "time_step_rank (auto: ⌈hidden_size / 16⌉)",
+                },
+                self.dt_rank(),
+            ),
+            ("expand", self.expand.max(1)),
         ];
         for (name, v) in positive {
-            if v == 0 {
-                return Err(ModelError::config(path, format!("{name} must be > 0")));
-            }
+            check_size(path, name, v)?;
         }
         if !(self.layer_norm_epsilon.is_finite() && self.layer_norm_epsilon >= 0.0) {
             return Err(ModelError::config(

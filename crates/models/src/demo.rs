@@ -628,6 +628,8 @@ fn build_demo(dir: &Path, config: &DemoConfig) -> Result<DemoRecord, DemoError> 
         path: record_path.clone(),
         message: e.to_string(),
     })?;
-    sparsity_metrics::io::write_atomic(&record_path, &json).map_err(io_err(&record_path))?;
+    sparsity_io::write_atomic(&record_path, &json)
+        .map_err(sparsity_io::IoError::into_io)
+        .map_err(io_err(&record_path))?;
     Ok(record)
 }

@@ -110,12 +110,12 @@ pub fn save_tokenizer(tokenizer: &Tokenizer, path: &Path) -> Result<(), Tokenize
     let json = tokenizer
         .to_string(true)
         .map_err(tk_err(format!("serialising {}", path.display())))?;
-    sparsity_metrics::io::write_atomic(path, json.as_bytes()).map_err(|source| {
-        TokenizerError::Write {
+    sparsity_io::write_atomic(path, json.as_bytes())
+        .map_err(sparsity_io::IoError::into_io)
+        .map_err(|source| TokenizerError::Write {
             path: path.display().to_string(),
             source,
-        }
-    })
+        })
 }
 
 /// Tokenises texts into one stream of ids, each text followed by `<|endoftext|>` (id 0).

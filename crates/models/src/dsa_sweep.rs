@@ -2,7 +2,7 @@
 //! several keep ratios, each trained from scratch with several seeds on the same data; results as
 //! one JSON line per run (append-only, so an interrupted sweep resumes), deterministic shards and a
 //! Slurm job-array script for clusters, and a report with the statistics
-//! ([`sparsity_metrics::stats::compare_groups`]: one-way ANOVA, Tukey HSD, Cohen's d and Welch's
+//! ([`sparsity_stats::compare_groups`]: one-way ANOVA, Tukey HSD, Cohen's d and Welch's
 //! test against dense with Bonferroni correction, a power note).
 //!
 //! Fixes relative to the original study (see `docs/dsa.md`): causal top-k (no future keys), a
@@ -575,7 +575,7 @@ pub struct LengthSummary {
     pub improvement_vs_dense_percent: Option<f64>,
     /// ANOVA / Tukey / Cohen's d / power over the sparse arms (dense as baseline); None with a
     /// reason when there are too few runs.
-    pub statistics: Option<sparsity_metrics::stats::GroupComparison>,
+    pub statistics: Option<sparsity_stats::GroupComparison>,
     /// Why the statistics are missing, if they are.
     pub statistics_note: Option<String>,
 }
@@ -658,7 +658,7 @@ pub fn summarize(results: &[RunResult]) -> Result<SweepReport> {
         l.dedup();
         l
     };
-    let params = sparsity_metrics::stats::CompareParams::default()
+    let params = sparsity_stats::CompareParams::default()
         .check()
         .map_err(|e| ModelError::Invalid(format!("statistics options: {e}")))?;
     for length in all_lengths {
@@ -666,11 +666,11 @@ pub fn summarize(results: &[RunResult]) -> Result<SweepReport> {
             .iter()
             .find(|((l, o, _), _)| *l == length && *o == 0)
             .map(|(_, runs)| runs.iter().map(|r| r.final_val_loss).collect::<Vec<f64>>());
-        let sparse: Vec<sparsity_metrics::stats::LabelledGroup> = by_cell
+        let sparse: Vec<sparsity_stats::LabelledGroup> = by_cell
             .iter()
             .filter(|((l, o, _), _)| *l == length && *o == 1)
             .map(|((_, _, arm), runs)| {
-                sparsity_metrics::stats::LabelledGroup::new(
+                sparsity_stats::LabelledGroup::new(
                     arm.clone(),
                     runs.iter().map(|r| r.final_val_loss).collect(),
                 )
@@ -682,9 +682,9 @@ pub fn summarize(results: &[RunResult]) -> Result<SweepReport> {
         let dense_mean = dense.as_ref().map(|d| mean(d));
         let baseline = dense
             .clone()
-            .map(|d| sparsity_metrics::stats::LabelledGroup::new("dense", d));
+            .map(|d| sparsity_stats::LabelledGroup::new("dense", d));
         let (statistics, statistics_note) =
-            match sparsity_metrics::stats::compare_groups(&sparse, baseline.as_ref(), &params) {
+            match sparsity_stats::compare_groups(&sparse, baseline.as_ref(), &params) {
                 Ok(s) => (Some(s), None),
                 Err(e) => (None, Some(e.to_string())),
             };
@@ -719,7 +719,9 @@ pub fn write_report(report: &SweepReport, sources: &[PathBuf], dir: &Path) -> Re
     let json = serde_json::to_vec_pretty(report)
         .map_err(|e| ModelError::Invalid(format!("serialising the report: {e}")))?;
     let json_path = dir.join("report.json");
-    sparsity_metrics::io::write_atomic(&json_path, &json).map_err(io(&json_path))?;
+    sparsity_io::write_atomic(&json_path, &json)
+        .map_err(sparsity_io::IoError::into_io)
+        .map_err(io(&json_path))?;
     plot_cells(
         report,
         &dir.join("loss_vs_ratio.png"),
@@ -738,7 +740,9 @@ pub fn write_report(report: &SweepReport, sources: &[PathBuf], dir: &Path) -> Re
     )?;
     let md = markdown(report, sources);
     let md_path = dir.join("report.md");
-    sparsity_metrics::io::write_atomic(&md_path, md.as_bytes()).map_err(io(&md_path))?;
+    sparsity_io::write_atomic(&md_path, md.as_bytes())
+        .map_err(sparsity_io::IoError::into_io)
+        .map_err(io(&md_path))?;
     Ok(md_path)
 }
 
@@ -890,7 +894,7 @@ fn plot_cells(
     error_bars: bool,
 ) -> Result<()> {
     use plotters::prelude::*;
-    use sparsity_metrics::plot::FONT;
+    use sparsity_plot::FONT;
     let sparse: Vec<&CellSummary> = report
         .cells
         .iter()
@@ -922,7 +926,7 @@ fn plot_cells(
     }
     let pad = ((hi - lo).abs() * 0.08).max(1e-6);
     let lengths: Vec<usize> = report.lengths.iter().map(|l| l.length).collect();
-    sparsity_metrics::plot::png_atomic(path, (1100, 700), |root| {
+    sparsity_plot::png_atomic(path, (1100, 700), |root| {
         let e = |e: &dyn std::fmt::Display| e.to_string();
         root.fill(&WHITE).map_err(|x| e(&x))?;
         let mut chart = ChartBuilder::on(&root)

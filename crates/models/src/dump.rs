@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use burn::tensor::Device;
-use safetensors::tensor::Dtype;
+use sparsity_io::tensors::{Dtype, SafetensorsFile};
 
 use crate::error::{ModelError, Result};
 use crate::lm::{Batch, CausalLm};
@@ -34,12 +34,13 @@ pub fn read_id_cases(path: &Path) -> Result<Vec<IdCase>> {
             what: "input ids (safetensors)".into(),
         });
     }
-    let bytes = std::fs::read(path).map_err(|e| ModelError::io(path, e))?;
-    let st =
-        safetensors::SafeTensors::deserialize(&bytes).map_err(|e| ModelError::Safetensors {
+    let st = SafetensorsFile::open(path).map_err(|e| match e {
+        sparsity_io::IoError::Io { source, .. } => ModelError::io(path, source),
+        other => ModelError::Safetensors {
             path: path.into(),
-            message: e.to_string(),
-        })?;
+            message: other.to_string(),
+        },
+    })?;
     let mut cases = Vec::new();
     for c in 1.. {
         let suffix = if c == 1 {
@@ -48,22 +49,22 @@ pub fn read_id_cases(path: &Path) -> Result<Vec<IdCase>> {
             format!("_{c}")
         };
         let name = format!("input_ids{suffix}");
-        let Ok(view) = st.tensor(&name) else { break };
-        let shape = view.shape().to_vec();
+        let Ok((meta, data)) = st.raw(&name) else {
+            break;
+        };
+        let shape = meta.shape;
         if shape.len() != 2 || shape[0] == 0 || shape[1] == 0 {
             return Err(ModelError::Invalid(format!(
                 "{}: tensor `{name}` has shape {shape:?}, expected a non-empty [batch, seq]",
                 path.display()
             )));
         }
-        let ids: Vec<i64> = match view.dtype() {
-            Dtype::I64 => view
-                .data()
+        let ids: Vec<i64> = match meta.dtype {
+            Dtype::I64 => data
                 .chunks_exact(8)
                 .map(|b| i64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]))
                 .collect(),
-            Dtype::I32 => view
-                .data()
+            Dtype::I32 => data
                 .chunks_exact(4)
                 .map(|b| i64::from(i32::from_le_bytes([b[0], b[1], b[2], b[3]])))
                 .collect(),
@@ -137,7 +138,9 @@ pub fn dump(
     }
     tensors.sort_by(|a, b| a.0.cmp(&b.0));
     let bytes = safetensors_bytes(&tensors, out)?;
-    sparsity_metrics::io::write_atomic(out, &bytes).map_err(|e| ModelError::io(out, e))?;
+    sparsity_io::write_atomic(out, &bytes)
+        .map_err(sparsity_io::IoError::into_io)
+        .map_err(|e| ModelError::io(out, e))?;
     Ok(DumpSummary {
         cases: cases.len(),
         tensors: tensors.into_iter().map(|t| t.0).collect(),

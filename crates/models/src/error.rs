@@ -49,6 +49,23 @@ pub enum ModelError {
         /// The value found.
         model_type: String,
     },
+    /// A size in config.json disagrees with the checkpoint's tensors (checked before anything
+    /// is allocated from the config's value).
+    #[error(
+        "{path}: config.json `{key}` = {value} disagrees with the checkpoint: {tensor} {found}"
+    )]
+    ConfigMismatch {
+        /// The checkpoint (model directory or weights file).
+        path: PathBuf,
+        /// The config key.
+        key: &'static str,
+        /// The config's value.
+        value: usize,
+        /// The tensor (or tensor pattern) it was compared with.
+        tensor: String,
+        /// What the checkpoint holds.
+        found: String,
+    },
     /// A safetensors file could not be parsed.
     #[error("{path}: invalid safetensors file: {message}")]
     Safetensors {

@@ -109,6 +109,22 @@ impl CausalLm {
         })
     }
 
+    /// Loads a model from `config.json` text and `model.safetensors` bytes held in memory, with
+    /// the same parsing and checks as [`Self::load_dir`]; `label` names them in errors.
+    pub fn load_from_bytes(
+        config_json: &str,
+        weights: Vec<u8>,
+        label: &Path,
+        device: &Device,
+    ) -> Result<Self> {
+        Ok(
+            match crate::loader::load_bytes(config_json, weights, label, device)? {
+                Loaded::Gpt2(m) => Self::Gpt2(m),
+                Loaded::Mamba(m) => Self::Mamba(m),
+            },
+        )
+    }
+
     /// Writes `config.json` + `model.safetensors` in Hugging Face layout.
     pub fn save_pretrained(&self, dir: &Path) -> Result<()> {
         match self {

@@ -85,12 +85,7 @@ impl TensorStore {
 
     /// Opens the given safetensors files as one checkpoint.
     pub fn open_files(files: &[PathBuf], path: PathBuf) -> Result<Self> {
-        let mut store = Self {
-            files: Vec::new(),
-            entries: BTreeMap::new(),
-            taken: BTreeSet::new(),
-            path,
-        };
+        let mut buffers = Vec::with_capacity(files.len());
         for f in files {
             if !f.is_file() {
                 return Err(ModelError::MissingFile {
@@ -99,6 +94,22 @@ impl TensorStore {
                 });
             }
             let bytes = std::fs::read(f).map_err(|e| ModelError::io(f, e))?;
+            buffers.push((f.clone(), bytes));
+        }
+        Self::from_buffers(buffers, path)
+    }
+
+    /// A checkpoint from safetensors files already in memory, each `(name for errors, bytes)`;
+    /// every header is validated (offsets, lengths, the total against the buffer) before any
+    /// tensor is read.
+    pub fn from_buffers(buffers: Vec<(PathBuf, Vec<u8>)>, path: PathBuf) -> Result<Self> {
+        let mut store = Self {
+            files: Vec::new(),
+            entries: BTreeMap::new(),
+            taken: BTreeSet::new(),
+            path,
+        };
+        for (f, bytes) in buffers {
             let (n, meta) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| {
                 ModelError::Safetensors {
                     path: f.clone(),
@@ -115,7 +126,7 @@ impl TensorStore {
                     },
                 );
             }
-            store.files.push((f.clone(), bytes, 8 + n));
+            store.files.push((f, bytes, 8 + n));
         }
         Ok(store)
     }
@@ -128,6 +139,11 @@ impl TensorStore {
     /// All tensor names.
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.entries.keys().map(String::as_str)
+    }
+
+    /// The shape of tensor `name`, if the checkpoint has it.
+    pub fn shape(&self, name: &str) -> Option<&[usize]> {
+        self.entries.get(name).map(|e| e.info.shape.as_slice())
     }
 
     /// Marks `name` as used without reading it.
@@ -192,26 +208,13 @@ impl TensorStore {
     }
 }
 
+/// Weights are floats: F32, F16, BF16 or F64, converted by the workspace's one decoder.
 fn decode_f32(raw: &[u8], dtype: Dtype) -> Option<Vec<f32>> {
-    Some(match dtype {
-        Dtype::F32 => raw
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect(),
-        Dtype::F16 => raw
-            .chunks_exact(2)
-            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
-            .collect(),
-        Dtype::BF16 => raw
-            .chunks_exact(2)
-            .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
-            .collect(),
-        Dtype::F64 => raw
-            .chunks_exact(8)
-            .map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32)
-            .collect(),
-        _ => return None,
-    })
+    if sparsity_io::tensors::is_float(dtype) {
+        sparsity_io::decode_f32(raw, dtype)
+    } else {
+        None
+    }
 }
 
 fn p<const D: usize>(values: Vec<f32>, shape: [usize; D], device: &Device) -> Param<Tensor<D>> {
@@ -295,9 +298,34 @@ pub fn gpt2_from_store(
             bias: store.param1(&format!("{pre}{name}.bias"), d_out, device)?,
         })
     };
-    let wte = store.param2(&format!("{pre}wte.weight"), [config.vocab_size, d], device)?;
+    // Every size the config declares is compared with the checkpoint before it sizes anything.
+    check_layer_count(
+        store,
+        "n_layer",
+        config.n_layer,
+        &format!("{pre}h."),
+        ".ln_1.weight",
+    )?;
+    let wte_name = format!("{pre}wte.weight");
+    check_dim(store, "vocab_size", config.vocab_size, &wte_name, 0)?;
+    check_dim(store, "n_embd", d, &wte_name, 1)?;
+    check_dim(
+        store,
+        "n_positions",
+        config.n_positions,
+        &format!("{pre}wpe.weight"),
+        0,
+    )?;
+    check_dim(
+        store,
+        "n_inner",
+        inner,
+        &format!("{pre}h.0.mlp.c_fc.weight"),
+        1,
+    )?;
+    let wte = store.param2(&wte_name, [config.vocab_size, d], device)?;
     let wpe = store.param2(&format!("{pre}wpe.weight"), [config.n_positions, d], device)?;
-    let mut blocks = Vec::with_capacity(config.n_layer);
+    let mut blocks = Vec::new();
     for l in 0..config.n_layer {
         let h = format!("h.{l}");
         blocks.push(Gpt2Block {
@@ -330,6 +358,69 @@ pub fn gpt2_from_store(
     })
 }
 
+/// Largest layer index + 1 among the tensors named `{prefix}{l}{suffix}`, and whether every
+/// index below it is present.
+fn layers_in_store(store: &TensorStore, prefix: &str, suffix: &str) -> (usize, bool) {
+    let found: BTreeSet<usize> = store
+        .names()
+        .filter_map(|n| n.strip_prefix(prefix)?.strip_suffix(suffix)?.parse().ok())
+        .collect();
+    let count = found.last().map_or(0, |&l| l + 1);
+    (count, found.len() == count)
+}
+
+/// Checks a config's layer count against the checkpoint before anything is allocated from it.
+fn check_layer_count(
+    store: &TensorStore,
+    key: &'static str,
+    declared: usize,
+    prefix: &str,
+    suffix: &str,
+) -> Result<()> {
+    let (count, contiguous) = layers_in_store(store, prefix, suffix);
+    if declared != count || !contiguous {
+        return Err(ModelError::ConfigMismatch {
+            path: store.path.clone(),
+            key,
+            value: declared,
+            tensor: format!("{prefix}{{l}}{suffix}"),
+            found: if contiguous {
+                format!("exists for {count} layers (0..{count})")
+            } else {
+                format!(
+                    "has gaps in its layer indices (highest {})",
+                    count.saturating_sub(1)
+                )
+            },
+        });
+    }
+    Ok(())
+}
+
+/// Checks that axis `axis` of `tensor` (when the checkpoint has it) equals the config's `value`
+/// for `key`, before anything is allocated from the config's value.
+fn check_dim(
+    store: &TensorStore,
+    key: &'static str,
+    value: usize,
+    tensor: &str,
+    axis: usize,
+) -> Result<()> {
+    let Some(shape) = store.shape(tensor) else {
+        return Ok(());
+    };
+    if shape.get(axis) != Some(&value) {
+        return Err(ModelError::ConfigMismatch {
+            path: store.path.clone(),
+            key,
+            value,
+            tensor: tensor.into(),
+            found: format!("has shape {shape:?} (axis {axis})"),
+        });
+    }
+    Ok(())
+}
+
 /// Builds a Mamba from a checkpoint.
 pub fn mamba_from_store(
     config: &MambaConfig,
@@ -348,8 +439,29 @@ pub fn mamba_from_store(
     } else {
         "backbone.embeddings.weight"
     };
+    // Every size the config declares is compared with the checkpoint before it sizes anything.
+    check_layer_count(
+        store,
+        "num_hidden_layers",
+        config.num_hidden_layers,
+        "backbone.layers.",
+        ".norm.weight",
+    )?;
+    check_dim(store, "vocab_size", config.vocab_size, emb_name, 0)?;
+    check_dim(store, "hidden_size", hd, emb_name, 1)?;
+    let m0 = "backbone.layers.0.mixer";
+    check_dim(store, "intermediate_size", e, &format!("{m0}.D"), 0)?;
+    check_dim(store, "state_size", n, &format!("{m0}.A_log"), 1)?;
+    check_dim(store, "conv_kernel", k, &format!("{m0}.conv1d.weight"), 2)?;
+    check_dim(
+        store,
+        "time_step_rank",
+        r,
+        &format!("{m0}.dt_proj.weight"),
+        1,
+    )?;
     let embeddings = store.param2(emb_name, [config.vocab_size, hd], device)?;
-    let mut layers = Vec::with_capacity(config.num_hidden_layers);
+    let mut layers = Vec::new();
     for l in 0..config.num_hidden_layers {
         let m = format!("backbone.layers.{l}.mixer");
         let in_proj = Dense {
@@ -422,9 +534,27 @@ pub(crate) fn load_dir(dir: &Path, device: &Device) -> Result<Loaded> {
     let config = ModelConfig::from_file(&dir.join("config.json"))?;
     let mut store = TensorStore::open_dir(dir)?;
     tracing::debug!(dir = %dir.display(), family = %config.family(), "loading model");
+    load_parts(config, &mut store, device)
+}
+
+/// Loads a model from config.json text and `model.safetensors` bytes held in memory (`label`
+/// names them in errors): the same parsing and checks as [`load_dir`].
+pub(crate) fn load_bytes(
+    config_json: &str,
+    weights: Vec<u8>,
+    label: &Path,
+    device: &Device,
+) -> Result<Loaded> {
+    let config = ModelConfig::from_json_str(config_json, &label.join("config.json"))?;
+    let weights_path = label.join("model.safetensors");
+    let mut store = TensorStore::from_buffers(vec![(weights_path.clone(), weights)], weights_path)?;
+    load_parts(config, &mut store, device)
+}
+
+fn load_parts(config: ModelConfig, store: &mut TensorStore, device: &Device) -> Result<Loaded> {
     Ok(match config {
-        ModelConfig::Gpt2(c) => Loaded::Gpt2(gpt2_from_store(&c, &mut store, device)?),
-        ModelConfig::Mamba(c) => Loaded::Mamba(mamba_from_store(&c, &mut store, device)?),
+        ModelConfig::Gpt2(c) => Loaded::Gpt2(gpt2_from_store(&c, store, device)?),
+        ModelConfig::Mamba(c) => Loaded::Mamba(mamba_from_store(&c, store, device)?),
     })
 }
 
@@ -530,36 +660,28 @@ pub fn safetensors_bytes(
     tensors: &[(String, Vec<usize>, Vec<f32>)],
     path: &Path,
 ) -> Result<Vec<u8>> {
-    let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
+    let out: Vec<(String, sparsity_io::OutTensor)> = tensors
         .iter()
-        .map(|(n, s, v)| {
-            (
-                n.clone(),
-                s.clone(),
-                v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-            )
-        })
-        .collect();
-    let views = bytes
-        .iter()
-        .map(|(n, s, b)| {
-            safetensors::tensor::TensorView::new(Dtype::F32, s.clone(), b)
-                .map(|v| (n.clone(), v))
+        .map(|(n, shape, v)| {
+            ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(shape), v.clone())
+                .map(|a| (n.clone(), sparsity_io::OutTensor::F32(a)))
                 .map_err(|e| ModelError::Safetensors {
                     path: path.into(),
                     message: format!("{n}: {e}"),
                 })
         })
-        .collect::<Result<Vec<_>>>()?;
+        .collect::<Result<_>>()?;
     let meta: HashMap<String, String> = [("format".to_string(), "pt".to_string())].into();
-    safetensors::serialize(views, Some(meta)).map_err(|e| ModelError::Safetensors {
+    sparsity_io::tensors::serialize(path, &out, Some(meta)).map_err(|e| ModelError::Safetensors {
         path: path.into(),
         message: e.to_string(),
     })
 }
 
 fn write(path: &Path, bytes: &[u8]) -> Result<()> {
-    sparsity_metrics::io::write_atomic(path, bytes).map_err(|e| ModelError::io(path, e))
+    sparsity_io::write_atomic(path, bytes)
+        .map_err(sparsity_io::IoError::into_io)
+        .map_err(|e| ModelError::io(path, e))
 }
 
 fn save(dir: &Path, config: ModelConfig, tensors: Named) -> Result<()> {

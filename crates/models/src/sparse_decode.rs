@@ -525,7 +525,7 @@ pub fn plot_sweep(path: &std::path::Path, reports: &[(String, SparseDecodeReport
         .filter(|v| v.is_finite())
         .fold(1.0f64, f64::max)
         * 1.05;
-    sparsity_metrics::plot::png_atomic(path, (900, 560), |root| {
+    sparsity_plot::png_atomic(path, (900, 560), |root| {
         let e = |e: &dyn std::fmt::Display| e.to_string();
         root.fill(&WHITE).map_err(|x| e(&x))?;
         let mut chart = ChartBuilder::on(&root)

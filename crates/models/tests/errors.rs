@@ -263,3 +263,66 @@ fn empty_text_sets() {
         ModelError::MissingFile { .. }
     ));
 }
+
+/// Rewrites `key` of config.json in `dir` to the JSON value `value`.
+fn set_config(dir: &Path, key: &str, value: serde_json::Value) {
+    let path = dir.join("config.json");
+    let mut cfg: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    cfg[key] = value;
+    std::fs::write(&path, serde_json::to_vec(&cfg).unwrap()).unwrap();
+}
+
+/// Issue #23: a config.json declaring absurd sizes (2^31, 10^12, 2^63) is a typed error naming
+/// the key, and, where the size is plausible enough to compare, the checkpoint tensor that
+/// disagrees; it never sizes an allocation (a 2^31-layer `Vec` used to abort the process).
+#[test]
+fn absurd_config_sizes_are_named_before_anything_is_allocated() {
+    let d = cpu_device();
+    let cases: &[(&str, &[&str])] = &[
+        (
+            "gpt2-tiny",
+            &["n_layer", "n_embd", "vocab_size", "n_positions", "n_inner"],
+        ),
+        (
+            "mamba-tiny",
+            &[
+                "num_hidden_layers",
+                "hidden_size",
+                "vocab_size",
+                "intermediate_size",
+                "state_size",
+                "conv_kernel",
+                "time_step_rank",
+            ],
+        ),
+    ];
+    for &(model, keys) in cases {
+        for &key in keys {
+            for value in [1u64 << 31, 1_000_000_000_000, 1 << 63, 3] {
+                let t = broken(model);
+                set_config(t.path(), key, serde_json::json!(value));
+                let started = std::time::Instant::now();
+                let e = match CausalLm::load_dir(t.path(), &d) {
+                    Err(e) => e,
+                    // 3 may be the fixture's own value for a small field.
+                    Ok(_) if value == 3 => continue,
+                    Ok(_) => panic!("{model}: {key} = {value} was accepted"),
+                };
+                assert!(started.elapsed().as_secs_f64() < 1.0, "{model} {key}: slow");
+                let msg = e.to_string();
+                assert!(msg.contains(key), "{model}: {key} = {value}: {msg}");
+                if value < 1 << 48 && value != 3 {
+                    assert!(
+                        matches!(e, ModelError::ConfigMismatch { .. }),
+                        "{model}: {key} = {value}: {msg}"
+                    );
+                    assert!(
+                        msg.contains("weight") || msg.contains(".D") || msg.contains("A_log"),
+                        "{msg}"
+                    );
+                }
+            }
+        }
+    }
+}

@@ -15,8 +15,8 @@ use ndarray::{Array2, ArrayView2, Axis};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::bitmask::BitMask;
 use crate::error::{PruneError, Result};
+use sparsity_io::bits::{BitMatrix, pair_counts};
 
 /// One side of a comparison: a mask, and the pruned weight values when known.
 #[derive(Debug, Clone)]
@@ -24,7 +24,7 @@ pub struct MaskedLayer {
     /// Layer name.
     pub name: String,
     /// The packed mask (1 = pruned).
-    pub mask: BitMask,
+    pub mask: BitMatrix,
     /// [rows, cols] pruned weight, if the input was a weight.
     pub values: Option<Array2<f32>>,
 }
@@ -34,7 +34,7 @@ impl MaskedLayer {
     pub fn from_mask(name: &str, mask: ArrayView2<u8>) -> Self {
         Self {
             name: name.to_string(),
-            mask: BitMask::from_mask(mask),
+            mask: BitMatrix::from_view(mask, |&v| v != 0),
             values: None,
         }
     }
@@ -43,7 +43,7 @@ impl MaskedLayer {
     pub fn from_weight(name: &str, weight: Array2<f32>) -> Self {
         Self {
             name: name.to_string(),
-            mask: BitMask::from_weight_zeros(weight.view()),
+            mask: BitMatrix::from_view(weight.view(), |&v| v == 0.0),
             values: Some(weight),
         }
     }
@@ -180,17 +180,12 @@ pub struct LayerComparison {
     pub columns: FeatureMetrics,
 }
 
-/// (kept∩, kept∪, differing) counts of two packed rows of `len` valid bits.
-fn row_counts(a: &[u64], b: &[u64], m: &BitMask) -> (u64, u64, u64) {
-    let (mut inter, mut union, mut diff) = (0u64, 0u64, 0u64);
-    for (w, (&x, &y)) in a.iter().zip(b).enumerate() {
-        let valid = m.valid_bits(w);
-        let (ka, kb) = (!x & valid, !y & valid);
-        inter += (ka & kb).count_ones() as u64;
-        union += (ka | kb).count_ones() as u64;
-        diff += ((x ^ y) & valid).count_ones() as u64;
-    }
-    (inter, union, diff)
+/// (kept∩, kept∪, differing) counts of two packed mask rows of `len` bits (bit set = pruned):
+/// kept∩ = len − |pruned_a ∪ pruned_b|, kept∪ = len − |pruned_a ∩ pruned_b|.
+fn row_counts(a: &[u64], b: &[u64], len: usize) -> (u64, u64, u64) {
+    let p = pair_counts(a, b);
+    let len = len as u64;
+    (len - p.either, len - p.both, p.differ)
 }
 
 fn ratio(num: u64, den: u64) -> f64 {
@@ -221,14 +216,14 @@ fn cosine_iter<'a>(a: impl Iterator<Item = &'a f32>, b: impl Iterator<Item = &'a
 }
 
 fn per_feature(
-    a: &BitMask,
-    b: &BitMask,
+    a: &BitMatrix,
+    b: &BitMatrix,
     values: Option<(ArrayView2<f32>, ArrayView2<f32>)>,
 ) -> FeatureMetrics {
     let cols = a.cols();
     let counts: Vec<(u64, u64, u64)> = (0..a.rows())
         .into_par_iter()
-        .map(|r| row_counts(a.row_words(r), b.row_words(r), a))
+        .map(|r| row_counts(a.row_words(r), b.row_words(r), cols))
         .collect();
     let cosine = values.map(|(va, vb)| {
         va.axis_iter(Axis(0))
@@ -271,7 +266,7 @@ pub fn compare_layers(a: &MaskedLayer, b: &MaskedLayer) -> Result<LayerCompariso
     );
     let (mut inter, mut union, mut diff) = (0u64, 0u64, 0u64);
     for r in 0..shape[0] {
-        let (i, u, d) = row_counts(a.mask.row_words(r), b.mask.row_words(r), &a.mask);
+        let (i, u, d) = row_counts(a.mask.row_words(r), b.mask.row_words(r), shape[1]);
         inter += i;
         union += u;
         diff += d;
@@ -281,8 +276,8 @@ pub fn compare_layers(a: &MaskedLayer, b: &MaskedLayer) -> Result<LayerCompariso
         jaccard: ratio(inter, union),
         hamming: ratio(diff, numel),
         cosine: values.map(|(x, y)| cosine_iter(x.iter(), y.iter())),
-        sparsity_a: ratio(a.mask.count_pruned(), numel),
-        sparsity_b: ratio(b.mask.count_pruned(), numel),
+        sparsity_a: ratio(a.mask.count_ones(), numel),
+        sparsity_b: ratio(b.mask.count_ones(), numel),
     };
     Ok(LayerComparison {
         name: a.name.clone(),

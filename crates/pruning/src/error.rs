@@ -5,6 +5,9 @@ use thiserror::Error;
 /// Everything that can go wrong while collecting statistics, pruning or comparing masks.
 #[derive(Debug, Error)]
 pub enum PruneError {
+    /// Reading or writing a file (safetensors, atomic output) failed.
+    #[error(transparent)]
+    Io(#[from] sparsity_io::IoError),
     /// Two arrays that must agree in shape do not.
     #[error("layer `{layer}`: shape mismatch for {what}: expected {expected:?}, got {got:?}")]
     ShapeMismatch {

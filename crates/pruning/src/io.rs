@@ -1,195 +1,24 @@
-//! File input/output: safetensors tensors as ndarray arrays, atomic safetensors output, and
+//! Mask-comparison input: pruned layers from safetensors files (read through `sparsity-io`) and
 //! the PyTorch `.pt` files of the original mask study (one `torch.save`d tensor per file).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use ndarray::{Array2, ArrayD, IxDyn};
-use safetensors::{Dtype, SafeTensors};
+use sparsity_io::tensors::Dtype;
 
 use crate::compare::MaskedLayer;
 use crate::error::{PruneError, Result};
 
-/// A safetensors file held in memory.
-#[derive(Debug)]
-pub struct TensorFile {
-    path: PathBuf,
-    bytes: Vec<u8>,
-}
+pub use sparsity_io::tensors::{OutTensor, SafetensorsFile, write_safetensors};
+
+/// The former name of [`SafetensorsFile`] (one implementation, in `sparsity-io`).
+pub type TensorFile = SafetensorsFile;
 
 fn file_err(path: &Path, reason: impl std::fmt::Display) -> PruneError {
     PruneError::File {
         file: path.display().to_string(),
         reason: reason.to_string(),
     }
-}
-
-impl TensorFile {
-    /// Reads and validates the safetensors header of `path`.
-    pub fn open(path: &Path) -> Result<Self> {
-        let bytes = std::fs::read(path).map_err(|e| file_err(path, e))?;
-        SafeTensors::deserialize(&bytes)
-            .map_err(|e| file_err(path, format!("not a safetensors file: {e}")))?;
-        Ok(Self {
-            path: path.to_path_buf(),
-            bytes,
-        })
-    }
-
-    fn parsed(&self) -> Result<SafeTensors<'_>> {
-        SafeTensors::deserialize(&self.bytes).map_err(|e| file_err(&self.path, e))
-    }
-
-    /// The file's path.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// Tensor names, sorted.
-    pub fn names(&self) -> Result<Vec<String>> {
-        let mut names: Vec<String> = self
-            .parsed()?
-            .names()
-            .into_iter()
-            .map(String::from)
-            .collect();
-        names.sort();
-        Ok(names)
-    }
-
-    /// The `__metadata__` string map of the header (empty if none).
-    pub fn metadata(&self) -> Result<HashMap<String, String>> {
-        let (_, meta) =
-            SafeTensors::read_metadata(&self.bytes).map_err(|e| file_err(&self.path, e))?;
-        Ok(meta.metadata().clone().unwrap_or_default())
-    }
-
-    /// Whether a tensor is present.
-    pub fn contains(&self, name: &str) -> Result<bool> {
-        Ok(self.parsed()?.names().contains(&name))
-    }
-
-    /// Tensor `name` converted to f32 (from f32, f64, f16, bf16, or any integer/bool type).
-    pub fn array(&self, name: &str) -> Result<ArrayD<f32>> {
-        let st = self.parsed()?;
-        let view = st.tensor(name).map_err(|_| PruneError::MissingTensor {
-            file: self.path.display().to_string(),
-            tensor: name.to_string(),
-            available: st.names().join(", "),
-        })?;
-        let data = view.data();
-        let values: Vec<f32> = match view.dtype() {
-            Dtype::F32 => data
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect(),
-            Dtype::F64 => data
-                .chunks_exact(8)
-                .map(|c| {
-                    let mut b = [0u8; 8];
-                    b.copy_from_slice(c);
-                    f64::from_le_bytes(b) as f32
-                })
-                .collect(),
-            Dtype::F16 => data
-                .chunks_exact(2)
-                .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
-                .collect(),
-            Dtype::BF16 => data
-                .chunks_exact(2)
-                .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
-                .collect(),
-            Dtype::U8 | Dtype::BOOL => data.iter().map(|&v| v as f32).collect(),
-            Dtype::I8 => data.iter().map(|&v| v as i8 as f32).collect(),
-            Dtype::I32 => data
-                .chunks_exact(4)
-                .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f32)
-                .collect(),
-            Dtype::I64 => data
-                .chunks_exact(8)
-                .map(|c| {
-                    let mut b = [0u8; 8];
-                    b.copy_from_slice(c);
-                    i64::from_le_bytes(b) as f32
-                })
-                .collect(),
-            other => {
-                return Err(PruneError::UnsupportedTensor {
-                    file: self.path.display().to_string(),
-                    tensor: name.to_string(),
-                    what: format!("dtype {other:?}"),
-                });
-            }
-        };
-        ArrayD::from_shape_vec(IxDyn(view.shape()), values).map_err(|e| file_err(&self.path, e))
-    }
-
-    /// Tensor `name` as a 2-D f32 array.
-    pub fn array2(&self, name: &str) -> Result<Array2<f32>> {
-        let a = self.array(name)?;
-        let shape = a.shape().to_vec();
-        a.into_dimensionality()
-            .map_err(|_| PruneError::UnsupportedTensor {
-                file: self.path.display().to_string(),
-                tensor: name.to_string(),
-                what: format!("rank {} (shape {shape:?}), expected 2", shape.len()),
-            })
-    }
-}
-
-/// (dtype, shape, little-endian bytes) of a tensor to serialise.
-type RawTensor = (Dtype, Vec<usize>, Vec<u8>);
-
-/// One tensor to write.
-#[derive(Debug, Clone)]
-pub enum OutTensor {
-    /// f32 data with its shape.
-    F32(ArrayD<f32>),
-    /// u8 data with its shape.
-    U8(ArrayD<u8>),
-}
-
-impl OutTensor {
-    fn bytes(&self) -> (Dtype, Vec<usize>, Vec<u8>) {
-        match self {
-            OutTensor::F32(a) => (
-                Dtype::F32,
-                a.shape().to_vec(),
-                a.iter().flat_map(|v| v.to_le_bytes()).collect(),
-            ),
-            OutTensor::U8(a) => (Dtype::U8, a.shape().to_vec(), a.iter().copied().collect()),
-        }
-    }
-}
-
-/// Writes `tensors` (name → tensor) and string `metadata` to `path` as safetensors, atomically.
-pub fn write_safetensors(
-    path: &Path,
-    tensors: &[(String, OutTensor)],
-    metadata: Option<HashMap<String, String>>,
-) -> Result<()> {
-    let raw: Vec<(String, RawTensor)> = tensors
-        .iter()
-        .map(|(n, t)| (n.clone(), t.bytes()))
-        .collect();
-    let mut views = Vec::with_capacity(raw.len());
-    for (name, (dtype, shape, data)) in &raw {
-        let v = safetensors::tensor::TensorView::new(*dtype, shape.clone(), data).map_err(|e| {
-            PruneError::Write {
-                file: path.display().to_string(),
-                reason: format!("tensor `{name}`: {e}"),
-            }
-        })?;
-        views.push((name.clone(), v));
-    }
-    let bytes = safetensors::serialize(views, metadata).map_err(|e| PruneError::Write {
-        file: path.display().to_string(),
-        reason: e.to_string(),
-    })?;
-    sparsity_metrics::io::write_atomic(path, &bytes).map_err(|e| PruneError::Write {
-        file: path.display().to_string(),
-        reason: e.to_string(),
-    })
 }
 
 /// Whether a safetensors dtype holds a mask (integers / bool) rather than weight values.
@@ -219,8 +48,7 @@ fn layer_key(name: &str) -> String {
 /// `<x>.mask` and `<x>.weight` pair (or `mask` + `weight`, named after the file) is one layer
 /// with the mask from `mask` and the values from `weight`.
 pub fn load_masked_layers(path: &Path) -> Result<Vec<MaskedLayer>> {
-    let file = TensorFile::open(path)?;
-    let st = file.parsed()?;
+    let file = SafetensorsFile::open(path)?;
     let stem = path
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
@@ -228,11 +56,9 @@ pub fn load_masked_layers(path: &Path) -> Result<Vec<MaskedLayer>> {
     let mut keys: Vec<String> = Vec::new();
     let mut masks: HashMap<String, String> = HashMap::new();
     let mut weights: HashMap<String, String> = HashMap::new();
-    let mut names: Vec<String> = st.names().into_iter().map(String::from).collect();
-    names.sort();
-    for name in names {
-        let view = st.tensor(&name).map_err(|e| file_err(path, e))?;
-        if view.shape().len() != 2 {
+    for name in file.names() {
+        let meta = file.meta(&name)?;
+        if meta.shape.len() != 2 {
             continue;
         }
         let mut key = layer_key(&name);
@@ -242,7 +68,7 @@ pub fn load_masked_layers(path: &Path) -> Result<Vec<MaskedLayer>> {
         if !keys.contains(&key) {
             keys.push(key.clone());
         }
-        if is_mask_dtype(view.dtype()) {
+        if is_mask_dtype(meta.dtype) {
             masks.insert(key, name);
         } else {
             weights.insert(key, name);
@@ -251,12 +77,12 @@ pub fn load_masked_layers(path: &Path) -> Result<Vec<MaskedLayer>> {
     let mut out = Vec::with_capacity(keys.len());
     for key in keys {
         let values = match weights.get(&key) {
-            Some(n) => Some(file.array2(n)?),
+            Some(n) => Some(file.array2_f32(n)?),
             None => None,
         };
         let layer = match (masks.get(&key), values) {
             (Some(m), values) => {
-                let mask = file.array2(m)?.mapv(|v| u8::from(v != 0.0));
+                let mask = file.array2_f32(m)?.mapv(|v| u8::from(v != 0.0));
                 let mut l = MaskedLayer::from_mask(&key, mask.view());
                 l.values = values;
                 l

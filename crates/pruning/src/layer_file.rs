@@ -82,8 +82,8 @@ pub fn prune_layer_file(
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| input.display().to_string());
-    let weight = file.array2("weight")?;
-    let calib = file.array2("calib")?;
+    let weight = file.array2_f32("weight")?;
+    let calib = file.array2_f32("calib")?;
     let (tokens, in_features) = calib.dim();
     if in_features != weight.ncols() {
         return Err(PruneError::ShapeMismatch {
@@ -95,7 +95,7 @@ pub fn prune_layer_file(
     }
     let (seq_len, source) = match seq_len {
         Some(l) => (l, SeqLenSource::Explicit),
-        None => match file.metadata()?.get("seqlen") {
+        None => match file.metadata().get("seqlen") {
             Some(v) => {
                 let l = v.trim().parse::<usize>().map_err(|_| PruneError::File {
                     file: input.display().to_string(),
@@ -155,7 +155,8 @@ pub fn write_pruned_layer(out: &Path, pruned: &Pruned) -> Result<()> {
             ),
         ],
         Some(meta),
-    )
+    )?;
+    Ok(())
 }
 
 /// Mask [out, in] from a pruned weight: 1 where the entry is exactly zero.

@@ -7,9 +7,15 @@
 //! * [`WandaStats`] / [`HessianStats`]: streamed calibration statistics (never the activations);
 //! * [`prune()`] / [`LayerPruner`]: one layer, any [`Method`] × [`Pattern`];
 //! * [`ReconError`]: ‖WXᵀ − WₚXᵀ‖²_F / ‖WXᵀ‖²_F;
-//! * [`compare`]: mask comparison per row / column / layer on [`bitmask::BitMask`]s;
-//! * `model` (feature `models`, default): sequential whole-model pruning of the `sparsity-models`
-//!   GPT-2 and Mamba, saved as a Hugging Face directory with its masks.
+//! * [`compare`]: mask comparison per row / column / layer on bit-packed masks (`sparsity_io::BitMatrix`);
+//!
+//! Default features are empty: the crate then depends on ndarray, rayon, serde, thiserror,
+//! tracing and `sparsity-io`'s bit matrix only. Opt-in features:
+//! * `safetensors`: `io`, `layer_file` and `pt` (safetensors layers and masks, the original
+//!   study's `.pt` files);
+//! * `plots`: `plot` (mask-comparison histograms, PNG or SVG);
+//! * `models`: `model`, sequential whole-model pruning of the `sparsity-models` GPT-2 and
+//!   Mamba, saved as a Hugging Face directory with its masks (pulls in burn).
 //!
 //! ```
 //! use ndarray::Array2;
@@ -32,20 +38,23 @@
 //! # Ok::<(), sparsity_pruning::PruneError>(())
 //! ```
 
-pub mod bitmask;
 mod calibration;
 pub mod compare;
 pub mod config;
 pub mod error;
+#[cfg(feature = "safetensors")]
 pub mod io;
+#[cfg(feature = "safetensors")]
 pub mod layer_file;
 pub mod layout;
 pub mod linalg;
 pub mod magnitude;
 #[cfg(feature = "models")]
 pub mod model;
+#[cfg(feature = "plots")]
 pub mod plot;
 pub mod prune;
+#[cfg(feature = "safetensors")]
 pub mod pt;
 pub mod recon;
 pub mod sparsegpt;

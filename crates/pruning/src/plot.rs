@@ -34,42 +34,14 @@ pub fn plot_layer_histogram(
     label_a: &str,
     label_b: &str,
 ) -> Result<()> {
-    sparsity_metrics::plot::ensure_font();
-    let format = sparsity_metrics::plot::ImageFormat::from_path(path)
-        .ok_or_else(|| draw_err(path, "output must end in .png or .svg"))?;
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => std::path::PathBuf::from("."),
-    };
-    std::fs::create_dir_all(&dir).map_err(|e| draw_err(path, e))?;
-    let ext = if format == sparsity_metrics::plot::ImageFormat::Png {
-        "png"
-    } else {
-        "svg"
-    };
-    let tmp = tempfile::Builder::new()
-        .suffix(&format!(".{ext}"))
-        .tempfile_in(&dir)
-        .map_err(|e| draw_err(path, e))?;
-    let tmp_path = tmp.path().to_path_buf();
     let size = (1200u32, 520u32);
-    match format {
-        sparsity_metrics::plot::ImageFormat::Png => draw(
-            BitMapBackend::new(&tmp_path, size).into_drawing_area(),
-            cmp,
-            label_a,
-            label_b,
-        ),
-        sparsity_metrics::plot::ImageFormat::Svg => draw(
-            SVGBackend::new(&tmp_path, size).into_drawing_area(),
-            cmp,
-            label_a,
-            label_b,
-        ),
-    }
-    .map_err(|e| draw_err(path, e))?;
-    tmp.persist(path).map_err(|e| draw_err(path, e.error))?;
-    Ok(())
+    sparsity_plot::render_atomic(
+        path,
+        size,
+        |root| draw(root, cmp, label_a, label_b),
+        |root| draw(root, cmp, label_a, label_b),
+    )
+    .map_err(|e| draw_err(path, e))
 }
 
 fn draw<DB: DrawingBackend>(
@@ -78,7 +50,7 @@ fn draw<DB: DrawingBackend>(
     label_a: &str,
     label_b: &str,
 ) -> std::result::Result<(), String> {
-    let font = sparsity_metrics::plot::FONT;
+    let font = sparsity_plot::FONT;
     root.fill(&WHITE).map_err(|e| e.to_string())?;
     let title = format!(
         "{} [{}x{}]: {} vs {} (layer Jaccard {:.3}, Hamming {:.3})",
@@ -204,7 +176,7 @@ pub fn plot_model_pruning(path: &Path, report: &crate::model::ModelPruneReport) 
         .collect();
     let n = errors.len().max(1);
     let height = (130 + 24 * n as u32).max(320);
-    sparsity_metrics::plot::png_atomic(path, (1100, height), |root| {
+    sparsity_plot::png_atomic(path, (1100, height), |root| {
         let e = |e: &dyn std::fmt::Display| e.to_string();
         root.fill(&WHITE).map_err(|x| e(&x))?;
         let mut chart = ChartBuilder::on(&root)

@@ -68,10 +68,10 @@ fn check_dir(dir: &str) {
             let out = prune_layer_file(&path, method, pattern, Some(seq_len), None)
                 .unwrap_or_else(|e| panic!("{}: {key}: {e}", path.display()));
             let ref_mask = file
-                .array2(&format!("{key}.mask"))
+                .array2_f32(&format!("{key}.mask"))
                 .unwrap()
                 .mapv(|v| v as u8);
-            let ref_w = file.array2(&format!("{key}.weight")).unwrap();
+            let ref_w = file.array2_f32(&format!("{key}.weight")).unwrap();
             let diff = (&out.pruned.mask.mapv(i32::from) - &ref_mask.mapv(i32::from))
                 .iter()
                 .filter(|&&d| d != 0)
@@ -135,7 +135,7 @@ fn statistics_match_reference() {
     for dir in ["prune", "prune_gen"] {
         for (path, side) in cases(dir) {
             let file = TensorFile::open(&path).unwrap();
-            let calib = file.array2("calib").unwrap();
+            let calib = file.array2_f32("calib").unwrap();
             let l = side["seqlen"].as_u64().unwrap() as usize;
             let mut ws = WandaStats::new(calib.ncols());
             let mut hs = HessianStats::new(calib.ncols(), Precision::F32);
@@ -149,13 +149,13 @@ fn statistics_match_reference() {
                 hs64.add_batch("t", c3.into_dyn()).unwrap();
             }
             let want: Array1<f32> = file
-                .array("wanda.scaler_row")
+                .array_f32("wanda.scaler_row")
                 .unwrap()
                 .into_dimensionality()
                 .unwrap();
             assert_eq!(ws.scaler_row(), want.view(), "{}", path.display());
             assert_eq!(ws.nsamples(), calib.nrows() / l);
-            let h_ref: Array2<f32> = file.array2("sparsegpt.H").unwrap();
+            let h_ref: Array2<f32> = file.array2_f32("sparsegpt.H").unwrap();
             let scale = h_ref.iter().fold(0f32, |a, v| a.max(v.abs()));
             for h in [hs.hessian(), hs64.hessian()] {
                 let max = (&h - &h_ref).iter().fold(0f32, |a, v| a.max(v.abs()));

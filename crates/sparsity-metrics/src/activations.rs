@@ -4,6 +4,7 @@
 //! A tensor is `[samples, neurons]` (one row per sample, used as is) or
 //! `[samples, seq, neurons]` (aggregated by [`Aggregation`]).
 
+#[cfg(feature = "safetensors")]
 use std::path::Path;
 
 use ndarray::{ArrayD, ArrayView2, ArrayView3, ArrayViewD, Ix2, Ix3};
@@ -32,79 +33,33 @@ impl ActivationTensor {
     }
 }
 
-fn st_err(path: &Path, reason: impl Into<String>) -> MetricsError {
-    MetricsError::Safetensors {
-        path: path.display().to_string(),
-        reason: reason.into(),
-    }
-}
-
-/// Loads tensor `name` from a safetensors file.
+/// Loads tensor `name` from a safetensors file: F64 stays f64; F32, F16 and BF16 become f32
+/// (exactly); any other dtype is an error naming the tensor and its dtype (feature
+/// `safetensors`).
+#[cfg(feature = "safetensors")]
 pub fn load_safetensors(path: &Path, name: &str) -> Result<ActivationTensor> {
-    let bytes = std::fs::read(path).map_err(|source| MetricsError::Io {
+    use sparsity_io::tensors::{Dtype, SafetensorsFile};
+    let st_err = |reason: String| MetricsError::Safetensors {
         path: path.display().to_string(),
-        source,
+        reason,
+    };
+    let file = SafetensorsFile::open(path).map_err(|e| match e {
+        sparsity_io::IoError::Io { source, .. } => MetricsError::Io {
+            path: path.display().to_string(),
+            source,
+        },
+        other => st_err(other.to_string()),
     })?;
-    let st =
-        safetensors::SafeTensors::deserialize(&bytes).map_err(|e| st_err(path, e.to_string()))?;
-    let view = st.tensor(name).map_err(|e| {
-        let mut names: Vec<String> = st.names().into_iter().map(|s| s.to_string()).collect();
-        names.sort();
-        st_err(
-            path,
-            format!(
-                "tensor {name:?}: {e} (tensors in file: {})",
-                names.join(", ")
-            ),
-        )
-    })?;
-    let shape = view.shape().to_vec();
-    let data = view.data();
-    use safetensors::Dtype;
-    let bad_shape =
-        |e: ndarray::ShapeError| st_err(path, format!("tensor {name:?} shape {shape:?}: {e}"));
-    Ok(match view.dtype() {
-        Dtype::F32 => ActivationTensor::F32(
-            ArrayD::from_shape_vec(
-                shape.clone(),
-                data.chunks_exact(4)
-                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                    .collect(),
-            )
-            .map_err(bad_shape)?,
-        ),
-        Dtype::F64 => ActivationTensor::F64(
-            ArrayD::from_shape_vec(
-                shape.clone(),
-                data.chunks_exact(8)
-                    .map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
-                    .collect(),
-            )
-            .map_err(bad_shape)?,
-        ),
-        Dtype::F16 => ActivationTensor::F32(
-            ArrayD::from_shape_vec(
-                shape.clone(),
-                data.chunks_exact(2)
-                    .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
-                    .collect(),
-            )
-            .map_err(bad_shape)?,
-        ),
-        Dtype::BF16 => ActivationTensor::F32(
-            ArrayD::from_shape_vec(
-                shape.clone(),
-                data.chunks_exact(2)
-                    .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
-                    .collect(),
-            )
-            .map_err(bad_shape)?,
-        ),
+    let io = |e: sparsity_io::IoError| st_err(e.to_string());
+    Ok(match file.meta(name).map_err(io)?.dtype {
+        Dtype::F64 => ActivationTensor::F64(file.array_f64(name).map_err(io)?),
+        Dtype::F32 | Dtype::F16 | Dtype::BF16 => {
+            ActivationTensor::F32(file.array_f32(name).map_err(io)?)
+        }
         other => {
-            return Err(st_err(
-                path,
-                format!("tensor {name:?} has dtype {other:?}; expected F32, F64, F16 or BF16"),
-            ));
+            return Err(st_err(format!(
+                "tensor {name:?} has dtype {other:?}; expected F32, F64, F16 or BF16"
+            )));
         }
     })
 }

@@ -8,8 +8,8 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 
 use crate::error::{MetricsError, Result};
-use crate::plot::{FONT, ImageFormat, ensure_font};
 use crate::report::SparsityReport;
+use sparsity_plot::FONT;
 
 const COLORS: [RGBColor; 6] = [
     RGBColor(31, 119, 180),
@@ -39,27 +39,7 @@ fn render<F>(
 where
     F: FnOnce(DrawingArea<BitMapBackend<'_>, Shift>) -> DrawResult,
 {
-    if !ensure_font() {
-        return Err(plot_err(path, "the embedded font could not be registered"));
-    }
-    let format = ImageFormat::from_path(path)
-        .ok_or_else(|| plot_err(path, "extension must be .png or .svg"))?;
-    let io_err = |source| MetricsError::Io {
-        path: path.display().to_string(),
-        source,
-    };
-    match format {
-        ImageFormat::Svg => {
-            let mut s = String::new();
-            draw_svg(SVGBackend::with_string(&mut s, size).into_drawing_area())
-                .map_err(|e| plot_err(path, e))?;
-            crate::io::write_atomic(path, s.as_bytes()).map_err(io_err)
-        }
-        ImageFormat::Png => crate::plot::png_atomic(path, size, draw_png).map_err(|e| match e {
-            crate::plot::PngError::Io { source, .. } => io_err(source),
-            other => plot_err(path, other),
-        }),
-    }
+    sparsity_plot::render_atomic(path, size, draw_png, draw_svg).map_err(|e| plot_err(path, e))
 }
 
 /// Methods drawn in the comparison chart (percentile entries are left to the other plot).

@@ -6,6 +6,10 @@
 //! TEAL-style calibrated activation sparsity and near-zero fractions relative to each neuron's
 //! scale. Every failure is a [`MetricsError`]; no value is ever made up.
 //!
+//! Default dependencies are ndarray, rayon, serde and thiserror. Features:
+//! - `safetensors`: [`load_safetensors`] (activation tensors from a file, through `sparsity-io`);
+//! - `plots`: [`figures`] (the report's comparison and percentile charts, through `sparsity-plot`).
+//!
 //! ```
 //! use ndarray::Array3;
 //! use sparsity_metrics::{Aggregation, NeuronStatsParams, ReportParams, SparsityReport};
@@ -28,25 +32,24 @@ pub mod activation_sparsity;
 pub mod activations;
 pub mod entropy;
 pub mod error;
+#[cfg(feature = "plots")]
 pub mod figures;
 pub mod gini;
 pub mod hoyer;
-pub mod io;
 pub mod layer_dynamics;
 pub mod near_zero;
 pub mod neuron_stats;
 pub mod percentile;
-pub mod plot;
 pub mod report;
-pub mod stats;
 pub mod threshold;
 
 pub use activation_sparsity::{ActivationHistogram, CalibratedThreshold};
-pub use activations::{
-    ActivationAnalysis, ActivationTensor, analyze_activations, analyze_tensor, load_safetensors,
-};
+#[cfg(feature = "safetensors")]
+pub use activations::load_safetensors;
+pub use activations::{ActivationAnalysis, ActivationTensor, analyze_activations, analyze_tensor};
 pub use entropy::{EntropyMode, EntropyResult, entropy_sparsity};
 pub use error::{MetricsError, Result};
+#[cfg(feature = "plots")]
 pub use figures::{plot_methods, plot_percentiles};
 pub use gini::{GiniResult, gini_sparsity};
 pub use hoyer::hoyer_sparsity;

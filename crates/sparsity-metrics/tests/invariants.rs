@@ -264,6 +264,7 @@ fn calibrated_threshold_sparsity_is_exact() {
     }
 }
 
+#[cfg(feature = "plots")]
 #[test]
 fn plots_are_written_as_png_and_svg() {
     let dir = tempfile::tempdir().unwrap();

@@ -8,7 +8,7 @@ use std::process::Command;
 use anyhow::{Context, bail};
 use sparsity_kernels::GemvConfig;
 use sparsity_kernels::bench::{
-    GemvBenchConfig, GemvBenchReport, GemvShape, WeightDtype, run_gemv_bench,
+    GemvBenchConfig, GemvBenchReport, GemvShape, WeightDtype, run_gemv_bench_with,
 };
 
 /// Arguments.
@@ -93,7 +93,25 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         },
         ndarray_peer: true,
     };
-    let report = run_gemv_bench(&config)?;
+    let mut bar: Option<(String, indicatif::ProgressBar)> = None;
+    let report = run_gemv_bench_with(&config, &mut |p| {
+        if bar.as_ref().is_none_or(|(stage, _)| *stage != p.stage) {
+            if let Some((_, old)) = bar.take() {
+                old.finish_and_clear();
+            }
+            let label = format!("bench-gemv {}", p.stage);
+            bar = Some((
+                p.stage.clone(),
+                crate::util::progress_bar(&label, "points", p.total as u64),
+            ));
+        }
+        if let Some((_, b)) = &bar {
+            b.set_position(p.done as u64);
+        }
+    })?;
+    if let Some((_, b)) = bar {
+        b.finish_and_clear();
+    }
 
     let mut numpy_peer: Vec<PeerRow> = Vec::new();
     if let Some(python) = &args.python {

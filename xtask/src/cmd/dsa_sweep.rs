@@ -198,7 +198,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
         let script = slurm_script(&sweep_args, n, &results_dir, "dsa-sweep", "24:00:00", 4)?;
         let path = results_dir.join("sweep.slurm");
-        sparsity_metrics::io::write_atomic(&path, script.as_bytes())
+        sparsity_io::write_atomic(&path, script.as_bytes())
             .with_context(|| format!("writing {}", path.display()))?;
         println!(
             "Slurm script for {} runs in {n} shards: {} (submit with `sbatch {}`)",

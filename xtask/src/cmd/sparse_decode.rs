@@ -215,7 +215,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             ));
         }
     }
-    sparsity_metrics::io::write_atomic(&args.out_dir.join("sparse_decode.md"), md.as_bytes())
+    sparsity_io::write_atomic(&args.out_dir.join("sparse_decode.md"), md.as_bytes())
         .context("writing sparse_decode.md")?;
     eprint!("{md}");
     eprintln!("report in {}", args.out_dir.display());

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use plotters::prelude::*;
 use serde::{Deserialize, Serialize};
-use sparsity_metrics::plot::FONT;
+use sparsity_plot::FONT;
 
 use super::ModelAnalysis;
 
@@ -132,13 +132,16 @@ fn plot_err(path: &Path, e: impl std::fmt::Display) -> ReportError {
     }
 }
 
-/// Draws a PNG through a temporary file and a rename ([`sparsity_metrics::plot::png_atomic`]).
+/// Draws a PNG through a temporary file and a rename ([`sparsity_plot::png_atomic`]).
 fn png<F>(path: &Path, size: (u32, u32), draw: F) -> Result<(), ReportError>
 where
     F: FnOnce(DrawingArea<BitMapBackend<'_>, plotters::coord::Shift>) -> Result<(), String>,
 {
-    sparsity_metrics::plot::png_atomic(path, size, draw).map_err(|e| match e {
-        sparsity_metrics::plot::PngError::Io { path, source } => ReportError::Io { path, source },
+    sparsity_plot::png_atomic(path, size, draw).map_err(|e| match e {
+        sparsity_plot::PlotError::Io(e) => ReportError::Io {
+            path: path.display().to_string(),
+            source: e.into_io(),
+        },
         other => plot_err(path, other),
     })
 }
@@ -515,12 +518,12 @@ pub fn write_report(
 
     let md_path = out_dir.join("report.md");
     let md = markdown(analyses, comparison, &plots, out_dir, json_name);
-    sparsity_metrics::io::write_atomic(&md_path, md.as_bytes()).map_err(|source| {
-        ReportError::Io {
+    sparsity_io::write_atomic(&md_path, md.as_bytes())
+        .map_err(sparsity_io::IoError::into_io)
+        .map_err(|source| ReportError::Io {
             path: md_path.display().to_string(),
             source,
-        }
-    })?;
+        })?;
     Ok(ReportFiles {
         markdown: md_path,
         plots: plots.into_iter().map(|(_, p)| p).collect(),

@@ -1,3 +1,5 @@
+//! # sparsity-stats
+//!
 //! Statistical tests for experiment sweeps: one-way ANOVA, the studentized range
 //! distribution (`ptukey` / `qtukey`), Tukey HSD (Tukey–Kramer for unequal n), Welch's
 //! t-test, Cohen's d, Bonferroni / Holm corrections and a power note for the two-sample
@@ -39,7 +41,7 @@
 //! # Example
 //!
 //! ```
-//! use sparsity_metrics::stats::{one_way_anova, ptukey, qtukey, tukey_hsd};
+//! use sparsity_stats::{one_way_anova, ptukey, qtukey, tukey_hsd};
 //!
 //! // validation loss per seed for three keep ratios
 //! let groups = vec![
@@ -56,7 +58,7 @@
 //!
 //! let hsd = tukey_hsd(&groups, 0.05)?;
 //! assert_eq!(hsd.pairs.len(), 3);
-//! # Ok::<(), sparsity_metrics::stats::StatsError>(())
+//! # Ok::<(), sparsity_stats::StatsError>(())
 //! ```
 
 use std::fmt;

@@ -1,4 +1,4 @@
-//! Tests of `sparsity_metrics::stats` against reference numbers.
+//! Tests of `sparsity_stats` against reference numbers.
 //!
 //! Every constant below was printed by `tests/data/stats_ref.py` (scipy 1.15.3, numpy 2.2.6,
 //! mpmath 1.3.0 in /work/venv). Studentized-range values come from two independent sources:
@@ -10,7 +10,7 @@
 //! (0.5, 2, 1) was confirmed: 0.21634689593878545).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use sparsity_metrics::stats::*;
+use sparsity_stats::*;
 
 fn close(got: f64, want: f64, tol: f64, what: &str) {
     assert!(

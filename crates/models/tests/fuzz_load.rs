@@ -1,0 +1,303 @@
+//! Fuzz-style test of the one loading path for model checkpoints (config.json + safetensors,
+//! issues #17 and #23): seeded mutations of the GPT-2 and Mamba fixtures go through
+//! `CausalLm::load_from_bytes` (the parsing and checks `load_dir` uses), and every one must give
+//! a typed error or a valid model: never a panic, an abort, or a single allocation larger than
+//! a bound proportional to the input's size.
+//!
+//! Mutation kinds (one per case, chosen by the seeded generator): truncation, byte flips
+//! anywhere or inside the header, a rewritten header length, trailing bytes, a dropped tensor, a
+//! tensor's dtype changed, a tensor's shape changed, an extra tensor; in config.json an integer
+//! field set to 0, -1, 2^31, 2^63, 10^12 or a small number, a string field set to junk or
+//! another type, a field removed, and truncated or byte-flipped JSON.
+//!
+//! `SPARSITY_FUZZ_CASES` sets the number of cases (default 10 000) and `SPARSITY_FUZZ_SEED` the
+//! seed (default 17), so a failure reproduces from its case number.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test harness
+#![allow(unsafe_code)] // the counting allocator below
+
+mod common;
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::panic::AssertUnwindSafe;
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use safetensors::tensor::{Dtype, TensorView};
+use sparsity_models::{CausalLm, cpu_device};
+
+/// Forwards to the system allocator and records the largest single request.
+struct LargestRequest;
+
+static LARGEST: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: every method forwards to `System` with the caller's arguments unchanged, so the
+// `GlobalAlloc` contract is the system allocator's; the only addition is an atomic max.
+unsafe impl GlobalAlloc for LargestRequest {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        LARGEST.fetch_max(layout.size(), Ordering::Relaxed);
+        // SAFETY: the caller upholds `alloc`'s contract for `layout`.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        LARGEST.fetch_max(layout.size(), Ordering::Relaxed);
+        // SAFETY: as above.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: `ptr` was allocated by `System` with `layout` (every allocation goes there).
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        LARGEST.fetch_max(new_size, Ordering::Relaxed);
+        // SAFETY: as for `dealloc`, and the caller upholds `realloc`'s contract.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: LargestRequest = LargestRequest;
+
+type Tensors = Vec<(String, Dtype, Vec<usize>, Vec<u8>)>;
+
+fn tensors_of(bytes: &[u8]) -> Tensors {
+    let st = safetensors::SafeTensors::deserialize(bytes).unwrap();
+    let mut list: Tensors = st
+        .tensors()
+        .into_iter()
+        .map(|(n, v)| (n, v.dtype(), v.shape().to_vec(), v.data().to_vec()))
+        .collect();
+    list.sort_by(|a, b| a.0.cmp(&b.0));
+    list
+}
+
+fn serialize(list: &Tensors) -> Vec<u8> {
+    let views: Vec<_> = list
+        .iter()
+        .filter_map(|(n, d, s, b)| {
+            TensorView::new(*d, s.clone(), b)
+                .ok()
+                .map(|v| (n.clone(), v))
+        })
+        .collect();
+    safetensors::serialize(views, None).unwrap()
+}
+
+fn header_len(bytes: &[u8]) -> usize {
+    let mut n = [0u8; 8];
+    n.copy_from_slice(&bytes[..8]);
+    8 + u64::from_le_bytes(n) as usize
+}
+
+const ABSURD: [i128; 8] = [0, -1, 1 << 31, 1 << 63, 1_000_000_000_000, 1, 3, 7];
+
+/// One mutated (config.json, model.safetensors) pair and the name of its mutation.
+fn mutate(rng: &mut ChaCha8Rng, config: &str, weights: &[u8]) -> (String, Vec<u8>, &'static str) {
+    let mut cfg = config.to_string();
+    let mut w = weights.to_vec();
+    let kind = rng.random_range(0..13);
+    let name = match kind {
+        0 => {
+            w.truncate(rng.random_range(0..w.len()));
+            "truncate"
+        }
+        1 => {
+            for _ in 0..rng.random_range(1..9) {
+                let i = rng.random_range(0..w.len());
+                w[i] ^= 1 << rng.random_range(0..8);
+            }
+            "flip bytes"
+        }
+        2 => {
+            let end = header_len(&w).min(w.len());
+            for _ in 0..rng.random_range(1..4) {
+                let i = rng.random_range(8..end);
+                w[i] = rng.random();
+            }
+            "flip header bytes"
+        }
+        3 => {
+            let n: u64 = match rng.random_range(0..4) {
+                0 => u64::MAX,
+                1 => 1 << 40,
+                2 => rng.random_range(0..64),
+                _ => (header_len(&w) as u64 - 8).wrapping_add(rng.random_range(1..16)),
+            };
+            w[..8].copy_from_slice(&n.to_le_bytes());
+            "header length"
+        }
+        4 => {
+            let extra = rng.random_range(1..256);
+            w.extend((0..extra).map(|_| rng.random::<u8>()));
+            "trailing bytes"
+        }
+        5..=8 => {
+            let mut list = tensors_of(&w);
+            let i = rng.random_range(0..list.len());
+            let name = match kind {
+                5 => {
+                    list.remove(i);
+                    "drop tensor"
+                }
+                6 => {
+                    let t = &mut list[i];
+                    let numel: usize = t.2.iter().product();
+                    let (d, size) = [
+                        (Dtype::F16, 2),
+                        (Dtype::BF16, 2),
+                        (Dtype::F64, 8),
+                        (Dtype::I64, 8),
+                        (Dtype::U8, 1),
+                        (Dtype::BOOL, 1),
+                    ][rng.random_range(0..6)];
+                    t.1 = d;
+                    t.3 = (0..numel * size).map(|_| rng.random::<u8>() & 1).collect();
+                    "dtype"
+                }
+                7 => {
+                    let t = &mut list[i];
+                    match rng.random_range(0..4) {
+                        0 => t.2.reverse(),
+                        1 => t.2.push(1),
+                        2 => {
+                            let a = rng.random_range(0..t.2.len());
+                            t.2[a] *= 2;
+                            let extra = t.3.clone();
+                            t.3.extend(extra);
+                        }
+                        _ => {
+                            let a = rng.random_range(0..t.2.len());
+                            t.2[a] = 0;
+                            t.3.clear();
+                        }
+                    }
+                    "shape"
+                }
+                _ => {
+                    list.push((
+                        "unexpected.weight".into(),
+                        Dtype::F32,
+                        vec![2, 2],
+                        vec![0; 16],
+                    ));
+                    "extra tensor"
+                }
+            };
+            w = serialize(&list);
+            name
+        }
+        9..=11 => {
+            let mut v: serde_json::Value = serde_json::from_str(&cfg).unwrap();
+            let obj = v.as_object_mut().unwrap();
+            let keys: Vec<String> = obj.keys().cloned().collect();
+            let name = match kind {
+                9 => {
+                    let ints: Vec<&String> = keys
+                        .iter()
+                        .filter(|k| obj[k.as_str()].is_u64() || obj[k.as_str()].is_null())
+                        .collect();
+                    let k = ints[rng.random_range(0..ints.len())].clone();
+                    let x = ABSURD[rng.random_range(0..ABSURD.len())];
+                    obj[&k] = serde_json::from_str(&x.to_string()).unwrap();
+                    "integer field"
+                }
+                10 => {
+                    let k = keys[rng.random_range(0..keys.len())].clone();
+                    obj[&k] = match rng.random_range(0..3) {
+                        0 => serde_json::json!("junk\u{0}\u{fffd}"),
+                        1 => serde_json::json!([1, 2]),
+                        _ => serde_json::json!({"x": -1.5}),
+                    };
+                    "junk field"
+                }
+                _ => {
+                    let k = keys[rng.random_range(0..keys.len())].clone();
+                    obj.remove(&k);
+                    "removed field"
+                }
+            };
+            cfg = v.to_string();
+            name
+        }
+        _ => {
+            let mut b = cfg.into_bytes();
+            if rng.random_bool(0.5) {
+                b.truncate(rng.random_range(0..b.len()));
+            } else {
+                let i = rng.random_range(0..b.len());
+                b[i] = rng.random();
+            }
+            cfg = String::from_utf8_lossy(&b).into_owned();
+            "config bytes"
+        }
+    };
+    (cfg, w, name)
+}
+
+#[test]
+fn mutated_checkpoints_give_typed_errors_or_models() {
+    let cases: usize = std::env::var("SPARSITY_FUZZ_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000);
+    let seed: u64 = std::env::var("SPARSITY_FUZZ_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(17);
+    let device = cpu_device();
+    let fixtures: Vec<(String, Vec<u8>)> = ["gpt2-tiny", "mamba-tiny"]
+        .iter()
+        .map(|m| {
+            let dir = common::hf(m);
+            (
+                std::fs::read_to_string(dir.join("config.json")).unwrap(),
+                std::fs::read(dir.join("model.safetensors")).unwrap(),
+            )
+        })
+        .collect();
+    // The valid fixtures load, and set the scale of a legitimate load's largest allocation.
+    let mut baseline = 0;
+    for (cfg, w) in &fixtures {
+        LARGEST.store(0, Ordering::Relaxed);
+        CausalLm::load_from_bytes(cfg, w.clone(), Path::new("fixture"), &device).unwrap();
+        baseline = baseline.max(LARGEST.load(Ordering::Relaxed));
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let (mut ok, mut errors) = (0usize, 0usize);
+    let mut kinds = std::collections::BTreeMap::<&str, usize>::new();
+    let mut largest_seen = 0;
+    for case in 0..cases {
+        let (cfg, w) = &fixtures[case % fixtures.len()];
+        let (cfg, w, kind) = mutate(&mut rng, cfg, w);
+        *kinds.entry(kind).or_default() += 1;
+        // A load may allocate about twice its input (bytes + f32 values, a widened f16 copy),
+        // and burn's own buffers; never anything sized by a number read from the input.
+        let bound = 4 * (w.len() + cfg.len()) + 4 * baseline + (1 << 20);
+        LARGEST.store(0, Ordering::Relaxed);
+        let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            CausalLm::load_from_bytes(&cfg, w, Path::new("mutated"), &device)
+        }));
+        let largest = LARGEST.load(Ordering::Relaxed);
+        largest_seen = largest_seen.max(largest);
+        match result {
+            Ok(Ok(_)) => ok += 1,
+            Ok(Err(e)) => {
+                assert!(!e.to_string().is_empty());
+                errors += 1;
+            }
+            Err(_) => panic!("case {case} (seed {seed}, {kind}) panicked"),
+        }
+        assert!(
+            largest <= bound,
+            "case {case} (seed {seed}, {kind}): allocation of {largest} bytes (bound {bound})"
+        );
+    }
+    eprintln!(
+        "{cases} cases: {ok} loaded, {errors} typed errors; largest allocation {largest_seen} B \
+         (valid load {baseline} B); by kind: {kinds:?}"
+    );
+    assert_eq!(ok + errors, cases);
+    assert!(errors > cases / 2, "most mutations must be rejected");
+    assert!(kinds.len() >= 12, "every mutation kind must run: {kinds:?}");
+}
