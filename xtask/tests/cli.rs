@@ -70,3 +70,73 @@ fn bench_gemv_backend_errors_name_the_option_and_write_nothing() {
         assert!(!out.exists(), "{backend}");
     }
 }
+
+/// Issue #23: a sweep length no machine can hold is refused before anything is allocated, with
+/// the memory estimate in the message; `--dry-run` prints the plan and the estimate.
+#[test]
+fn dsa_sweep_states_its_memory_estimate_and_refuses_absurd_lengths() {
+    let dir = tempfile::tempdir().unwrap();
+    let results = dir.path().join("runs.jsonl");
+    let started = std::time::Instant::now();
+    let run = xtask()
+        .args([
+            "dsa-sweep",
+            "--lengths",
+            "4000000000",
+            "--seeds",
+            "1",
+            "--results",
+        ])
+        .arg(&results)
+        .output()
+        .unwrap();
+    assert!(!run.status.success());
+    assert!(started.elapsed().as_secs_f64() < 10.0);
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        err.contains("estimated") && err.contains("4000000000"),
+        "{err}"
+    );
+    assert!(!results.exists());
+
+    // The same with an explicit budget, and a plan that fits it.
+    let run = xtask()
+        .args([
+            "dsa-sweep",
+            "--lengths",
+            "1024",
+            "--max-memory",
+            "1M",
+            "--results",
+        ])
+        .arg(&results)
+        .output()
+        .unwrap();
+    assert!(!run.status.success());
+    assert!(String::from_utf8_lossy(&run.stderr).contains("--max-memory"));
+    let run = xtask()
+        .args([
+            "dsa-sweep",
+            "--lengths",
+            "64,128",
+            "--keep-ratios",
+            "0.5",
+            "--seeds",
+            "2",
+        ])
+        .args(["--max-memory", "8G", "--dry-run", "--results"])
+        .arg(&results)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let out = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        out.contains("8 runs") && out.contains("peak memory per run"),
+        "{out}"
+    );
+    assert!(!results.exists());
+}

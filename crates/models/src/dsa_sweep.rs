@@ -143,6 +143,54 @@ impl SweepParams {
         Ok(())
     }
 
+    /// An upper estimate of one run's peak memory at the longest length, in bytes, computed
+    /// in f64 so that absurd lengths cannot overflow: parameters with their gradients and AdamW
+    /// moments (4 copies; the learned positions grow with L), the attention and indexer score
+    /// matrices kept for the backward pass (scores, probabilities and their gradient:
+    /// 3 × batch × heads × L² per layer, for the heads and the indexer heads), the per-token
+    /// activations of every layer (about 10·d_model + 3·d_ff values), and the logits with
+    /// their softmax and gradient (3 × batch × L × vocab), all f32.
+    pub fn peak_memory_estimate(&self, vocab_size: usize) -> f64 {
+        let l = self.lengths.iter().copied().max().unwrap_or(0) as f64;
+        let c = self.preset.config(vocab_size, 1);
+        let (d, ff, layers) = (c.d_model as f64, c.d_ff as f64, c.n_layers as f64);
+        let (heads, ih, idim) = (c.n_heads as f64, c.index_heads as f64, c.index_dim as f64);
+        let (b, v) = (self.batch_size as f64, vocab_size as f64);
+        let per_layer_params =
+            4.0 * d * d + 2.0 * d * ff + d * ih * (idim + 1.0) + d * idim + 6.0 * d;
+        let params = 2.0 * v * d + l * d + layers * per_layer_params;
+        let scores = layers * 3.0 * b * (heads + ih) * l * l;
+        let activations = layers * b * l * (10.0 * d + 3.0 * ff);
+        let logits = 3.0 * b * l * v;
+        4.0 * (4.0 * params + scores + activations + logits)
+    }
+
+    /// Checks [`Self::peak_memory_estimate`] against `budget` bytes (or, without one, the
+    /// memory the system reports available) before anything is allocated; the error states the
+    /// estimate, the budget and the length that needs it. Returns the estimate.
+    pub fn check_memory(&self, vocab_size: usize, budget: Option<u64>) -> Result<f64> {
+        let estimate = self.peak_memory_estimate(vocab_size);
+        let (limit, source) = match budget {
+            Some(b) => (b as f64, "--max-memory"),
+            None => match available_memory_bytes() {
+                Some(a) => (a as f64, "available memory (/proc/meminfo)"),
+                None => return Ok(estimate),
+            },
+        };
+        if estimate > limit {
+            let longest = self.lengths.iter().copied().max().unwrap_or(0);
+            return Err(ModelError::Invalid(format!(
+                "the sweep needs an estimated {} per run at length {longest} (batch {}), more than \
+                 the {} of {source}; use shorter --lengths, a smaller --batch-size, or raise \
+                 --max-memory",
+                human_bytes(estimate),
+                self.batch_size,
+                human_bytes(limit)
+            )));
+        }
+        Ok(estimate)
+    }
+
     /// The keep ratio (fraction of L kept) of a sweep ratio.
     pub fn keep_ratio(&self, ratio: f64) -> f64 {
         match self.semantics {
@@ -296,6 +344,29 @@ pub struct RunResult {
     pub mean_kept_fraction: f64,
     /// Process peak resident memory after the run (VmHWM; a process-wide high-water mark).
     pub peak_rss_bytes: Option<u64>,
+}
+
+/// `MemAvailable` of `/proc/meminfo` in bytes, where the system has it.
+pub fn available_memory_bytes() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    kib.checked_mul(1024)
+}
+
+/// `bytes` as B, KiB, MiB, GiB, TiB or EiB-scale text with 3 significant digits.
+pub fn human_bytes(bytes: f64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+    let mut v = bytes;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < units.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u + 1 == units.len() && v >= 1024.0 {
+        return format!("{bytes:.3e} B");
+    }
+    format!("{v:.3} {}", units[u])
 }
 
 /// Trains and evaluates one run on the CPU autodiff `device`.

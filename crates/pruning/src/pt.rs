@@ -132,13 +132,48 @@ fn pop_mark(stack: &mut Vec<Val>) -> Option<Vec<Val>> {
     Some(items)
 }
 
+/// Most containers (tuples, lists, dicts, calls) one pickle may build: a tensor file holds a
+/// few per tensor; the cap bounds nesting depth (and so recursion) for hostile input.
+const MAX_CONTAINERS: usize = 4096;
+/// Most values memo PUT/GET may copy in all: bounds the exponential growth a pickle can make
+/// by referring to its own memo ("billion laughs").
+const MAX_COPIED_VALUES: usize = 1 << 16;
+
+/// Number of values in `v` (itself and everything inside).
+fn values_in(v: &Val) -> usize {
+    1 + match v {
+        Val::Tuple(items) => items.iter().map(values_in).sum(),
+        Val::Dict(items) => items.iter().map(|(k, v)| values_in(k) + values_in(v)).sum(),
+        Val::PersId(v) => values_in(v),
+        Val::Call(f, a) => values_in(f) + values_in(a),
+        _ => 0,
+    }
+}
+
+/// Interprets the pickle opcodes `torch.save` writes (protocol 2: PROTO, FRAME, GLOBAL,
+/// STACK_GLOBAL, PUT/GET/MEMOIZE, MARK, tuples, lists, dicts and their appends/setitems,
+/// strings and bytes, ints, LONG1 up to 64 bits, None, bools, floats (skipped), REDUCE /
+/// NEWOBJ, BUILD, BINPERSID, STOP). Nothing is executed: GLOBAL only records a name and REDUCE
+/// a call record, which [`build_tensor`] recognises for `torch._utils._rebuild_tensor_v2` and
+/// `_rebuild_parameter`; any other opcode is an error. Container count and memo copies are
+/// bounded ([`MAX_CONTAINERS`], [`MAX_COPIED_VALUES`]).
 fn unpickle(path: &Path, b: &[u8]) -> Result<Val> {
     let mut r = Reader { b, pos: 0 };
     let mut stack: Vec<Val> = Vec::new();
     let mut memo: HashMap<u32, Val> = HashMap::new();
     let bad = |what: &str| err(path, format!("unsupported or corrupt pickle ({what})"));
+    let (mut containers, mut copied) = (0usize, 0usize);
     loop {
         let op = r.u8().ok_or_else(|| bad("truncated"))?;
+        if matches!(
+            op,
+            b')' | b't' | 0x85..=0x87 | b']' | b'}' | b'R' | 0x81 | b'Q'
+        ) {
+            containers += 1;
+            if containers > MAX_CONTAINERS {
+                return Err(bad(&format!("more than {MAX_CONTAINERS} containers")));
+            }
+        }
         match op {
             0x80 => {
                 r.u8();
@@ -166,11 +201,12 @@ fn unpickle(path: &Path, b: &[u8]) -> Result<Val> {
                     _ => Some(memo.len() as u32),
                 }
                 .ok_or_else(|| bad("PUT"))?;
-                let top = stack
-                    .last()
-                    .cloned()
-                    .ok_or_else(|| bad("PUT on empty stack"))?;
-                memo.insert(key, top);
+                let top = stack.last().ok_or_else(|| bad("PUT on empty stack"))?;
+                copied += values_in(top);
+                if copied > MAX_COPIED_VALUES {
+                    return Err(bad("memo copies exceed the limit"));
+                }
+                memo.insert(key, top.clone());
             }
             b'h' | b'j' => {
                 let key = if op == b'h' {
@@ -179,11 +215,12 @@ fn unpickle(path: &Path, b: &[u8]) -> Result<Val> {
                     r.u32()
                 }
                 .ok_or_else(|| bad("GET"))?;
-                stack.push(
-                    memo.get(&key)
-                        .cloned()
-                        .ok_or_else(|| bad("GET of unknown memo"))?,
-                );
+                let v = memo.get(&key).ok_or_else(|| bad("GET of unknown memo"))?;
+                copied += values_in(v);
+                if copied > MAX_COPIED_VALUES {
+                    return Err(bad("memo copies exceed the limit"));
+                }
+                stack.push(v.clone());
             }
             b'(' => stack.push(Val::Mark),
             b')' => stack.push(Val::Tuple(Vec::new())),
@@ -358,8 +395,12 @@ fn build_tensor(
         return Ok(None);
     };
     if module == "torch._utils" && name == "_rebuild_parameter" {
+        // A parameter wraps its tensor once; deeper nesting is not something torch writes.
         return match args.first() {
-            Some(inner) => build_tensor(path, inner, bytes, entries, root),
+            Some(inner @ Val::Call(f, _)) if !matches!(f.as_ref(), Val::Global(m, n) if m == "torch._utils" && n == "_rebuild_parameter") => {
+                build_tensor(path, inner, bytes, entries, root)
+            }
+            Some(_) => Err(err(path, "malformed tensor record: nested parameter")),
             None => Ok(None),
         };
     }
@@ -394,11 +435,36 @@ fn build_tensor(
     let &(s, e) = entries
         .get(&entry)
         .ok_or_else(|| err(path, format!("storage entry `{entry}` missing")))?;
-    let storage = &bytes[s..e];
-    let numel: usize = size.iter().product();
+    let storage = bytes
+        .get(s..e)
+        .ok_or_else(|| bad("storage outside the archive"))?;
+    // Every count comes from the file: check them against the storage before allocating.
+    let numel = size
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .ok_or_else(|| bad(&format!("size {size:?} overflows")))?;
+    let stored = storage.len() / elem;
+    if numel > stored {
+        return Err(bad(&format!(
+            "size {size:?} needs {numel} elements, its storage `{entry}` holds {stored} \
+             (expanded views are not supported)"
+        )));
+    }
+    if numel > 0 {
+        let last = size
+            .iter()
+            .zip(&stride)
+            .try_fold(offset, |a, (&d, &st)| {
+                a.checked_add((d - 1).checked_mul(st)?)
+            })
+            .filter(|&l| l < stored)
+            .ok_or_else(|| bad("offset and strides reach outside the storage"))?;
+        debug_assert!(last < stored);
+    }
     let mut values = Vec::with_capacity(numel);
     let mut idx = vec![0usize; size.len()];
     for _ in 0..numel {
+        // In bounds: the largest linear index was checked above.
         let lin = offset + idx.iter().zip(&stride).map(|(i, st)| i * st).sum::<usize>();
         let at = lin * elem;
         let chunk = storage
@@ -433,7 +499,10 @@ pub fn read_pt(path: &Path) -> Result<Vec<(String, PtTensor)>> {
         .ok_or_else(|| err(path, "no data.pkl in the archive"))?;
     let root = pkl.trim_end_matches("/data.pkl").to_string();
     let (s, e) = entries[&pkl];
-    let obj = unpickle(path, &bytes[s..e])?;
+    let pickle = bytes
+        .get(s..e)
+        .ok_or_else(|| err(path, "data.pkl outside the archive"))?;
+    let obj = unpickle(path, pickle)?;
     let mut out = Vec::new();
     if let Some(t) = build_tensor(path, &obj, &bytes, &entries, &root)? {
         out.push((String::new(), t));

@@ -95,6 +95,29 @@ pub struct Args {
     /// Parquet results store directory.
     #[arg(long, default_value = "results")]
     pub results_dir: PathBuf,
+    /// Memory budget per run in bytes (suffixes K, M, G, T: powers of 1024); default: the
+    /// memory the system reports available. The sweep refuses to start when its estimate is larger.
+    #[arg(long, value_parser = parse_bytes)]
+    pub max_memory: Option<u64>,
+    /// Print the run plan and the memory estimate, then stop.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+fn parse_bytes(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (num, mult) = match t.chars().last() {
+        Some('K' | 'k') => (&t[..t.len() - 1], 1u64 << 10),
+        Some('M' | 'm') => (&t[..t.len() - 1], 1 << 20),
+        Some('G' | 'g') => (&t[..t.len() - 1], 1 << 30),
+        Some('T' | 't') => (&t[..t.len() - 1], 1 << 40),
+        _ => (t, 1),
+    };
+    num.trim()
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .ok_or_else(|| format!("`{s}`: expected bytes, e.g. 8G or 512M"))
 }
 
 /// Sparse attention implementations.
@@ -164,7 +187,25 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             ImplArg::Gather => SparseImpl::Gather,
         },
     };
+    params.validate()?;
+    let estimate = params.check_memory(args.vocab, args.max_memory)?;
     let all = run_list(&params)?;
+    if args.dry_run {
+        println!(
+            "{} runs (lengths {:?}, ratios {:?}, {} seeds{}); peak memory per run ≈ {}",
+            all.len(),
+            args.lengths,
+            args.keep_ratios,
+            args.seeds,
+            if args.no_dense {
+                ""
+            } else {
+                ", with dense baselines"
+            },
+            sparsity_models::dsa_sweep::human_bytes(estimate)
+        );
+        return Ok(());
+    }
     let results_dir = args
         .results
         .parent()
