@@ -52,9 +52,28 @@ pub fn git_revision() -> String {
         .unwrap_or_else(|| "unknown".to_string())
 }
 
-/// The built-in demo models from `cache` (default: `target/sparsity-lab-cache/demo`), trained
-/// on first use.
+/// xtask's demo cache: `$SPARSITY_LAB_CACHE/demo` when set, else the workspace's
+/// `target/sparsity-lab-cache/demo` (`$CARGO_TARGET_DIR` when set), passed explicitly to the
+/// library, whose own default is the user's cache directory.
+pub fn workspace_demo_cache() -> std::path::PathBuf {
+    let var = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty());
+    if let Some(root) = var(sparsity_models::demo::CACHE_ENV) {
+        return std::path::PathBuf::from(root).join("demo");
+    }
+    var("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("..")
+                .join("target")
+        })
+        .join("sparsity-lab-cache")
+        .join("demo")
+}
+
+/// The built-in demo models from `cache` (default: [`workspace_demo_cache`]), trained on
+/// first use.
 pub fn demo_models(cache: Option<&Path>) -> anyhow::Result<sparsity_models::demo::DemoModels> {
-    let cache = cache.map_or_else(sparsity_models::demo::default_cache_dir, Path::to_path_buf);
+    let cache = cache.map_or_else(workspace_demo_cache, Path::to_path_buf);
     sparsity_models::demo::ensure_demo_models(&cache).context("preparing the built-in demo models")
 }

@@ -13,7 +13,8 @@
 //! tokenised corpus, `H = -Σ_t p(t) ln p(t)` nats per token, the best any context-free model can do.
 //!
 //! Layout: `<cache>/<key>/{gpt2,mamba}/…` and `<cache>/<key>/demo.json`, where `<cache>` is
-//! [`default_cache_dir`] (`$SPARSITY_LAB_CACHE/demo`, else `<workspace>/target/sparsity-lab-cache/demo`)
+//! [`default_cache_dir`] (`$SPARSITY_LAB_CACHE/demo`, else the user's cache directory; `cargo xtask`
+//! uses `<workspace>/target/sparsity-lab-cache/demo`)
 //! and `<key>` is `seed-<seed>` for the default options (`seed-<seed>-<hash>` otherwise). A run
 //! trains into a temporary directory and renames it into place, so a cache entry is complete or
 //! absent.
@@ -326,22 +327,33 @@ impl DemoModels {
     }
 }
 
-/// The demo cache directory: `$SPARSITY_LAB_CACHE/demo` when the variable is set, else
-/// `target/sparsity-lab-cache/demo` in the workspace (`$CARGO_TARGET_DIR` when set).
+/// The demo cache directory a library user gets: `$SPARSITY_LAB_CACHE/demo` when the variable
+/// is set, else the platform's user cache directory (`$XDG_CACHE_HOME/sparsity-lab/demo` or
+/// `~/.cache/sparsity-lab/demo` on Linux, `~/Library/Caches/sparsity-lab/demo` on macOS,
+/// `%LOCALAPPDATA%\sparsity-lab\demo` on Windows), as hf-hub keeps `~/.cache/huggingface`;
+/// the system temporary directory when none of these is known. Never a path inside this
+/// crate's source (`cargo xtask` passes the workspace's `target/` explicitly).
 pub fn default_cache_dir() -> PathBuf {
-    if let Some(root) = std::env::var_os(CACHE_ENV).filter(|v| !v.is_empty()) {
-        return PathBuf::from(root).join("demo");
+    cache_dir_from(|k| std::env::var_os(k))
+}
+
+/// [`default_cache_dir`] with the environment given as a lookup function (testable).
+pub fn cache_dir_from(env: impl Fn(&str) -> Option<std::ffi::OsString>) -> PathBuf {
+    let var = |k: &str| env(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+    if let Some(root) = var(CACHE_ENV) {
+        return root.join("demo");
     }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("..")
-                .join("..")
-                .join("target")
-        });
-    target.join("sparsity-lab-cache").join("demo")
+    let user_cache = if cfg!(target_os = "windows") {
+        var("LOCALAPPDATA")
+    } else if cfg!(target_os = "macos") {
+        var("HOME").map(|h| h.join("Library").join("Caches"))
+    } else {
+        var("XDG_CACHE_HOME").or_else(|| var("HOME").map(|h| h.join(".cache")))
+    };
+    user_cache
+        .unwrap_or_else(std::env::temp_dir)
+        .join("sparsity-lab")
+        .join("demo")
 }
 
 /// The default demo models (seed [`DEFAULT_SEED`]) under `cache_dir`: trained on the first call,
@@ -632,4 +644,40 @@ fn build_demo(dir: &Path, config: &DemoConfig) -> Result<DemoRecord, DemoError> 
         .map_err(sparsity_io::IoError::into_io)
         .map_err(io_err(&record_path))?;
     Ok(record)
+}
+
+#[cfg(test)]
+mod cache_dir_tests {
+    use super::*;
+    use std::ffi::OsString;
+
+    #[test]
+    fn cache_dir_follows_the_override_then_the_platform() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| OsString::from(v))
+            }
+        };
+        let over = cache_dir_from(env(&[(CACHE_ENV, "/tmp/sl-test"), ("HOME", "/home/u")]));
+        assert_eq!(over, PathBuf::from("/tmp/sl-test/demo"));
+        // An empty override counts as unset.
+        let unset = cache_dir_from(env(&[(CACHE_ENV, ""), ("HOME", "/home/u")]));
+        assert!(unset.ends_with("sparsity-lab/demo"), "{}", unset.display());
+        // Never inside a source tree (the old default was `<crate>/../../target/...`).
+        assert!(
+            !unset.to_string_lossy().contains("target"),
+            "{}",
+            unset.display()
+        );
+        if cfg!(target_os = "linux") {
+            assert_eq!(unset, PathBuf::from("/home/u/.cache/sparsity-lab/demo"));
+            let xdg = cache_dir_from(env(&[("XDG_CACHE_HOME", "/x"), ("HOME", "/home/u")]));
+            assert_eq!(xdg, PathBuf::from("/x/sparsity-lab/demo"));
+        }
+        let nothing = cache_dir_from(|_| None);
+        assert!(nothing.starts_with(std::env::temp_dir()));
+    }
 }

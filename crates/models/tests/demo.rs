@@ -274,7 +274,7 @@ fn full_default_demo_beats_the_unigram_entropy() {
         Ok(n) => DemoConfig::new(demo::DEFAULT_SEED).with_steps(n.parse().unwrap()),
         Err(_) => DemoConfig::new(demo::DEFAULT_SEED),
     };
-    let models = demo::ensure_demo_models_with(&demo::default_cache_dir(), &config, false).unwrap();
+    let models = demo::ensure_demo_models_with(&workspace_demo_cache(), &config, false).unwrap();
     let r = &models.record;
     eprintln!(
         "unigram entropy {:.4}; gpt2 val {:.4} held-out {:.4} ({:.1} s, {} params); mamba val {:.4} held-out {:.4} ({:.1} s, {} params); total {:.1} s",
@@ -293,4 +293,15 @@ fn full_default_demo_beats_the_unigram_entropy() {
         assert!(r.gpt2.val_loss < r.unigram_entropy - 0.5);
         assert!(r.mamba.val_loss < r.unigram_entropy - 0.5);
     }
+}
+
+/// The demo cache `cargo xtask` uses (the workspace's target directory), so tests share it.
+fn workspace_demo_cache() -> std::path::PathBuf {
+    std::env::var_os("SPARSITY_LAB_CACHE")
+        .filter(|v| !v.is_empty())
+        .map(|r| std::path::PathBuf::from(r).join("demo"))
+        .unwrap_or_else(|| {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../../target/sparsity-lab-cache/demo")
+        })
 }

@@ -312,10 +312,7 @@ fn demo_models_order_sparsegpt_wanda_magnitude() {
             (d.join("gpt2"), d.join("mamba"), d.join("tokenizer.json"))
         }
         None => {
-            let demo = sparsity_models::demo::ensure_demo_models(
-                &sparsity_models::demo::default_cache_dir(),
-            )
-            .unwrap();
+            let demo = sparsity_models::demo::ensure_demo_models(&workspace_demo_cache()).unwrap();
             (demo.gpt2_dir, demo.mamba_dir, demo.tokenizer_path)
         }
     };
@@ -341,4 +338,15 @@ fn demo_models_order_sparsegpt_wanda_magnitude() {
         );
         assert!(errs[1] <= errs[2], "{}: {errs:?}", dir.display());
     }
+}
+
+/// The demo cache `cargo xtask` uses (the workspace's target directory), so tests share it.
+fn workspace_demo_cache() -> std::path::PathBuf {
+    std::env::var_os("SPARSITY_LAB_CACHE")
+        .filter(|v| !v.is_empty())
+        .map(|r| std::path::PathBuf::from(r).join("demo"))
+        .unwrap_or_else(|| {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../../target/sparsity-lab-cache/demo")
+        })
 }

@@ -32,7 +32,7 @@ pub struct Args {
 
 /// Runs the command.
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let cache = args.cache.unwrap_or_else(demo::default_cache_dir);
+    let cache = args.cache.unwrap_or_else(crate::util::workspace_demo_cache);
     let mut config = DemoConfig::new(args.seed);
     if let Some(steps) = args.steps {
         anyhow::ensure!(steps > 0, "--steps must be at least 1");
