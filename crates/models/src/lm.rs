@@ -25,7 +25,14 @@ pub struct Batch {
 impl Batch {
     /// A batch from row-major ids [batch, seq] with every position real.
     pub fn from_ids(ids: &[i64], batch: usize, seq: usize, device: &Device) -> Result<Self> {
-        Self::from_ids_and_mask(ids, &vec![1.0; batch * seq], batch, seq, device)
+        // Check the shape before sizing the all-ones mask from it.
+        if batch.checked_mul(seq) != Some(ids.len()) {
+            return Err(ModelError::Invalid(format!(
+                "batch [{batch}, {seq}] does not match the {} ids given",
+                ids.len()
+            )));
+        }
+        Self::from_ids_and_mask(ids, &vec![1.0; ids.len()], batch, seq, device)
     }
 
     /// A batch from row-major ids and mask (1.0 / 0.0), both [batch, seq].
@@ -39,12 +46,25 @@ impl Batch {
         if batch == 0 || seq == 0 {
             return Err(ModelError::Invalid(format!("empty batch [{batch}, {seq}]")));
         }
-        if ids.len() != batch * seq || mask.len() != batch * seq {
+        let n = batch.checked_mul(seq);
+        if n != Some(ids.len()) || n != Some(mask.len()) {
             return Err(ModelError::Invalid(format!(
-                "batch [{batch}, {seq}] needs {} ids and mask values, got {} and {}",
-                batch * seq,
+                "batch [{batch}, {seq}] does not match the {} ids and {} mask values given",
                 ids.len(),
                 mask.len()
+            )));
+        }
+        // Ids outside i32 (the backends' int type) are errors here rather than a cast panic
+        // inside the backend; ids outside the vocabulary are the model's `TokenOutOfVocab`.
+        if let Some((i, v)) = ids
+            .iter()
+            .enumerate()
+            .find(|(_, v)| i32::try_from(**v).is_err())
+        {
+            return Err(ModelError::Invalid(format!(
+                "token id {v} at position [{}, {}] does not fit the backend's 32-bit ids",
+                i / seq,
+                i % seq
             )));
         }
         if let Some(v) = mask.iter().find(|v| **v != 0.0 && **v != 1.0) {

@@ -59,6 +59,9 @@ unsafe impl GlobalAlloc for LargestRequest {
 #[global_allocator]
 static ALLOCATOR: LargestRequest = LargestRequest;
 
+/// The allocation counter is process-wide: the tests of this file run one at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 type Tensors = Vec<(String, Dtype, Vec<usize>, Vec<u8>)>;
 
 fn tensors_of(bytes: &[u8]) -> Tensors {
@@ -237,6 +240,7 @@ fn mutate(rng: &mut ChaCha8Rng, config: &str, weights: &[u8]) -> (String, Vec<u8
 
 #[test]
 fn mutated_checkpoints_give_typed_errors_or_models() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let cases: usize = std::env::var("SPARSITY_FUZZ_CASES")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -300,4 +304,115 @@ fn mutated_checkpoints_give_typed_errors_or_models() {
     assert_eq!(ok + errors, cases);
     assert!(errors > cases / 2, "most mutations must be rejected");
     assert!(kinds.len() >= 12, "every mutation kind must run: {kinds:?}");
+}
+
+/// Input-id files (`cargo xtask dump --input-ids`): 2 000 seeded mutations of the fixture's
+/// `input_ids` / `input_ids_2` file through `dump::read_id_cases`, then, for the cases it
+/// accepts, `Batch::from_ids` on the GPT-2 fixture's vocabulary check. Typed error or valid
+/// cases, never a panic, and no allocation beyond a bound proportional to the file.
+#[test]
+fn mutated_input_id_files_give_typed_errors_or_cases() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let cases: usize = std::env::var("SPARSITY_FUZZ_ID_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2_000);
+    let bytes = std::fs::read(common::hf("gpt2-tiny").join("expected.safetensors")).unwrap();
+    let ids: Tensors = tensors_of(&bytes)
+        .into_iter()
+        .filter(|t| t.0.starts_with("input_ids"))
+        .collect();
+    let valid = serialize(&ids);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ids.safetensors");
+    let device = cpu_device();
+    let mut rng = ChaCha8Rng::seed_from_u64(23);
+    let (mut accepted, mut rejected) = (0usize, 0usize);
+    for case in 0..cases {
+        let mut w = valid.clone();
+        let kind = match rng.random_range(0..6) {
+            0 => {
+                w.truncate(rng.random_range(0..w.len()));
+                "truncate"
+            }
+            1 => {
+                for _ in 0..rng.random_range(1..6) {
+                    let i = rng.random_range(0..w.len());
+                    w[i] = rng.random();
+                }
+                "flip bytes"
+            }
+            2 => {
+                let mut list = ids.clone();
+                let i = rng.random_range(0..list.len());
+                let t = &mut list[i];
+                let numel: usize = t.2.iter().product();
+                let (d, size) = [
+                    (Dtype::I32, 4),
+                    (Dtype::F32, 4),
+                    (Dtype::U8, 1),
+                    (Dtype::I16, 2),
+                ][rng.random_range(0..4)];
+                t.1 = d;
+                t.3 = (0..numel * size).map(|_| rng.random()).collect();
+                w = serialize(&list);
+                "dtype"
+            }
+            3 => {
+                let mut list = ids.clone();
+                let i = rng.random_range(0..list.len());
+                let t = &mut list[i];
+                match rng.random_range(0..3) {
+                    0 => t.2 = vec![t.2.iter().product()],
+                    1 => t.2.push(1),
+                    _ => {
+                        t.2[0] = 0;
+                        t.3.clear();
+                    }
+                }
+                w = serialize(&list);
+                "shape"
+            }
+            4 => {
+                // Every id rewritten to an extreme value: negative, huge, past the vocabulary.
+                let mut list = ids.clone();
+                let v: i64 = [-1, i64::MIN, i64::MAX, 1 << 40, 512][rng.random_range(0..5)];
+                for t in &mut list {
+                    t.3 = t.3.chunks(8).flat_map(|_| v.to_le_bytes()).collect();
+                }
+                w = serialize(&list);
+                "id values"
+            }
+            _ => {
+                w = serialize(&Vec::new());
+                "no ids"
+            }
+        };
+        std::fs::write(&path, &w).unwrap();
+        let bound = 8 * w.len() + (1 << 20);
+        LARGEST.store(0, Ordering::Relaxed);
+        let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            let cases = sparsity_models::dump::read_id_cases(&path)?;
+            for c in &cases {
+                let batch = sparsity_models::Batch::from_ids(&c.ids, c.batch, c.seq, &device)?;
+                drop(batch);
+            }
+            Ok::<_, sparsity_models::ModelError>(cases.len())
+        }));
+        let largest = LARGEST.load(Ordering::Relaxed);
+        match result {
+            Ok(Ok(_)) => accepted += 1,
+            Ok(Err(e)) => {
+                assert!(!e.to_string().is_empty());
+                rejected += 1;
+            }
+            Err(_) => panic!("id case {case} ({kind}) panicked"),
+        }
+        assert!(
+            largest <= bound,
+            "id case {case} ({kind}): allocation of {largest} B"
+        );
+    }
+    eprintln!("{cases} id files: {accepted} accepted, {rejected} typed errors");
+    assert!(accepted > 0 && rejected > 0);
 }
