@@ -14,10 +14,10 @@ use std::time::Duration;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use sparsity_demo::train::next_token_loss;
 use sparsity_models::burn::tensor::{Int, Tensor, TensorData};
 use sparsity_models::cpu_device;
 use sparsity_models::dsa::{AttentionMode, DsaConfig, DsaTransformer, SparseImpl};
-use sparsity_models::train::next_token_loss;
 
 const VOCAB: usize = 1024;
 

@@ -5,7 +5,7 @@
 //! store under `results/`). Logic belongs in the library crates, not here.
 
 mod cmd;
-mod results;
+mod progress;
 mod util;
 
 use clap::{Parser, Subcommand};

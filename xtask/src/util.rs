@@ -5,16 +5,24 @@ use std::path::Path;
 use anyhow::Context;
 
 /// Logs go through `tracing`; `RUST_LOG` overrides the default `info` level. Plain text (no
-/// ANSI escape codes) when stderr is not a terminal.
+/// ANSI escape codes) when stderr is not a terminal. The libraries' progress spans become bars
+/// ([`crate::progress`]).
 pub fn init_logging() {
     use std::io::IsTerminal;
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
+        .with_filter(filter);
+    let progress = crate::progress::ProgressLayer.with_filter(crate::progress::ProgressFilter);
+    let _ = tracing_subscriber::registry()
+        .with(fmt)
+        .with(progress)
         .try_init();
 }
 
@@ -57,7 +65,7 @@ pub fn git_revision() -> String {
 /// library, whose own default is the user's cache directory.
 pub fn workspace_demo_cache() -> std::path::PathBuf {
     let var = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty());
-    if let Some(root) = var(sparsity_models::demo::CACHE_ENV) {
+    if let Some(root) = var(sparsity_demo::demo::CACHE_ENV) {
         return std::path::PathBuf::from(root).join("demo");
     }
     var("CARGO_TARGET_DIR")
@@ -73,7 +81,7 @@ pub fn workspace_demo_cache() -> std::path::PathBuf {
 
 /// The built-in demo models from `cache` (default: [`workspace_demo_cache`]), trained on
 /// first use.
-pub fn demo_models(cache: Option<&Path>) -> anyhow::Result<sparsity_models::demo::DemoModels> {
+pub fn demo_models(cache: Option<&Path>) -> anyhow::Result<sparsity_demo::demo::DemoModels> {
     let cache = cache.map_or_else(workspace_demo_cache, Path::to_path_buf);
-    sparsity_models::demo::ensure_demo_models(&cache).context("preparing the built-in demo models")
+    sparsity_demo::demo::ensure_demo_models(&cache).context("preparing the built-in demo models")
 }

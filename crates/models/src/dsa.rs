@@ -639,7 +639,7 @@ fn gather_attention(
     Ok((Tensor::cat(outs, 2), kl))
 }
 
-impl crate::train::CausalLmTrain for DsaTransformer {
+impl crate::trainable::CausalLmTrain for DsaTransformer {
     fn causal_logits(
         &self,
         input_ids: Tensor<2, Int>,

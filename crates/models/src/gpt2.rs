@@ -292,3 +292,12 @@ impl Gpt2 {
         Ok(crate::util::lm_head(x, head))
     }
 }
+
+impl crate::trainable::CausalLmTrain for Gpt2 {
+    fn causal_logits(
+        &self,
+        input_ids: Tensor<2, Int>,
+    ) -> std::result::Result<Tensor<3>, Box<dyn std::error::Error + Send + Sync>> {
+        Ok(self.forward(input_ids, None)?.logits)
+    }
+}

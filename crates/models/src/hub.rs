@@ -1,5 +1,6 @@
-//! Resolving a model argument: a directory path, or a Hugging Face model id looked up in the local hub
-//! cache (`$HF_HOME/hub`, default `~/.cache/huggingface/hub`) without any network access.
+//! Resolving a model argument: a directory path, or (feature `hub`) a Hugging Face model id looked
+//! up in the local hub cache (`$HF_HOME/hub`, default `~/.cache/huggingface/hub`) without any
+//! network access.
 
 use std::path::{Path, PathBuf};
 
@@ -12,7 +13,6 @@ pub fn resolve_model_dir(dir_or_id: &str) -> Result<PathBuf> {
     if path.is_dir() {
         return Ok(path.to_path_buf());
     }
-    let cache = hf_hub::Cache::from_env();
     let looks_like_id = !dir_or_id.is_empty()
         && !dir_or_id.starts_with('.')
         && !dir_or_id.starts_with('/')
@@ -23,20 +23,32 @@ pub fn resolve_model_dir(dir_or_id: &str) -> Result<PathBuf> {
             what: "model directory".into(),
         });
     }
-    let repo = cache.model(dir_or_id.to_string());
-    match repo.get("config.json") {
-        Some(config) => {
-            config
-                .parent()
-                .map(Path::to_path_buf)
-                .ok_or_else(|| ModelError::NotInCache {
-                    id: dir_or_id.into(),
-                    cache: cache.path().clone(),
-                })
-        }
-        None => Err(ModelError::NotInCache {
-            id: dir_or_id.into(),
-            cache: cache.path().clone(),
-        }),
-    }
+    cached_snapshot(dir_or_id)
+}
+
+#[cfg(feature = "hub")]
+fn cached_snapshot(id: &str) -> Result<PathBuf> {
+    let cache = hf_hub::Cache::from_env();
+    let not_cached = || ModelError::NotInCache {
+        id: id.into(),
+        cache: cache.path().clone(),
+    };
+    let config = cache
+        .model(id.to_string())
+        .get("config.json")
+        .ok_or_else(not_cached)?;
+    config
+        .parent()
+        .map(Path::to_path_buf)
+        .ok_or_else(not_cached)
+}
+
+#[cfg(not(feature = "hub"))]
+fn cached_snapshot(id: &str) -> Result<PathBuf> {
+    Err(ModelError::MissingFile {
+        path: id.into(),
+        what: "model directory (model ids are looked up in the Hugging Face cache only with \
+               sparsity-models' `hub` feature)"
+            .into(),
+    })
 }

@@ -1,14 +1,21 @@
-//! GPT-2 and Mamba in burn, loaded from Hugging Face directories, exact to `transformers`, with named
-//! hook points for reading and editing activations.
+//! GPT-2, Mamba and a DeepSeek-sparse-attention transformer in burn, loaded from Hugging Face
+//! directories, exact to `transformers`, with named hook points for reading and editing activations.
 //!
-//! - [`CausalLm`] loads a model directory or a cached model id ([`CausalLm::load`]) and runs
-//!   [`CausalLm::forward`] on a [`Batch`], recording the sites named by a [`Capture`] and applying an
-//!   optional [`Intervention`];
-//! - [`Gpt2`] / [`Mamba`] are the burn modules (also usable directly for training), with
-//!   `save_pretrained` writing Hugging Face layouts;
-//! - [`text`] tokenises, pads and batches texts and computes perplexity;
-//! - [`dsa`] is a transformer with DeepSeek sparse attention (lightning indexer + causal top-k) and
-//!   [`dsa_sweep`] its keep-ratio sweep with statistics.
+//! - [`CausalLm`] loads a model directory ([`CausalLm::load_dir`]; a cached hub id with the `hub`
+//!   feature) and runs [`CausalLm::forward`] on a [`Batch`], recording the sites named by a
+//!   [`Capture`] and applying an optional [`Intervention`];
+//! - [`Gpt2`] / [`Mamba`] are the burn modules (also usable directly for training through
+//!   [`CausalLmTrain`]), with `save_pretrained` writing Hugging Face layouts;
+//! - [`text`] pads and batches token sequences and computes perplexity (tokenisation with the
+//!   `tokenizer` feature);
+//! - [`dsa`] is a transformer with DeepSeek sparse attention (lightning indexer + causal top-k).
+//!
+//! Features (all off by default): `tokenizer` (Hugging Face `tokenizer.json` through the
+//! `tokenizers` crate), `hub` (model ids resolved in the local Hugging Face cache), `cuda`,
+//! `ndarray` (burn backends).
+//!
+//! Long loops report progress as `tracing` spans with a `progress_total` field and
+//! `progress_inc` events under the target [`PROGRESS`]; `cargo xtask` draws them as bars.
 //!
 //! ```
 //! use sparsity_models::{Capture, CausalLm, Batch, Gpt2, Gpt2Config, cpu_device};
@@ -23,11 +30,8 @@
 //! # Ok::<(), sparsity_models::ModelError>(())
 //! ```
 
-pub mod analysis;
 pub mod config;
-pub mod decode;
 pub mod dsa;
-pub mod dsa_sweep;
 pub mod dump;
 pub mod error;
 pub mod gpt2;
@@ -36,8 +40,10 @@ pub mod lm;
 pub mod loader;
 pub mod mamba;
 pub mod sites;
-pub mod sparse_decode;
 pub mod text;
+#[cfg(feature = "tokenizer")]
+pub mod tokenizer;
+pub mod trainable;
 pub mod util;
 
 pub use burn;
@@ -47,10 +53,11 @@ pub use gpt2::Gpt2;
 pub use lm::{Batch, CausalLm, ForwardOutput};
 pub use mamba::Mamba;
 pub use sites::{Capture, Channels, Edit, Intervention, MeanSource, SiteEdit, SiteTensor};
+pub use trainable::CausalLmTrain;
 pub use util::cpu_device;
 #[cfg(feature = "ndarray")]
 pub use util::ndarray_device;
-pub mod corpus;
-pub mod demo;
-pub mod demo_tokenizer;
-pub mod train;
+
+/// The `tracing` target of progress events: a span carries `progress_total` (and
+/// `progress_unit`), each event under this target carries `progress_inc`.
+pub const PROGRESS: &str = "sparsity::progress";

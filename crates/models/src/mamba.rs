@@ -449,3 +449,12 @@ pub fn exp_f32(x: f32) -> f32 {
     let y = p * r * r + r + 1.0;
     y * f32::from_bits(((k + 127) as u32) << 23)
 }
+
+impl crate::trainable::CausalLmTrain for Mamba {
+    fn causal_logits(
+        &self,
+        input_ids: Tensor<2, Int>,
+    ) -> std::result::Result<Tensor<3>, Box<dyn std::error::Error + Send + Sync>> {
+        Ok(self.forward(input_ids, None)?.logits)
+    }
+}

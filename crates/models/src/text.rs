@@ -6,7 +6,7 @@
 //! padding side the real positions get the same values as an unpadded run, and statistics that weight by
 //! the mask never see a padded position.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Tensor};
@@ -14,72 +14,8 @@ use burn::tensor::{Device, Tensor};
 use crate::error::{ModelError, Result};
 use crate::lm::{Batch, CausalLm};
 
-/// A Hugging Face `tokenizer.json` loaded through the `tokenizers` crate.
-pub struct TextTokenizer {
-    tokenizer: tokenizers::Tokenizer,
-    path: PathBuf,
-}
-
-impl std::fmt::Debug for TextTokenizer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TextTokenizer")
-            .field("path", &self.path)
-            .finish()
-    }
-}
-
-impl TextTokenizer {
-    /// Loads a `tokenizer.json`.
-    pub fn from_file(path: &Path) -> Result<Self> {
-        if !path.is_file() {
-            return Err(ModelError::MissingFile {
-                path: path.into(),
-                what: "tokenizer (tokenizer.json)".into(),
-            });
-        }
-        let tokenizer =
-            tokenizers::Tokenizer::from_file(path).map_err(|e| ModelError::Tokenizer {
-                path: path.into(),
-                message: e.to_string(),
-            })?;
-        Ok(Self {
-            tokenizer,
-            path: path.into(),
-        })
-    }
-
-    /// Loads `dir/tokenizer.json`.
-    pub fn from_model_dir(dir: &Path) -> Result<Self> {
-        Self::from_file(&dir.join("tokenizer.json"))
-    }
-
-    /// Token ids of `text`, without special tokens.
-    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
-        let enc = self
-            .tokenizer
-            .encode(text, false)
-            .map_err(|e| ModelError::Tokenizer {
-                path: self.path.clone(),
-                message: e.to_string(),
-            })?;
-        Ok(enc.get_ids().to_vec())
-    }
-
-    /// Text of `ids` (special tokens skipped).
-    pub fn decode(&self, ids: &[u32]) -> Result<String> {
-        self.tokenizer
-            .decode(ids, true)
-            .map_err(|e| ModelError::Tokenizer {
-                path: self.path.clone(),
-                message: e.to_string(),
-            })
-    }
-
-    /// Vocabulary size including added tokens.
-    pub fn vocab_size(&self) -> usize {
-        self.tokenizer.get_vocab_size(true)
-    }
-}
+#[cfg(feature = "tokenizer")]
+pub use crate::tokenizer::TextTokenizer;
 
 /// Which side padding goes on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -313,7 +249,11 @@ pub fn perplexity_of_sequences(
         padding_side: PaddingSide::Right,
         pad_id: model.pad_token_id(),
     };
-    let bar = indicatif::ProgressBar::new(sequences.len() as u64);
+    let span = tracing::info_span!(
+        "perplexity",
+        progress_total = sequences.len() as u64,
+        progress_unit = "sequences"
+    );
     let (mut nll_sum, mut tokens) = (0.0f64, 0usize);
     let usable: Vec<Vec<u32>> = sequences
         .iter()
@@ -325,13 +265,14 @@ pub fn perplexity_of_sequences(
         let (n, t) = batch_nll(model, &batch)?;
         nll_sum += n;
         tokens += t;
-        bar.inc(chunk.len() as u64);
+        let done = chunk.len() as u64;
+        tracing::trace!(target: crate::PROGRESS, parent: &span, progress_inc = done);
     }
-    bar.finish_and_clear();
     Perplexity::from_sums(nll_sum, tokens, "perplexity")
 }
 
 /// Token-weighted perplexity of texts (tokenised without special tokens).
+#[cfg(feature = "tokenizer")]
 pub fn perplexity(
     model: &CausalLm,
     tokenizer: &TextTokenizer,

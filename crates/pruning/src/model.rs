@@ -453,17 +453,18 @@ pub fn prune_model(
     };
 
     let n_blocks = model.num_layers();
-    let bar = indicatif::ProgressBar::new(n_blocks as u64);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("pruning block {pos}/{len} {bar:30} {elapsed}")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    let bar = tracing::info_span!(
+        "prune",
+        progress_total = n_blocks as u64,
+        progress_unit = "blocks",
+        progress_message = "pruning"
     );
     let mut layers = Vec::with_capacity(targets.len());
     let mut masks = Masks::new();
     for block in 0..n_blocks {
         let here: Vec<&LinearTarget> = targets.iter().filter(|t| t.block == block).collect();
         if here.is_empty() {
-            bar.inc(1);
+            tracing::trace!(target: "sparsity::progress", parent: &bar, progress_inc = 1u64);
             continue;
         }
         let mut pruners = here
@@ -540,9 +541,9 @@ pub fn prune_model(
                 rel_recon_error: rel,
             });
         }
-        bar.inc(1);
+        tracing::trace!(target: "sparsity::progress", parent: &bar, progress_inc = 1u64);
     }
-    bar.finish_and_clear();
+    drop(bar);
     let perplexity_after = if eval.is_empty() {
         None
     } else {

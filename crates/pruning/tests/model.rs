@@ -312,14 +312,14 @@ fn demo_models_order_sparsegpt_wanda_magnitude() {
             (d.join("gpt2"), d.join("mamba"), d.join("tokenizer.json"))
         }
         None => {
-            let demo = sparsity_models::demo::ensure_demo_models(&workspace_demo_cache()).unwrap();
+            let demo = sparsity_demo::demo::ensure_demo_models(&workspace_demo_cache()).unwrap();
             (demo.gpt2_dir, demo.mamba_dir, demo.tokenizer_path)
         }
     };
     let demo = (&gpt2_dir, &mamba_dir);
     let tok = sparsity_models::text::TextTokenizer::from_file(&tok_path).unwrap();
     // fresh texts from the demo corpus generator (another seed than training's)
-    let corpus = sparsity_models::corpus::generate(1234, 200).join("\n");
+    let corpus = sparsity_demo::corpus::generate(1234, 200).join("\n");
     let ids = tok.encode(&corpus).unwrap();
     for dir in [demo.0, demo.1] {
         let calib = calibration_windows(&ids, 32, 32, 0).unwrap();

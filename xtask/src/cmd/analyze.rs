@@ -7,7 +7,9 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
-use sparsity_models::analysis::{self, AnalysisConfig, AnalysisModel, AttentionMethod, CausalMode};
+use sparsity_analysis::{
+    self as analysis, AnalysisConfig, AnalysisModel, AttentionMethod, CausalMode,
+};
 use sparsity_models::text::{TextTokenizer, read_texts};
 use sparsity_models::{CausalLm, cpu_device};
 
@@ -199,7 +201,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         config.layers = (0..max).collect();
     }
 
-    let run_id = crate::results::new_run_id();
+    let run_id = sparsity_experiments::results::new_run_id();
     let out_dir = args
         .out_dir
         .clone()
@@ -228,7 +230,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     )
     .context("writing the report")?;
     let rows = analysis_rows(&run_id, &git_revision(), &result);
-    let parquet = crate::results::append_rows(&args.results_dir, &rows)?;
+    let parquet = sparsity_experiments::results::append_rows(&args.results_dir, &rows)?;
 
     // summary table
     println!(
@@ -270,13 +272,13 @@ fn analysis_rows(
     run_id: &str,
     git_rev: &str,
     run: &analysis::AnalysisRun,
-) -> Vec<crate::results::ResultRow> {
-    let timestamp_us = crate::results::now_us();
+) -> Vec<sparsity_experiments::results::ResultRow> {
+    let timestamp_us = sparsity_experiments::results::now_us();
     let params = serde_json::to_string(&run.config).unwrap_or_default();
     let mut rows = Vec::new();
     let mut push =
         |model: &str, layer: Option<i64>, site: &str, method: &str, metric: &str, value: f64| {
-            rows.push(crate::results::ResultRow {
+            rows.push(sparsity_experiments::results::ResultRow {
                 run_id: run_id.to_string(),
                 timestamp_us,
                 git_rev: git_rev.to_string(),

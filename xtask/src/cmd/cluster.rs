@@ -23,7 +23,7 @@ use sparsity_clustering::report::{
 };
 use sparsity_clustering::{Binarize, FeatureAxis};
 
-use crate::results::{ResultRow, append_rows, new_run_id, now_us};
+use sparsity_experiments::results::{ResultRow, append_rows, new_run_id, now_us};
 
 /// Feature axis on the command line.
 #[derive(Debug, Clone, Copy, ValueEnum)]

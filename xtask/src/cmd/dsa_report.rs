@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use anyhow::bail;
-use sparsity_models::dsa_sweep::{read_results, summarize, write_report};
+use sparsity_experiments::dsa_sweep::{read_results, summarize, write_report};
 
 /// Arguments.
 #[derive(clap::Args, Debug)]

@@ -7,14 +7,14 @@ use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
-use sparsity_models::cpu_device;
-use sparsity_models::dsa::SparseImpl;
-use sparsity_models::dsa_sweep::{
+use sparsity_experiments::dsa_sweep::{
     Preset, RatioSemantics, SweepData, SweepParams, append_result, completed_ids, read_results,
     run_list, run_one, shard, slurm_script, summarize, write_report,
 };
+use sparsity_models::cpu_device;
+use sparsity_models::dsa::SparseImpl;
 
-use crate::results::{ResultRow, append_rows, new_run_id, now_us};
+use sparsity_experiments::results::{ResultRow, append_rows, new_run_id, now_us};
 
 /// Backends.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -202,7 +202,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             } else {
                 ", with dense baselines"
             },
-            sparsity_models::dsa_sweep::human_bytes(estimate)
+            sparsity_experiments::dsa_sweep::human_bytes(estimate)
         );
         return Ok(());
     }

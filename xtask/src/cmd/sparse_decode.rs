@@ -11,8 +11,8 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
-use sparsity_models::decode::{DecodeRun, Decoder, decode_sequences};
-use sparsity_models::sparse_decode::{
+use sparsity_decoding::decode::{DecodeRun, Decoder, decode_sequences};
+use sparsity_decoding::sparse_decode::{
     Allocation, SparseDecodeReport, plot_sweep, sparsity_sweep_with,
 };
 use sparsity_models::text::{TextTokenizer, read_texts};

@@ -11,7 +11,7 @@ use anyhow::Context;
 use clap::ValueEnum;
 use sparsity_metrics::{Aggregation, EntropyMode, ModelFamily, ReportParams};
 
-use crate::results::{ResultRow, append_rows, new_run_id, now_us};
+use sparsity_experiments::results::{ResultRow, append_rows, new_run_id, now_us};
 
 /// Aggregation choice on the command line.
 #[derive(Debug, Clone, Copy, ValueEnum)]

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use sparsity_models::demo::{self, DemoConfig};
+use sparsity_demo::demo::{self, DemoConfig};
 
 /// Arguments.
 #[derive(clap::Args, Debug)]

@@ -3,9 +3,9 @@
 use burn::tensor::{Tensor, TensorData};
 use ndarray::{Array2, Array3, Array4};
 
-use crate::error::{ModelError, Result};
-use crate::lm::ForwardOutput;
-use crate::sites::SiteTensor;
+use sparsity_models::error::{ModelError, Result};
+use sparsity_models::lm::ForwardOutput;
+use sparsity_models::sites::SiteTensor;
 
 /// A captured rank-3 site as [batch, seq, width].
 pub(crate) fn site3(out: &ForwardOutput, name: &str) -> Result<Array3<f32>> {
@@ -44,14 +44,14 @@ pub(crate) fn site4(out: &ForwardOutput, name: &str) -> Result<Array4<f32>> {
 /// A rank-3 tensor as an array.
 pub(crate) fn tensor3(t: &Tensor<3>) -> Result<Array3<f32>> {
     let [a, b, c] = t.dims();
-    let v = crate::util::tensor_to_vec(t)?;
+    let v = sparsity_models::util::tensor_to_vec(t)?;
     Array3::from_shape_vec((a, b, c), v).map_err(|e| ModelError::Invalid(e.to_string()))
 }
 
 /// A rank-2 tensor as an array.
 pub(crate) fn tensor2(t: &Tensor<2>) -> Result<Array2<f32>> {
     let [a, b] = t.dims();
-    let v = crate::util::tensor_to_vec(t)?;
+    let v = sparsity_models::util::tensor_to_vec(t)?;
     Array2::from_shape_vec((a, b), v).map_err(|e| ModelError::Invalid(e.to_string()))
 }
 

@@ -8,7 +8,7 @@
 //! with thresholds, the MLP-input layers (GPT-2 `c_fc`, `mlp.c_proj`; Mamba `in_proj`,
 //! `out_proj`) use the masked GEMV y = W·mask(x), skipping the rows of Wᵀ whose input has
 //! |x_j| ≤ τ. Without thresholds the logits equal the batched forward pass (tested to 1e-4), and
-//! with them they equal the forward pass under the same [`crate::Edit::Threshold`] intervention,
+//! with them they equal the forward pass under the same [`sparsity_models::Edit::Threshold`] intervention,
 //! so perplexity measured either way agrees.
 
 use std::time::Instant;
@@ -17,14 +17,14 @@ use ndarray::{Array2, ArrayView1, ArrayViewMut1};
 use serde::{Deserialize, Serialize};
 use sparsity_kernels::SparseLinear;
 
-use crate::config::Activation;
-use crate::error::{ModelError, Result};
-use crate::lm::CausalLm;
 use crate::sparse_decode::Thresholds;
-use crate::text::Perplexity;
-use crate::util::tensor_to_vec;
 use burn::module::Param;
 use burn::tensor::Tensor;
+use sparsity_models::config::Activation;
+use sparsity_models::error::{ModelError, Result};
+use sparsity_models::lm::CausalLm;
+use sparsity_models::text::Perplexity;
+use sparsity_models::util::tensor_to_vec;
 
 fn kerr(what: &str) -> impl Fn(sparsity_kernels::KernelError) -> ModelError + '_ {
     move |e| ModelError::Invalid(format!("decoder {what}: {e}"))

@@ -8,11 +8,29 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::Context;
 use parquet::data_type::{ByteArray, ByteArrayType, DoubleType, Int64Type};
 use parquet::file::properties::WriterProperties;
 use parquet::file::writer::SerializedFileWriter;
 use parquet::schema::parser::parse_message_type;
+
+/// Why the results store could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum ResultsError {
+    /// There were no rows to write.
+    #[error("no result rows to write")]
+    Empty,
+    /// The Parquet encoder failed.
+    #[error("{path}: Parquet: {message}")]
+    Parquet {
+        /// The results file.
+        path: PathBuf,
+        /// The encoder's message.
+        message: String,
+    },
+    /// Writing the file failed.
+    #[error(transparent)]
+    Io(#[from] sparsity_io::IoError),
+}
 
 /// The Parquet schema of every results file.
 pub const SCHEMA: &str = "message result_row {
@@ -78,21 +96,31 @@ fn strings(rows: &[ResultRow], f: impl Fn(&ResultRow) -> &str) -> Vec<ByteArray>
 
 /// Writes `rows` as one new Parquet file `results_dir/<command>-<run_id>.parquet`
 /// (atomically) and returns its path. Errors on an empty row set.
-pub fn append_rows(results_dir: &Path, rows: &[ResultRow]) -> anyhow::Result<PathBuf> {
-    let first = rows.first().context("no result rows to write")?;
+pub fn append_rows(results_dir: &Path, rows: &[ResultRow]) -> Result<PathBuf, ResultsError> {
+    let first = rows.first().ok_or(ResultsError::Empty)?;
     let name = format!("{}-{}.parquet", first.command, first.run_id).replace(
         |c: char| !(c.is_ascii_alphanumeric() || "-_.".contains(c)),
         "_",
     );
     let path = results_dir.join(name);
-    let schema = Arc::new(parse_message_type(SCHEMA).context("results schema")?);
+    let buf = encode(rows).map_err(|e| ResultsError::Parquet {
+        path: path.clone(),
+        message: e.to_string(),
+    })?;
+    sparsity_io::write_atomic(&path, &buf)?;
+    Ok(path)
+}
+
+/// The rows as the bytes of one Parquet file.
+fn encode(rows: &[ResultRow]) -> parquet::errors::Result<Vec<u8>> {
+    let schema = Arc::new(parse_message_type(SCHEMA)?);
     let props = Arc::new(WriterProperties::builder().build());
     let mut buf = Vec::new();
     {
-        let mut w = SerializedFileWriter::new(&mut buf, schema, props).context("parquet writer")?;
-        let mut rg = w.next_row_group().context("parquet row group")?;
+        let mut w = SerializedFileWriter::new(&mut buf, schema, props)?;
+        let mut rg = w.next_row_group()?;
         let mut col = 0usize;
-        while let Some(mut c) = rg.next_column().context("parquet column")? {
+        while let Some(mut c) = rg.next_column()? {
             match col {
                 1 => {
                     let v: Vec<i64> = rows.iter().map(|r| r.timestamp_us).collect();
@@ -121,13 +149,11 @@ pub fn append_rows(results_dir: &Path, rows: &[ResultRow]) -> anyhow::Result<Pat
                     c.typed::<ByteArrayType>().write_batch(&v, None, None)?;
                 }
             }
-            c.close().context("closing parquet column")?;
+            c.close()?;
             col += 1;
         }
-        rg.close().context("closing parquet row group")?;
-        w.close().context("closing parquet file")?;
+        rg.close()?;
+        w.close()?;
     }
-    sparsity_io::write_atomic(&path, &buf)
-        .with_context(|| format!("writing {}", path.display()))?;
-    Ok(path)
+    Ok(buf)
 }

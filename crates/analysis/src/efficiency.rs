@@ -15,8 +15,8 @@ use serde::{Deserialize, Serialize};
 
 use super::tensors::site3;
 use super::{AnalysisConfig, AnalysisModel, Result, TokenizedTexts, model_err, neuron_site};
-use crate::lm::CausalLm;
-use crate::sites::Capture;
+use sparsity_models::lm::CausalLm;
+use sparsity_models::sites::Capture;
 
 const STAGE: &str = "efficiency";
 
@@ -157,7 +157,7 @@ pub fn efficiency(
         let b = pb.to_batch(device).map_err(err)?;
         let l = model.logits(&b).map_err(err)?;
         // force evaluation
-        crate::util::tensor_to_vec(&l.sum()).map_err(err)?;
+        sparsity_models::util::tensor_to_vec(&l.sum()).map_err(err)?;
     }
     let secs = t0.elapsed().as_secs_f64();
     Ok(Efficiency {

@@ -20,10 +20,10 @@ use burn::module::Module;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
-use crate::dsa::{AttentionMode, DsaConfig, DsaTransformer, IndexerTraining, SparseImpl};
-use crate::error::{ModelError, Result};
-use crate::train::{EvalPoint, TrainConfig, next_token_loss, train};
-use crate::util::tensor_to_vec;
+use sparsity_demo::train::{EvalPoint, TrainConfig, next_token_loss, train};
+use sparsity_models::dsa::{AttentionMode, DsaConfig, DsaTransformer, IndexerTraining, SparseImpl};
+use sparsity_models::error::{ModelError, Result};
+use sparsity_models::util::tensor_to_vec;
 
 /// Model size preset.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -295,13 +295,15 @@ impl SweepData {
     /// The synthetic demo corpus (seeded) with a byte-level BPE tokenizer of `vocab_size` trained on
     /// its training split; validation texts are a disjoint split.
     pub fn demo_corpus(seed: u64, vocab_size: usize) -> Result<Self> {
-        let splits =
-            crate::corpus::CorpusSplits::generate(seed, crate::corpus::SplitSizes::default())
-                .map_err(|e| ModelError::Invalid(format!("demo corpus: {e}")))?;
-        let tok = crate::demo_tokenizer::train_bpe_tokenizer(&splits.train, vocab_size)
+        let splits = sparsity_demo::corpus::CorpusSplits::generate(
+            seed,
+            sparsity_demo::corpus::SplitSizes::default(),
+        )
+        .map_err(|e| ModelError::Invalid(format!("demo corpus: {e}")))?;
+        let tok = sparsity_demo::demo_tokenizer::train_bpe_tokenizer(&splits.train, vocab_size)
             .map_err(|e| ModelError::Invalid(format!("demo tokenizer: {e}")))?;
         let enc = |texts: &[String]| {
-            crate::demo_tokenizer::encode_stream(&tok, texts)
+            sparsity_demo::demo_tokenizer::encode_stream(&tok, texts)
                 .map_err(|e| ModelError::Invalid(format!("demo tokenizer: {e}")))
         };
         Ok(Self {

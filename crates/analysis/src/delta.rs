@@ -32,10 +32,10 @@ use super::{
     AnalysisConfig, AnalysisModel, RankedNeuron, Result, TokenizedTexts, model_err, neuron_site,
     ranked,
 };
-use crate::config::ModelFamily;
-use crate::lm::{Batch, CausalLm, ForwardOutput};
-use crate::sites::{Capture, Edit, Intervention};
-use crate::text::PaddedBatch;
+use sparsity_models::config::ModelFamily;
+use sparsity_models::lm::{Batch, CausalLm, ForwardOutput};
+use sparsity_models::sites::{Capture, Edit, Intervention};
+use sparsity_models::text::PaddedBatch;
 
 const STAGE: &str = "delta_sensitive";
 
@@ -114,7 +114,7 @@ pub(crate) fn block_input(
     batch: &Batch,
     out: &ForwardOutput,
     l: usize,
-) -> crate::Result<Array3<f32>> {
+) -> sparsity_models::Result<Array3<f32>> {
     if l > 0 {
         return site3(out, &format!("block_out.{}", l - 1));
     }
@@ -164,8 +164,11 @@ pub fn delta_sensitive(
     let k = config.top_k;
     let batches = tok.batches(model, config.batch_size).map_err(err)?;
     let mut result = BTreeMap::new();
-    let bar = indicatif::ProgressBar::new((layers.len() * batches.len()) as u64)
-        .with_message(format!("{}: delta-sensitive neurons", m.name));
+    let bar = tracing::info_span!(
+        "progress",
+        progress_total = (layers.len() * batches.len()) as u64,
+        progress_message = %format!("{}: delta-sensitive neurons", m.name)
+    );
     for &l in layers {
         let ns = neuron_site(family, l);
         let mut capture = Capture::sites([format!("block_out.{l}"), ns.clone()]);
@@ -238,9 +241,9 @@ pub fn delta_sensitive(
                 .collect();
             let rpb = PaddedBatch::new(
                 &reversed,
-                &crate::text::BatchOptions {
+                &sparsity_models::text::BatchOptions {
                     max_length: None,
-                    padding_side: crate::text::PaddingSide::Right,
+                    padding_side: sparsity_models::text::PaddingSide::Right,
                     pad_id: model.pad_token_id(),
                 },
             )
@@ -264,7 +267,7 @@ pub fn delta_sensitive(
                     None => d,
                 });
             }
-            bar.inc(1);
+            tracing::trace!(target: sparsity_models::PROGRESS, parent: &bar, progress_inc = 1u64);
         }
         let mut rankings = BTreeMap::new();
         let views: Vec<_> = mixer_out_seqs.iter().map(|a| a.view()).collect();
@@ -287,10 +290,14 @@ pub fn delta_sensitive(
             let width = model.site_width(&dt_site).map_err(err)?;
             let rows = delta_rows.len() / width.max(1);
             let dmat = Array2::from_shape_vec((rows, width), delta_rows).map_err(|e| {
-                model_err(STAGE, &m.name)(crate::error::ModelError::Invalid(e.to_string()))
+                model_err(STAGE, &m.name)(sparsity_models::error::ModelError::Invalid(
+                    e.to_string(),
+                ))
             })?;
             let gmat = Array2::from_shape_vec((rows, width), gated_rows).map_err(|e| {
-                model_err(STAGE, &m.name)(crate::error::ModelError::Invalid(e.to_string()))
+                model_err(STAGE, &m.name)(sparsity_models::error::ModelError::Invalid(
+                    e.to_string(),
+                ))
             })?;
             let var = dmat.var_axis(Axis(0), 0.0);
             let key = "delta_variance";
@@ -323,6 +330,6 @@ pub fn delta_sensitive(
         }
         result.insert(l, DeltaSensitivity { rankings });
     }
-    bar.finish_and_clear();
+    drop(bar);
     Ok(result)
 }

@@ -28,10 +28,10 @@ use std::collections::BTreeMap;
 use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 
-use crate::error::{ModelError, Result};
-use crate::lm::{Batch, CausalLm};
-use crate::sites::{Capture, Edit, Intervention};
-use crate::text::Perplexity;
+use sparsity_models::error::{ModelError, Result};
+use sparsity_models::lm::{Batch, CausalLm};
+use sparsity_models::sites::{Capture, Edit, Intervention};
+use sparsity_models::text::Perplexity;
 
 /// The MLP-input sites of `model`, in forward order.
 pub fn mlp_input_sites(model: &CausalLm) -> Vec<String> {
@@ -243,7 +243,10 @@ pub fn calibrate_thresholds_with(
 }
 
 /// The recorded values of `site`.
-fn recorded(sites: &BTreeMap<String, crate::sites::SiteTensor>, site: &str) -> Result<Vec<f32>> {
+fn recorded(
+    sites: &BTreeMap<String, sparsity_models::sites::SiteTensor>,
+    site: &str,
+) -> Result<Vec<f32>> {
     sites
         .get(site)
         .ok_or_else(|| ModelError::Invalid(format!("site `{site}` was not recorded")))?
@@ -288,7 +291,7 @@ fn greedy_levels(
         for batch in batches(sequences, len, batch_size, device) {
             let batch = batch?;
             let out = model.forward(&batch, &Capture::none(), Some(&iv))?;
-            let (n, t) = crate::text::nll_of_logits(out.logits, &batch)?;
+            let (n, t) = sparsity_models::text::nll_of_logits(out.logits, &batch)?;
             nll += n;
             tokens += t;
         }
@@ -298,7 +301,11 @@ fn greedy_levels(
     order.sort_by(|&a, &b| targets[a].total_cmp(&targets[b]));
     let mut result: Vec<BTreeMap<String, f64>> = vec![BTreeMap::new(); targets.len()];
     let per_layer = weights.len() / layers.max(1);
-    let bar = indicatif::ProgressBar::new(layers as u64);
+    let bar = tracing::info_span!(
+        "greedy allocation",
+        progress_total = layers as u64,
+        progress_unit = "layers"
+    );
     for l in 0..layers {
         let sites = &weights[l * per_layer..(l + 1) * per_layer];
         let total: f64 = sites.iter().map(|(_, w)| *w as f64).sum();
@@ -342,9 +349,9 @@ fn greedy_levels(
                 result[ti].insert(site.clone(), x);
             }
         }
-        bar.inc(1);
+        tracing::trace!(target: sparsity_models::PROGRESS, parent: &bar, progress_inc = 1u64);
     }
-    bar.finish_and_clear();
+    drop(bar);
     Ok(result)
 }
 
@@ -416,7 +423,7 @@ fn masked_eval(
     for batch in batches(eval, len, batch_size, device) {
         let batch = batch?;
         let out = model.forward(&batch, &capture, intervention)?;
-        let (n, t) = crate::text::nll_of_logits(out.logits, &batch)?;
+        let (n, t) = sparsity_models::text::nll_of_logits(out.logits, &batch)?;
         nll_sum += n;
         tokens += t;
         for (site, t) in &out.sites {
@@ -468,7 +475,11 @@ pub fn sparsity_sweep_with(
     let sites = mlp_input_sites(model);
     let weights: BTreeMap<String, usize> = mlp_input_weights(model).into_iter().collect();
     let (dense, _) = masked_eval(model, eval, eval_len, batch_size, None, &sites, device)?;
-    let bar = indicatif::ProgressBar::new(thresholds.len() as u64);
+    let bar = tracing::info_span!(
+        "sparse-decode sweep",
+        progress_total = thresholds.len() as u64,
+        progress_unit = "targets"
+    );
     let mut rows = Vec::with_capacity(thresholds.len());
     for th in thresholds {
         let iv = th.intervention();
@@ -498,9 +509,9 @@ pub fn sparsity_sweep_with(
             perplexity: ppl,
             thresholds: th,
         });
-        bar.inc(1);
+        tracing::trace!(target: sparsity_models::PROGRESS, parent: &bar, progress_inc = 1u64);
     }
-    bar.finish_and_clear();
+    drop(bar);
     Ok(SparseDecodeReport {
         family: model.family().to_string(),
         allocation,
@@ -513,7 +524,8 @@ pub fn sparsity_sweep_with(
 }
 
 /// Line plot of held-out perplexity against achieved MLP-input sparsity, one line per report
-/// (PNG, written atomically).
+/// (PNG, written atomically). Feature `plots`.
+#[cfg(feature = "plots")]
 pub fn plot_sweep(path: &std::path::Path, reports: &[(String, SparseDecodeReport)]) -> Result<()> {
     use plotters::prelude::*;
     let colours = [BLUE, RED, GREEN, MAGENTA, CYAN, BLACK];

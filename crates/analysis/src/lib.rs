@@ -35,9 +35,9 @@ use std::time::Instant;
 use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 
-use crate::config::ModelFamily;
-use crate::lm::CausalLm;
-use crate::text::{BatchOptions, PaddedBatch, PaddingSide, TextTokenizer};
+use sparsity_models::config::ModelFamily;
+use sparsity_models::lm::CausalLm;
+use sparsity_models::text::{BatchOptions, PaddedBatch, PaddingSide, TextTokenizer};
 
 pub use attention::{AttentionMethod, AttentionNeurons, AttentionResult};
 pub use causal::{CausalMode, CausalNeurons, CrossLayerInfluence};
@@ -58,7 +58,7 @@ pub enum AnalysisError {
         model: String,
         /// Cause.
         #[source]
-        source: Box<crate::error::ModelError>,
+        source: Box<sparsity_models::error::ModelError>,
     },
     /// A metrics failure (empty input, NaN) in the named stage.
     #[error("analysis stage `{stage}` failed for model `{model}`: {source}")]
@@ -213,7 +213,7 @@ impl TokenizedTexts {
         texts: &[String],
         limit: usize,
         max_length: usize,
-    ) -> crate::Result<Self> {
+    ) -> sparsity_models::Result<Self> {
         let mut sequences = Vec::new();
         for t in texts.iter().take(limit) {
             let mut ids = tokenizer.encode(t)?;
@@ -223,7 +223,7 @@ impl TokenizedTexts {
             }
         }
         if sequences.is_empty() {
-            return Err(crate::error::ModelError::EmptyTextSet {
+            return Err(sparsity_models::error::ModelError::EmptyTextSet {
                 source_name: "analysis texts (every text gave fewer than 2 tokens)".into(),
             });
         }
@@ -231,7 +231,11 @@ impl TokenizedTexts {
     }
 
     /// Right-padded batches of `batch_size` texts.
-    pub fn batches(&self, model: &CausalLm, batch_size: usize) -> crate::Result<Vec<PaddedBatch>> {
+    pub fn batches(
+        &self,
+        model: &CausalLm,
+        batch_size: usize,
+    ) -> sparsity_models::Result<Vec<PaddedBatch>> {
         let options = BatchOptions {
             max_length: None,
             padding_side: PaddingSide::Right,
@@ -388,7 +392,7 @@ pub fn analyze_model(
 pub(crate) fn model_err(
     stage: &'static str,
     model: &str,
-) -> impl FnOnce(crate::error::ModelError) -> AnalysisError {
+) -> impl FnOnce(sparsity_models::error::ModelError) -> AnalysisError {
     let model = model.to_string();
     move |source| AnalysisError::Model {
         stage,

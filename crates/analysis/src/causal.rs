@@ -22,9 +22,9 @@ use super::tensors::{kl_from_logp, log_softmax, site3, tensor3};
 use super::{
     AnalysisConfig, AnalysisModel, RankedNeuron, Result, TokenizedTexts, model_err, neuron_site,
 };
-use crate::error::ModelError;
-use crate::lm::{Batch, CausalLm};
-use crate::sites::{Capture, Channels, Edit, Intervention, MeanSource};
+use sparsity_models::error::ModelError;
+use sparsity_models::lm::{Batch, CausalLm};
+use sparsity_models::sites::{Capture, Channels, Edit, Intervention, MeanSource};
 
 const STAGE: &str = "causal";
 
@@ -125,7 +125,7 @@ pub fn mode_edit(
     stats: &ChannelStats,
     neuron: usize,
     seed: u64,
-) -> crate::Result<Edit> {
+) -> sparsity_models::Result<Edit> {
     Ok(match mode {
         CausalMode::Zero => Edit::Zero,
         CausalMode::Mean => Edit::Mean(MeanSource::Given(stats.mean.clone())),
@@ -170,10 +170,10 @@ pub fn single_neuron_impacts(
     ids: &[i64],
     site: &str,
     neurons: &[usize],
-    edit_for: &dyn Fn(usize) -> crate::Result<Edit>,
+    edit_for: &dyn Fn(usize) -> sparsity_models::Result<Edit>,
     chunk: usize,
     device: &Device,
-) -> crate::Result<Vec<(f64, f64)>> {
+) -> sparsity_models::Result<Vec<(f64, f64)>> {
     let len = ids.len();
     let clean = Batch::from_ids(ids, 1, len, device)?;
     let clean_logits = tensor3(&model.logits(&clean)?)?;
@@ -209,7 +209,7 @@ fn attribution(
     ids: &[i64],
     site: &str,
     device: &Device,
-) -> crate::Result<Option<Vec<f64>>> {
+) -> sparsity_models::Result<Option<Vec<f64>>> {
     let batch = Batch::from_ids(ids, 1, ids.len(), device)?;
     let Some((act, g)) = super::attention::site_gradient(model, &batch, site, device)? else {
         return Ok(None);
@@ -224,7 +224,7 @@ fn perplexity_with(
     batch_size: usize,
     iv: Option<&Intervention>,
     device: &Device,
-) -> crate::Result<f64> {
+) -> sparsity_models::Result<f64> {
     let (mut nll, mut n) = (0.0f64, 0usize);
     for pb in tok.batches(model, batch_size)? {
         let batch = pb.to_batch(device)?;
@@ -274,8 +274,11 @@ pub fn causal_neurons(
         perplexity_with(model, tok, config.batch_size, None, device).map_err(err)?;
     let mut layers_out = BTreeMap::new();
     let mut matrix = Vec::new();
-    let bar = indicatif::ProgressBar::new(layers.len() as u64)
-        .with_message(format!("{}: causal neurons", m.name));
+    let bar = tracing::info_span!(
+        "progress",
+        progress_total = layers.len() as u64,
+        progress_message = %format!("{}: causal neurons", m.name)
+    );
     for &l in layers {
         let site = neuron_site(family, l);
         let width = model.site_width(&site).map_err(err)?;
@@ -403,9 +406,9 @@ pub fn causal_neurons(
                 perplexity_ablated,
             },
         );
-        bar.inc(1);
+        tracing::trace!(target: sparsity_models::PROGRESS, parent: &bar, progress_inc = 1u64);
     }
-    bar.finish_and_clear();
+    drop(bar);
     let _ = prompt_tok;
     Ok(CausalNeurons {
         mode: config.causal_mode,

@@ -17,33 +17,12 @@ use burn::module::{Module, ModuleVisitor, Param, ParamId};
 use burn::optim::{AdamWConfig, GradientsParams};
 use burn::prelude::*;
 use burn::tensor::activation::log_softmax;
-use indicatif::{ProgressBar, ProgressStyle};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-/// A causal language model the training loop can fit.
-pub trait CausalLmTrain: Module {
-    /// Next-token logits: input ids `[batch, seq]` → logits `[batch, seq, vocab]`.
-    fn causal_logits(
-        &self,
-        input_ids: Tensor<2, Int>,
-    ) -> Result<Tensor<3>, Box<dyn std::error::Error + Send + Sync>>;
-
-    /// Logits for a training step plus an optional auxiliary loss `[1]` (already weighted) that the
-    /// loop adds to the cross-entropy; `step` is the 0-based optimiser step (for schedules such as a
-    /// dense warm-up). Default: [`CausalLmTrain::causal_logits`] and no auxiliary loss.
-    #[allow(clippy::type_complexity)]
-    fn training_logits(
-        &self,
-        input_ids: Tensor<2, Int>,
-        step: usize,
-    ) -> Result<(Tensor<3>, Option<Tensor<1>>), Box<dyn std::error::Error + Send + Sync>> {
-        let _ = step;
-        Ok((self.causal_logits(input_ids)?, None))
-    }
-}
+pub use sparsity_models::CausalLmTrain;
 
 /// Errors of the training loop.
 #[derive(Debug, thiserror::Error)]
@@ -154,7 +133,8 @@ pub struct TrainConfig {
     pub eval_batches: Option<usize>,
     /// Seed of the data order.
     pub seed: u64,
-    /// Show an indicatif progress bar on stderr.
+    /// Report progress: a `tracing` span `train` with `progress_total` = steps and one
+    /// `progress_inc` event per step (target [`sparsity_models::PROGRESS`]).
     pub show_progress: bool,
 }
 
@@ -501,15 +481,13 @@ pub fn train<M: CausalLmTrain>(
     let mut order: Vec<usize> = Vec::new();
     let mut cursor = 0usize;
     let progress = if config.show_progress {
-        let bar = ProgressBar::new(config.steps as u64);
-        if let Ok(style) = ProgressStyle::with_template(
-            "{prefix} [{elapsed_precise}] {wide_bar} {pos}/{len} {msg}",
-        ) {
-            bar.set_style(style);
-        }
-        bar
+        tracing::info_span!(
+            "train",
+            progress_total = config.steps as u64,
+            progress_unit = "steps"
+        )
     } else {
-        ProgressBar::hidden()
+        tracing::Span::none()
     };
     let mut train_losses = Vec::with_capacity(config.steps);
     let mut evals = Vec::new();
@@ -577,8 +555,13 @@ pub fn train<M: CausalLmTrain>(
         model = optim.step(lr, model, grads);
         train_losses.push(loss_value);
         since_eval.push(loss_value);
-        progress.inc(1);
-        progress.set_message(format!("loss {loss_value:.3} lr {lr:.2e}"));
+        tracing::trace!(
+            target: sparsity_models::PROGRESS,
+            parent: &progress,
+            progress_inc = 1u64,
+            loss = loss_value,
+            lr
+        );
 
         let last = step + 1 == config.steps;
         if last || (config.eval_every > 0 && (step + 1) % config.eval_every == 0) {
@@ -609,7 +592,7 @@ pub fn train<M: CausalLmTrain>(
             });
         }
     }
-    progress.finish_and_clear();
+    drop(progress);
     let record = TrainRecord {
         tokens_seen: config.steps * config.batch_size * config.seq_len,
         train_windows: train_windows.count,
@@ -715,7 +698,7 @@ mod tests {
     }
 
     fn device() -> Device {
-        crate::util::cpu_device().autodiff()
+        sparsity_models::util::cpu_device().autodiff()
     }
 
     #[test]

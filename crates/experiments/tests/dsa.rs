@@ -4,11 +4,11 @@
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use sparsity_demo::train::{TrainConfig, train};
 use sparsity_models::burn::tensor::{Int, Tensor, TensorData};
 use sparsity_models::dsa::{
     AttentionMode, DsaConfig, DsaTransformer, IndexerTraining, SparseImpl, select_top_k,
 };
-use sparsity_models::train::{TrainConfig, train};
 use sparsity_models::util::tensor_to_vec;
 use sparsity_models::{ModelError, cpu_device};
 
@@ -330,11 +330,11 @@ fn training_with_warm_up_lowers_the_loss_and_the_indexer_kl() {
 }
 
 mod sweep {
-    use sparsity_models::dsa::SparseImpl;
-    use sparsity_models::dsa_sweep::{
+    use sparsity_experiments::dsa_sweep::{
         RatioSemantics, RunResult, SweepData, SweepParams, append_result, completed_ids,
         read_results, run_list, run_one, shard, slurm_script, summarize, write_report,
     };
+    use sparsity_models::dsa::SparseImpl;
     use sparsity_models::{ModelError, cpu_device};
 
     fn params() -> SweepParams {
@@ -526,9 +526,9 @@ mod sweep {
 
 #[test]
 fn loop_accuracy_equals_the_sweep_evaluator() {
+    use sparsity_demo::train::evaluate_with_accuracy;
+    use sparsity_experiments::dsa_sweep::evaluate_full;
     use sparsity_models::burn::module::Module;
-    use sparsity_models::dsa_sweep::evaluate_full;
-    use sparsity_models::train::evaluate_with_accuracy;
     let device = cpu_device();
     let cfg = DsaConfig {
         vocab_size: 20,

@@ -3,10 +3,10 @@
 
 use std::collections::HashSet;
 
-use sparsity_models::corpus::{self, CorpusSplits, SplitSizes};
-use sparsity_models::demo::{self, DemoConfig};
-use sparsity_models::demo_tokenizer::{self, END_OF_TEXT};
-use sparsity_models::train::{self, TrainConfig};
+use sparsity_demo::corpus::{self, CorpusSplits, SplitSizes};
+use sparsity_demo::demo::{self, DemoConfig};
+use sparsity_demo::demo_tokenizer::{self, END_OF_TEXT};
+use sparsity_demo::train::{self, TrainConfig};
 use sparsity_models::{CausalLm, Gpt2, Gpt2Config, Mamba, MambaConfig, cpu_device};
 
 #[test]

@@ -19,7 +19,7 @@ use super::tensors::site3;
 use super::{
     AnalysisConfig, AnalysisModel, Result, TokenizedTexts, metrics_err, model_err, neuron_site,
 };
-use crate::sites::Capture;
+use sparsity_models::sites::Capture;
 
 const STAGE: &str = "sparsity";
 
@@ -150,8 +150,11 @@ pub fn collect(
     let batches = tok
         .batches(model, config.batch_size)
         .map_err(model_err(STAGE, &m.name))?;
-    let bar = indicatif::ProgressBar::new(batches.len() as u64)
-        .with_message(format!("{}: activations", m.name));
+    let bar = tracing::info_span!(
+        "progress",
+        progress_total = batches.len() as u64,
+        progress_message = %format!("{}: activations", m.name)
+    );
     for pb in &batches {
         let batch = pb.to_batch(device).map_err(model_err(STAGE, &m.name))?;
         let out = model
@@ -166,9 +169,9 @@ pub fn collect(
                 acc.push(seq).map_err(metrics_err(STAGE, &m.name))?;
             }
         }
-        bar.inc(1);
+        tracing::trace!(target: sparsity_models::PROGRESS, parent: &bar, progress_inc = 1u64);
     }
-    bar.finish_and_clear();
+    drop(bar);
 
     let mut per_layer_var: Vec<ndarray::Array1<f64>> = Vec::with_capacity(n_layers);
     let mut neuron_layer_var: Vec<ndarray::Array1<f64>> = Vec::with_capacity(n_layers);

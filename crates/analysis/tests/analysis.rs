@@ -4,17 +4,17 @@
 use std::path::PathBuf;
 
 use ndarray::{Array2, Axis, s};
-use sm::analysis::attention::{MambaLayerAttention, rollout};
-use sm::analysis::causal::single_neuron_impacts;
-use sm::analysis::delta::per_text_mean_variance;
-use sm::analysis::{AnalysisConfig, AnalysisModel, CausalMode};
 use sm::text::TextTokenizer;
 use sm::{Batch, Capture, CausalLm, Edit, cpu_device};
+use sparsity_analysis::attention::{MambaLayerAttention, rollout};
+use sparsity_analysis::causal::single_neuron_impacts;
+use sparsity_analysis::delta::per_text_mean_variance;
+use sparsity_analysis::{AnalysisConfig, AnalysisModel, CausalMode};
 use sparsity_models as sm;
 
 fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/hf")
+        .join("../models/tests/fixtures/hf")
         .join(name)
 }
 
@@ -53,7 +53,7 @@ fn batched_interventions_equal_one_at_a_time() {
             .into_iter()
             .map(i64::from)
             .collect();
-        let site = sm::analysis::neuron_site(m.model.family(), 0);
+        let site = sparsity_analysis::neuron_site(m.model.family(), 0);
         let neurons: Vec<usize> = (0..12).collect();
         for edit in [Edit::Zero, Edit::Scale(0.1)] {
             let f = |_n: usize| Ok(edit.clone());
@@ -148,14 +148,14 @@ fn hidden_attention_reproduces_the_scan_on_the_fixture() {
 fn delta_original_definition_equals_a_direct_computation() {
     let device = cpu_device();
     let m = load("mamba-tiny");
-    let tok = sm::analysis::TokenizedTexts::new(&m.tokenizer, &texts(), 100, 64).unwrap();
+    let tok = sparsity_analysis::TokenizedTexts::new(&m.tokenizer, &texts(), 100, 64).unwrap();
     let config = AnalysisConfig {
         layers: vec![1],
         top_k: 5,
         batch_size: 4,
         ..AnalysisConfig::default()
     };
-    let res = sm::analysis::delta::delta_sensitive(&m, &tok, &[1], &config, &device).unwrap();
+    let res = sparsity_analysis::delta::delta_sensitive(&m, &tok, &[1], &config, &device).unwrap();
     let ranking = &res[&1].rankings["mixer_output_variance"];
     // direct: one text at a time, mixer output = block_out.1 − block_out.0
     let mut means: Vec<Vec<f64>> = Vec::new();
@@ -212,7 +212,7 @@ fn full_analysis_on_the_fixture_models() {
         causal_mode: CausalMode::Zero,
         ..AnalysisConfig::default()
     };
-    let run = sm::analysis::run(&models, &texts(), &config, &device).unwrap();
+    let run = sparsity_analysis::run(&models, &texts(), &config, &device).unwrap();
     assert_eq!(run.models.len(), 2);
     for a in &run.models {
         assert!(a.failures.is_empty());
@@ -251,7 +251,7 @@ fn full_analysis_on_the_fixture_models() {
         assert!(e.total_parameters > 0 && e.tokens_per_second > 0.0);
     }
     let dir = tempfile::tempdir().unwrap();
-    let files = sm::analysis::write_report(
+    let files = sparsity_analysis::write_report(
         dir.path(),
         &dir.path().join("plots"),
         &run.models,
@@ -272,7 +272,7 @@ fn full_analysis_on_the_fixture_models() {
 
 #[test]
 fn noise_ablation_uses_each_neurons_own_sigma_and_rejects_unknown_neurons() {
-    use sm::analysis::causal::{ChannelStats, mode_edit};
+    use sparsity_analysis::causal::{ChannelStats, mode_edit};
     let stats = ChannelStats {
         mean: vec![0.0, 1.0],
         std: vec![0.5, 2.0],

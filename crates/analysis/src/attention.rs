@@ -37,11 +37,11 @@ use super::{
     AnalysisConfig, AnalysisModel, RankedNeuron, Result, TokenizedTexts, model_err, neuron_site,
     ranked,
 };
-use crate::config::{Activation, ModelFamily};
-use crate::error::ModelError;
-use crate::lm::{Batch, CausalLm};
-use crate::mamba::Mamba;
-use crate::sites::{Capture, Edit, Intervention, SiteTensor};
+use sparsity_models::config::{Activation, ModelFamily};
+use sparsity_models::error::ModelError;
+use sparsity_models::lm::{Batch, CausalLm};
+use sparsity_models::mamba::Mamba;
+use sparsity_models::sites::{Capture, Edit, Intervention, SiteTensor};
 
 const STAGE: &str = "attention_neurons";
 
@@ -129,7 +129,11 @@ pub struct MambaLayerAttention {
 
 impl MambaLayerAttention {
     /// Computes the layer's intermediates and α from the block input `x` [seq, hidden].
-    pub fn compute(model: &Mamba, layer: usize, x: ArrayView2<'_, f32>) -> crate::Result<Self> {
+    pub fn compute(
+        model: &Mamba,
+        layer: usize,
+        x: ArrayView2<'_, f32>,
+    ) -> sparsity_models::Result<Self> {
         let c = &model.config;
         if c.activation()? != Activation::Silu {
             return Err(ModelError::Invalid(format!(
@@ -143,7 +147,7 @@ impl MambaLayerAttention {
             .ok_or_else(|| ModelError::Invalid(format!("layer {layer} out of range")))?;
         let f = |t: &burn::tensor::Tensor<2>| tensor2(t).map(|a| a.mapv(f64::from));
         let f1 = |t: &burn::tensor::Tensor<1>| {
-            crate::util::tensor_to_vec(t)
+            sparsity_models::util::tensor_to_vec(t)
                 .map(|v| Array1::from(v.into_iter().map(f64::from).collect::<Vec<_>>()))
         };
         let (e, n, r, k) = (c.inner_size(), c.state_size, c.dt_rank(), c.conv_kernel);
@@ -336,7 +340,7 @@ pub(crate) fn site_gradient(
     batch: &Batch,
     site: &str,
     device: &Device,
-) -> crate::Result<Option<(Array2<f64>, Array2<f64>)>> {
+) -> sparsity_models::Result<Option<(Array2<f64>, Array2<f64>)>> {
     let out = model.forward(batch, &Capture::sites([site]), None)?;
     let [_, len] = batch.dims();
     let logits = tensor3(&out.logits)?;
@@ -369,7 +373,7 @@ fn attn_gradient(
     batch: &Batch,
     site: &str,
     device: &Device,
-) -> crate::Result<Option<Array3<f64>>> {
+) -> sparsity_models::Result<Option<Array3<f64>>> {
     let out = model.forward(batch, &Capture::sites([site]), None)?;
     let [_, len] = batch.dims();
     let logits = tensor3(&out.logits)?;
@@ -390,7 +394,7 @@ fn attn_gradient(
         return Ok(None);
     };
     let [_, h, q, k] = g.dims();
-    let v = crate::util::tensor_to_vec(&g)?;
+    let v = sparsity_models::util::tensor_to_vec(&g)?;
     Ok(Array3::from_shape_vec((h, q, k), v.into_iter().map(f64::from).collect()).ok())
 }
 
@@ -427,8 +431,11 @@ pub fn attention_neurons(
     let mut maps_first: BTreeMap<usize, Vec<Vec<f64>>> = BTreeMap::new();
     let mut rollout_first = None;
     let mut max_err: Option<f64> = None;
-    let bar = indicatif::ProgressBar::new(prompts.len() as u64)
-        .with_message(format!("{}: attention neurons", m.name));
+    let bar = tracing::info_span!(
+        "progress",
+        progress_total = prompts.len() as u64,
+        progress_message = %format!("{}: attention neurons", m.name)
+    );
     for (pi, p) in prompts.iter().enumerate() {
         let ids: Vec<i64> = p.iter().map(|&i| i64::from(i)).collect();
         let len = ids.len();
@@ -581,9 +588,9 @@ pub fn attention_neurons(
                 }
             }
         }
-        bar.inc(1);
+        tracing::trace!(target: sparsity_models::PROGRESS, parent: &bar, progress_inc = 1u64);
     }
-    bar.finish_and_clear();
+    drop(bar);
     let mut out_layers: BTreeMap<usize, BTreeMap<String, AttentionResult>> = BTreeMap::new();
     for ((l, method), v) in scores {
         let Some(acts) = acts_first.get(&l) else {

@@ -27,9 +27,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::corpus::{self, CorpusError, CorpusSplits, SplitSizes};
 use crate::demo_tokenizer::{self, TokenizerError};
-use crate::error::ModelError;
 use crate::train::{self, CausalLmTrain, TrainConfig, TrainError, TrainRecord};
-use crate::{Gpt2, Gpt2Config, Mamba, MambaConfig, TimeStepRank};
+use sparsity_models::error::ModelError;
+use sparsity_models::{Gpt2, Gpt2Config, Mamba, MambaConfig, TimeStepRank};
 
 /// Environment variable naming the cache root (the demo models go to `$SPARSITY_LAB_CACHE/demo`).
 pub const CACHE_ENV: &str = "SPARSITY_LAB_CACHE";
@@ -448,24 +448,6 @@ fn init_seed(seed: u64, model: &str) -> u64 {
     seed ^ salt
 }
 
-impl CausalLmTrain for Gpt2 {
-    fn causal_logits(
-        &self,
-        input_ids: Tensor<2, Int>,
-    ) -> Result<Tensor<3>, Box<dyn std::error::Error + Send + Sync>> {
-        Ok(self.forward(input_ids, None)?.logits)
-    }
-}
-
-impl CausalLmTrain for Mamba {
-    fn causal_logits(
-        &self,
-        input_ids: Tensor<2, Int>,
-    ) -> Result<Tensor<3>, Box<dyn std::error::Error + Send + Sync>> {
-        Ok(self.forward(input_ids, None)?.logits)
-    }
-}
-
 /// Token streams of the three splits.
 struct Streams {
     train: Vec<u32>,
@@ -574,7 +556,7 @@ fn build_demo(dir: &Path, config: &DemoConfig) -> Result<DemoRecord, DemoError> 
             .sum(),
     };
 
-    let device = crate::util::cpu_device().autodiff();
+    let device = sparsity_models::util::cpu_device().autodiff();
     let save_tokenizer_to = |model_dir: &Path| {
         demo_tokenizer::save_tokenizer(&tokenizer, &model_dir.join("tokenizer.json"))
     };

@@ -1,0 +1,207 @@
+//! The sparse decoder: TEAL thresholds reach their targets, the greedy allocation reaches each
+//! layer's target, and the token-by-token CPU decoder equals the forward pass, dense and masked.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test helpers
+
+use std::path::{Path, PathBuf};
+
+use sparsity_models::util::tensor_to_vec;
+use sparsity_models::{Batch, Capture, CausalLm, cpu_device};
+
+fn hf(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../models/tests/fixtures/hf")
+        .join(name)
+}
+
+fn load(name: &str) -> CausalLm {
+    CausalLm::load_dir(&hf(name), &cpu_device()).unwrap()
+}
+
+#[allow(dead_code)]
+fn batch(model: &CausalLm, b: usize, s: usize) -> Batch {
+    let v = model.vocab_size() as i64;
+    let ids: Vec<i64> = (0..(b * s) as i64).map(|i| (i * 37 + 11) % v).collect();
+    Batch::from_ids(&ids, b, s, &cpu_device()).unwrap()
+}
+
+#[test]
+fn sparse_decode_thresholds_reach_their_targets() {
+    use sparsity_decoding::sparse_decode::{calibrate_thresholds, mlp_input_sites, sparsity_sweep};
+    let device = cpu_device();
+    for name in ["gpt2-tiny", "mamba-tiny"] {
+        let model = load(name);
+        let v = model.vocab_size() as u32;
+        let seqs = |seed: u32, n: u32| -> Vec<Vec<u32>> {
+            (0..n)
+                .map(|i| {
+                    (0..16u32)
+                        .map(|t| (seed * 7919 + i * 131 + t * 37) % v)
+                        .collect()
+                })
+                .collect()
+        };
+        let calib = seqs(1, 6);
+        let sites = mlp_input_sites(&model);
+        assert_eq!(sites.len(), 2 * model.num_layers());
+        let th = calibrate_thresholds(&model, &calib, &[0.0, 0.5], 4, &device).unwrap();
+        assert!(th[0].per_site.values().all(|t| *t == 0.0));
+        // on the calibration text itself, each site is masked at (almost exactly) the target when
+        // masked alone
+        for site in &sites {
+            let tau = th[1].per_site[site];
+            let ids: Vec<i64> = calib.iter().flatten().map(|&t| i64::from(t)).collect();
+            let b = Batch::from_ids(&ids, 6, 16, &device).unwrap();
+            let out = model
+                .forward(&b, &Capture::sites([site.as_str()]), None)
+                .unwrap();
+            let x = out.sites[site].to_vec().unwrap();
+            let frac = x.iter().filter(|a| a.abs() <= tau).count() as f64 / x.len() as f64;
+            assert!(
+                (frac - 0.5).abs() <= 1.0 / x.len() as f64 + 1e-12,
+                "{name} {site}: {frac}"
+            );
+        }
+        let report =
+            sparsity_sweep(&model, &calib, &seqs(2, 4), &[0.0, 0.5, 0.9], 4, &device).unwrap();
+        assert_eq!(
+            report.rows[0].perplexity, report.dense,
+            "{name}: target 0 is dense"
+        );
+        assert!(report.rows[0].achieved_sparsity < 0.01);
+        let s50 = report.rows[1].achieved_sparsity;
+        assert!((0.3..0.7).contains(&s50), "{name}: achieved {s50}");
+        assert!(report.rows[2].achieved_sparsity > s50);
+        assert_ne!(report.rows[2].perplexity, report.dense);
+        assert!(sparsity_sweep(&model, &calib, &seqs(2, 4), &[1.0], 4, &device).is_err());
+    }
+}
+
+/// TEAL's greedy allocation: per layer, the weight-weighted mean calibration level reaches the
+/// target within one step; levels are whole steps in [0, 0.99]; a harder target never lowers a
+/// site's level; the same inputs give the same thresholds; a bad step is an error.
+#[test]
+fn greedy_allocation_reaches_each_layers_target() {
+    use sparsity_decoding::sparse_decode::{
+        Allocation, calibrate_thresholds_with, mlp_input_weights, sparsity_sweep_with,
+    };
+    let device = cpu_device();
+    for name in ["gpt2-tiny", "mamba-tiny"] {
+        let model = load(name);
+        let v = model.vocab_size() as u32;
+        let calib: Vec<Vec<u32>> = (0..4u32)
+            .map(|i| (0..12u32).map(|t| (i * 211 + t * 41 + 5) % v).collect())
+            .collect();
+        let step = 0.1;
+        let alloc = Allocation::Greedy { step };
+        let targets = [0.5, 0.0, 0.3];
+        let th = calibrate_thresholds_with(&model, &calib, &targets, alloc, 2, &device).unwrap();
+        assert_eq!(
+            th,
+            calibrate_thresholds_with(&model, &calib, &targets, alloc, 2, &device).unwrap()
+        );
+        assert!(th[1].per_site.values().all(|t| *t == 0.0), "{name}");
+        let weights = mlp_input_weights(&model);
+        assert_eq!(weights.len(), 2 * model.num_layers());
+        for (t, target) in th.iter().zip(targets) {
+            assert_eq!(t.target, target);
+            for pair in weights.chunks(2) {
+                let total: f64 = pair.iter().map(|(_, w)| *w as f64).sum();
+                let mean: f64 = pair
+                    .iter()
+                    .map(|(s, w)| *w as f64 * t.levels[s])
+                    .sum::<f64>()
+                    / total;
+                assert!(
+                    mean >= target - 1e-9 && mean < target + step,
+                    "{name} {pair:?}: {mean} for {target}"
+                );
+                for (s, _) in pair {
+                    let l = t.levels[s];
+                    assert!((0.0..=0.99).contains(&l), "{name} {s}: {l}");
+                    assert!(
+                        ((l / step).round() * step - l).abs() < 1e-9,
+                        "{name} {s}: {l}"
+                    );
+                    // nested: the 0.5 allocation is at least the 0.3 one at every site
+                    assert!(th[0].levels[s] >= th[2].levels[s], "{name} {s}");
+                }
+            }
+        }
+        let report =
+            sparsity_sweep_with(&model, &calib, &calib, &[0.3], alloc, 2, &device).unwrap();
+        assert_eq!(report.allocation, alloc);
+        let w = report.rows[0].weight_sparsity;
+        assert!((0.15..0.6).contains(&w), "{name}: weight sparsity {w}");
+        for bad in [0.0, -0.1, 0.6, f64::NAN] {
+            let e = calibrate_thresholds_with(
+                &model,
+                &calib,
+                &[0.5],
+                Allocation::Greedy { step: bad },
+                2,
+                &device,
+            )
+            .unwrap_err();
+            assert!(e.to_string().contains("step"), "{e}");
+        }
+    }
+}
+
+#[test]
+fn cpu_decoder_equals_the_forward_pass_dense_and_masked() {
+    use sparsity_decoding::decode::{Decoder, decode_sequences};
+    use sparsity_decoding::sparse_decode::calibrate_thresholds;
+    let device = cpu_device();
+    for name in ["gpt2-tiny", "mamba-tiny"] {
+        let model = load(name);
+        let v = model.vocab_size() as u32;
+        let seq: Vec<u32> = (0..12u32).map(|t| (t * 53 + 7) % v).collect();
+        let ids: Vec<i64> = seq.iter().map(|&t| i64::from(t)).collect();
+        let b = Batch::from_ids(&ids, 1, seq.len(), &device).unwrap();
+        let calib: Vec<Vec<u32>> = (0..4u32)
+            .map(|i| (0..12u32).map(|t| (i * 101 + t * 29 + 3) % v).collect())
+            .collect();
+        let th = calibrate_thresholds(&model, &calib, &[0.5], 2, &device).unwrap();
+        for thresholds in [None, Some(&th[0])] {
+            let iv = thresholds.map(|t| t.intervention());
+            let out = model.forward(&b, &Capture::none(), iv.as_ref()).unwrap();
+            let want = tensor_to_vec(&out.logits).unwrap();
+            let mut dec = Decoder::new(&model, thresholds).unwrap();
+            let vocab = model.vocab_size();
+            for (i, &tok) in seq.iter().enumerate() {
+                let got = dec.step(tok).unwrap();
+                let row = &want[i * vocab..(i + 1) * vocab];
+                let diff = got
+                    .iter()
+                    .zip(row)
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0.0f32, f32::max);
+                assert!(
+                    diff < 1e-4,
+                    "{name} masked={} step {i}: {diff}",
+                    thresholds.is_some()
+                );
+            }
+            let kept = dec.kept_inputs();
+            if thresholds.is_some() {
+                let frac = kept.kept as f64 / kept.total as f64;
+                assert!((0.2..0.8).contains(&frac), "{name}: kept {frac}");
+            } else {
+                assert_eq!(kept.total, 0);
+            }
+            // teacher-forced perplexity equals the batched one
+            let run = decode_sequences(&mut dec, std::slice::from_ref(&seq)).unwrap();
+            let (nll, n) = sparsity_models::text::nll_of_logits(out.logits.clone(), &b).unwrap();
+            assert_eq!(run.perplexity.tokens, n);
+            assert!(
+                (run.perplexity.nll_sum - nll).abs() < 1e-3 * nll.abs(),
+                "{name}"
+            );
+        }
+        let mut dec = Decoder::new(&model, None).unwrap();
+        assert!(dec.step(v).is_err(), "{name}: token outside the vocabulary");
+        // an out-of-vocabulary *target* (the last token) is an error too, not a panic
+        let e = decode_sequences(&mut dec, &[vec![1, v]]).unwrap_err();
+        assert!(e.to_string().contains(&v.to_string()), "{name}: {e}");
+    }
+}
