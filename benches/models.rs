@@ -60,13 +60,13 @@ fn bench(c: &mut Criterion) {
         devices.push(("ndarray", sparsity_models::ndarray_device()));
     }
     for (backend, device) in devices {
-        let gpt2 = CausalLm::Gpt2(Gpt2::init(&Gpt2Config::default(), 1, &device).unwrap());
+        let gpt2 = CausalLm::from(Gpt2::init(&Gpt2Config::default(), 1, &device).unwrap());
         let mamba_config = MambaConfig {
             num_hidden_layers: 24,
             time_step_rank: TimeStepRank::Explicit(48),
             ..MambaConfig::default()
         };
-        let mamba = CausalLm::Mamba(Mamba::init(&mamba_config, 2, &device).unwrap());
+        let mamba = CausalLm::from(Mamba::init(&mamba_config, 2, &device).unwrap());
         let mut rng = ChaCha8Rng::seed_from_u64(128);
         for (name, model) in [("gpt2_small", &gpt2), ("mamba_130m", &mamba)] {
             let mut g = c.benchmark_group(format!("forward/{backend}/{name}"));

@@ -37,7 +37,7 @@ use super::{
     AnalysisConfig, AnalysisModel, RankedNeuron, Result, TokenizedTexts, model_err, neuron_site,
     ranked,
 };
-use sparsity_models::config::{Activation, ModelFamily};
+use sparsity_models::config::Activation;
 use sparsity_models::error::ModelError;
 use sparsity_models::lm::{Batch, CausalLm};
 use sparsity_models::mamba::Mamba;
@@ -419,7 +419,16 @@ pub fn attention_neurons(
 ) -> Result<AttentionNeurons> {
     let model = &m.model;
     let err = |e| model_err(STAGE, &m.name)(e);
-    let family = model.family();
+    // Mamba's hidden attention (its internals), else the family's softmax attention site.
+    let mamba = model.downcast_ref::<Mamba>();
+    let attn_kind = model.inner().attention_site_kind();
+    if mamba.is_none() && attn_kind.is_none() {
+        return Err(err(ModelError::Invalid(format!(
+            "attention neurons need softmax attention probabilities or Mamba's hidden \
+             attention; a {} model has neither",
+            model.family()
+        ))));
+    }
     let max_layer = layers.iter().copied().max().unwrap_or(0);
     let prompts: Vec<&Vec<u32>> = tok
         .sequences
@@ -444,25 +453,22 @@ pub fn attention_neurons(
         for l in 0..=max_layer {
             cap = cap
                 .with(format!("block_out.{l}"))
-                .with(neuron_site(family, l));
-            if family == ModelFamily::Gpt2 {
-                cap = cap.with(format!("attn_probs.{l}"));
+                .with(neuron_site(model, l));
+            if let Some(kind) = attn_kind {
+                cap = cap.with(format!("{kind}.{l}"));
             }
-        }
-        if family == ModelFamily::Gpt2 {
-            cap = cap.with("hidden_states.0");
         }
         let out = model.forward(&batch, &cap, None).map_err(err)?;
         let mut layer_maps: Vec<Array2<f64>> = Vec::new();
         for l in 0..=max_layer {
-            let ns = neuron_site(family, l);
+            let ns = neuron_site(model, l);
             let acts = site3(&out, &ns)
                 .map_err(err)?
                 .index_axis(Axis(0), 0)
                 .mapv(f64::from);
             let analysed = layers.contains(&l);
-            match model {
-                CausalLm::Mamba(mm) => {
+            match (mamba, attn_kind) {
+                (Some(mm), _) => {
                     let x = block_input(model, &batch, &out, l).map_err(err)?;
                     let att = MambaLayerAttention::compute(mm, l, x.index_axis(Axis(0), 0))
                         .map_err(err)?;
@@ -521,14 +527,14 @@ pub fn attention_neurons(
                         }
                     }
                 }
-                CausalLm::Gpt2(_) => {
-                    let probs = site4(&out, &format!("attn_probs.{l}")).map_err(err)?;
+                (None, Some(kind)) => {
+                    let probs = site4(&out, &format!("{kind}.{l}")).map_err(err)?;
                     let mean = probs
                         .index_axis(Axis(0), 0)
                         .mapv(f64::from)
                         .mean_axis(Axis(0))
                         .ok_or_else(|| {
-                            err(ModelError::Invalid(format!("attn_probs.{l} has no heads")))
+                            err(ModelError::Invalid(format!("{kind}.{l} has no heads")))
                         })?;
                     layer_maps.push(mean.clone());
                     if analysed {
@@ -546,7 +552,7 @@ pub fn attention_neurons(
                             .attention_methods
                             .contains(&AttentionMethod::GradientGuided)
                         {
-                            let site = format!("attn_probs.{l}");
+                            let site = format!("{kind}.{l}");
                             let g = attn_gradient(model, &batch, &site, device)
                                 .map_err(err)?
                                 .ok_or_else(|| {
@@ -557,7 +563,7 @@ pub fn attention_neurons(
                                 })?;
                             let a = probs.index_axis(Axis(0), 0).mapv(f64::from);
                             let gm = (a * g.mapv(|v| v.max(0.0))).mean_axis(Axis(0)).ok_or_else(
-                                || err(ModelError::Invalid(format!("attn_probs.{l} has no heads"))),
+                                || err(ModelError::Invalid(format!("{kind}.{l} has no heads"))),
                             )?;
                             add(
                                 &mut scores,
@@ -566,6 +572,12 @@ pub fn attention_neurons(
                             );
                         }
                     }
+                }
+                (None, None) => {
+                    return Err(err(ModelError::Invalid(format!(
+                        "a {} model has no attention to analyse",
+                        model.family()
+                    ))));
                 }
             }
             if analysed
@@ -599,7 +611,7 @@ pub fn attention_neurons(
         let v: Vec<f64> = v.iter().map(|x| x / prompts.len() as f64).collect();
         out_layers.entry(l).or_default().insert(
             method.name().to_string(),
-            result(&neuron_site(family, l), &v, acts, config.top_k),
+            result(&neuron_site(model, l), &v, acts, config.top_k),
         );
     }
     Ok(AttentionNeurons {

@@ -256,7 +256,6 @@ pub fn causal_neurons(
 ) -> Result<CausalNeurons> {
     let model = &m.model;
     let err = |e| model_err(STAGE, &m.name)(e);
-    let family = model.family();
     let prompts: Vec<Vec<i64>> = tok
         .sequences
         .iter()
@@ -280,7 +279,7 @@ pub fn causal_neurons(
         progress_message = %format!("{}: causal neurons", m.name)
     );
     for &l in layers {
-        let site = neuron_site(family, l);
+        let site = neuron_site(model, l);
         let width = model.site_width(&site).map_err(err)?;
         // channel statistics over the prompts (for mean / noise modes)
         let mut rows: Vec<f32> = Vec::new();

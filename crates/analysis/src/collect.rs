@@ -122,9 +122,8 @@ pub fn collect(
     device: &Device,
 ) -> Result<SparsityAnalysis> {
     let model = &m.model;
-    let family = model.family();
     let params = ReportParams {
-        family: AnalysisConfig::metrics_family(family),
+        family: AnalysisConfig::metrics_family(model.architecture()),
         threshold: config.threshold,
         ..ReportParams::default()
     }
@@ -136,7 +135,7 @@ pub fn collect(
     for l in 0..n_layers {
         let detailed = layers.contains(&l);
         sites.push((format!("block_out.{l}"), detailed));
-        sites.push((neuron_site(family, l), detailed));
+        sites.push((neuron_site(model, l), detailed));
     }
     let mut accs: BTreeMap<String, SiteAcc> = BTreeMap::new();
     for (s, detailed) in &sites {
@@ -179,7 +178,7 @@ pub fn collect(
     let mut detailed: BTreeMap<usize, LayerSparsity> = BTreeMap::new();
     for l in 0..n_layers {
         let bo = format!("block_out.{l}");
-        let ns = neuron_site(family, l);
+        let ns = neuron_site(model, l);
         let (Some(bo_acc), Some(ns_acc)) = (accs.get(&bo), accs.get(&ns)) else {
             continue;
         };

@@ -32,7 +32,6 @@ use super::{
     AnalysisConfig, AnalysisModel, RankedNeuron, Result, TokenizedTexts, model_err, neuron_site,
     ranked,
 };
-use sparsity_models::config::ModelFamily;
 use sparsity_models::lm::{Batch, CausalLm, ForwardOutput};
 use sparsity_models::sites::{Capture, Edit, Intervention};
 use sparsity_models::text::PaddedBatch;
@@ -118,19 +117,8 @@ pub(crate) fn block_input(
     if l > 0 {
         return site3(out, &format!("block_out.{}", l - 1));
     }
-    match model {
-        CausalLm::Gpt2(_) => site3(out, "hidden_states.0"),
-        CausalLm::Mamba(m) => {
-            let [b, sq] = batch.dims();
-            let hd = m.config.hidden_size;
-            let x = m
-                .embeddings
-                .val()
-                .select(0, batch.input_ids.clone().reshape([b * sq]))
-                .reshape([b, sq, hd]);
-            tensor3(&x)
-        }
-    }
+    let _ = out;
+    tensor3(&model.embed(batch))
 }
 
 fn real_rows(a: &Array3<f32>, pb: &PaddedBatch) -> Vec<Array2<f32>> {
@@ -160,7 +148,7 @@ pub fn delta_sensitive(
 ) -> Result<BTreeMap<usize, DeltaSensitivity>> {
     let model = &m.model;
     let err = |e| model_err(STAGE, &m.name)(e);
-    let family = model.family();
+    let delta_kind = model.inner().delta_site_kind();
     let k = config.top_k;
     let batches = tok.batches(model, config.batch_size).map_err(err)?;
     let mut result = BTreeMap::new();
@@ -170,16 +158,15 @@ pub fn delta_sensitive(
         progress_message = %format!("{}: delta-sensitive neurons", m.name)
     );
     for &l in layers {
-        let ns = neuron_site(family, l);
+        let ns = neuron_site(model, l);
         let mut capture = Capture::sites([format!("block_out.{l}"), ns.clone()]);
         if l > 0 {
             capture = capture.with(format!("block_out.{}", l - 1));
-        } else if family == ModelFamily::Gpt2 {
-            capture = capture.with("hidden_states.0");
         }
-        let dt_site = format!("mixer_dt.{l}");
-        if family == ModelFamily::Mamba {
-            capture = capture.with(dt_site.clone());
+        // Δ: the input-dependent step size of selective state-space families
+        let dt_site = delta_kind.map(|k| format!("{k}.{l}"));
+        if let Some(dt) = &dt_site {
+            capture = capture.with(dt.clone());
         }
         let mut mixer_out_seqs: Vec<Array2<f32>> = Vec::new();
         let mut raw_delta_seqs: Vec<Array2<f32>> = Vec::new();
@@ -197,8 +184,8 @@ pub fn delta_sensitive(
             let bin = block_input(model, &batch, &out, l).map_err(err)?;
             mixer_out_seqs.extend(real_rows(&(bo - bin), pb));
             let act = site3(&out, &ns).map_err(err)?;
-            if family == ModelFamily::Mamba {
-                let dt = site3(&out, &dt_site).map_err(err)?;
+            if let Some(dt_site) = &dt_site {
+                let dt = site3(&out, dt_site).map_err(err)?;
                 for seq in real_rows(&dt, pb) {
                     raw_delta_seqs.push(
                         seq.mapv(|d| ((d as f64).exp_m1().max(f64::MIN_POSITIVE)).ln() as f32),
@@ -278,7 +265,7 @@ pub fn delta_sensitive(
                 ranking(key, format!("mixer_out.{l}"), v.to_vec().as_slice(), k),
             );
         }
-        if family == ModelFamily::Mamba {
+        if let Some(dt_site) = &dt_site {
             let views: Vec<_> = raw_delta_seqs.iter().map(|a| a.view()).collect();
             if let Some(v) = per_text_mean_variance(&views) {
                 let key = "legacy_pre_softplus_delta";
@@ -287,7 +274,7 @@ pub fn delta_sensitive(
                     ranking(key, format!("dt_proj.{l}"), v.to_vec().as_slice(), k),
                 );
             }
-            let width = model.site_width(&dt_site).map_err(err)?;
+            let width = model.site_width(dt_site).map_err(err)?;
             let rows = delta_rows.len() / width.max(1);
             let dmat = Array2::from_shape_vec((rows, width), delta_rows).map_err(|e| {
                 model_err(STAGE, &m.name)(sparsity_models::error::ModelError::Invalid(

@@ -8,14 +8,12 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use burn::module::Module;
 use burn::tensor::Device;
 use ndarray::{Array1, Axis, s};
 use serde::{Deserialize, Serialize};
 
 use super::tensors::site3;
 use super::{AnalysisConfig, AnalysisModel, Result, TokenizedTexts, model_err, neuron_site};
-use sparsity_models::lm::CausalLm;
 use sparsity_models::sites::Capture;
 
 const STAGE: &str = "efficiency";
@@ -43,54 +41,6 @@ pub struct Efficiency {
     pub tokens_per_second: f64,
 }
 
-fn parameters(model: &CausalLm) -> BTreeMap<String, usize> {
-    let mut c = BTreeMap::new();
-    match model {
-        CausalLm::Gpt2(m) => {
-            c.insert("embeddings".into(), m.wte.num_params() + m.wpe.num_params());
-            let attn: usize = m
-                .blocks
-                .iter()
-                .map(|b| b.c_attn.num_params() + b.attn_c_proj.num_params())
-                .sum();
-            let mlp: usize = m
-                .blocks
-                .iter()
-                .map(|b| b.c_fc.num_params() + b.mlp_c_proj.num_params())
-                .sum();
-            let norms: usize = m
-                .blocks
-                .iter()
-                .map(|b| b.ln_1.num_params() + b.ln_2.num_params())
-                .sum::<usize>()
-                + m.ln_f.num_params();
-            c.insert("attention".into(), attn);
-            c.insert("mlp".into(), mlp);
-            c.insert("norms".into(), norms);
-            c.insert(
-                "lm_head".into(),
-                m.lm_head.as_ref().map_or(0, |h| h.num_params()),
-            );
-        }
-        CausalLm::Mamba(m) => {
-            c.insert("embeddings".into(), m.embeddings.num_params());
-            c.insert(
-                "mixer".into(),
-                m.layers.iter().map(|b| b.mixer.num_params()).sum(),
-            );
-            c.insert(
-                "norms".into(),
-                m.layers.iter().map(|b| b.norm.num_params()).sum::<usize>() + m.norm_f.num_params(),
-            );
-            c.insert(
-                "lm_head".into(),
-                m.lm_head.as_ref().map_or(0, |h| h.num_params()),
-            );
-        }
-    }
-    c
-}
-
 /// Runs the stage.
 pub fn efficiency(
     m: &AnalysisModel,
@@ -100,14 +50,13 @@ pub fn efficiency(
 ) -> Result<Efficiency> {
     let model = &m.model;
     let err = |e| model_err(STAGE, &m.name)(e);
-    let family = model.family();
-    let threshold = config
-        .threshold
-        .unwrap_or_else(|| AnalysisConfig::metrics_family(family).default_threshold());
-    let parameters_by_component = parameters(model);
+    let threshold = config.threshold.unwrap_or_else(|| {
+        AnalysisConfig::metrics_family(model.architecture()).default_threshold()
+    });
+    let parameters_by_component = model.inner().parameter_groups();
     let total_parameters = parameters_by_component.values().sum();
     let n = model.num_layers();
-    let sites: Vec<String> = (0..n).map(|l| neuron_site(family, l)).collect();
+    let sites: Vec<String> = (0..n).map(|l| neuron_site(model, l)).collect();
     let capture = Capture::sites(sites.clone());
     let batches = tok.batches(model, config.batch_size).map_err(err)?;
     let mut abs_sum: Vec<Array1<f64>> = Vec::new();

@@ -35,7 +35,7 @@ use std::time::Instant;
 use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 
-use sparsity_models::config::ModelFamily;
+use sparsity_models::Architecture;
 use sparsity_models::lm::CausalLm;
 use sparsity_models::text::{BatchOptions, PaddedBatch, PaddingSide, TextTokenizer};
 
@@ -178,11 +178,11 @@ impl AnalysisConfig {
         Ok(())
     }
 
-    /// The sparsity-metrics family of a model family.
-    pub fn metrics_family(family: ModelFamily) -> sparsity_metrics::ModelFamily {
-        match family {
-            ModelFamily::Mamba => sparsity_metrics::ModelFamily::Mamba,
-            ModelFamily::Gpt2 => sparsity_metrics::ModelFamily::Transformer,
+    /// The sparsity-metrics family (default thresholds) of a model's architecture.
+    pub fn metrics_family(architecture: Architecture) -> sparsity_metrics::ModelFamily {
+        match architecture {
+            Architecture::StateSpace => sparsity_metrics::ModelFamily::Mamba,
+            Architecture::Transformer => sparsity_metrics::ModelFamily::Transformer,
         }
     }
 }
@@ -413,13 +413,10 @@ pub(crate) fn metrics_err(
     }
 }
 
-/// The name of the neuron-level site of a family at layer `l`: GPT-2 `mlp_act.{l}`, Mamba
-/// `mixer_gated.{l}`.
-pub fn neuron_site(family: ModelFamily, l: usize) -> String {
-    match family {
-        ModelFamily::Gpt2 => format!("mlp_act.{l}"),
-        ModelFamily::Mamba => format!("mixer_gated.{l}"),
-    }
+/// The neuron-level site of a model at layer `l` (its family's
+/// [`sparsity_models::HookedLm::neuron_site_kind`]: GPT-2 `mlp_act.{l}`, Mamba `mixer_gated.{l}`).
+pub fn neuron_site(model: &CausalLm, l: usize) -> String {
+    model.neuron_site(l)
 }
 
 /// Indices of the `k` largest values, descending; ties by lower index. NaN never ranks first.

@@ -53,7 +53,7 @@ fn batched_interventions_equal_one_at_a_time() {
             .into_iter()
             .map(i64::from)
             .collect();
-        let site = sparsity_analysis::neuron_site(m.model.family(), 0);
+        let site = sparsity_analysis::neuron_site(&m.model, 0);
         let neurons: Vec<usize> = (0..12).collect();
         for edit in [Edit::Zero, Edit::Scale(0.1)] {
             let f = |_n: usize| Ok(edit.clone());
@@ -84,9 +84,7 @@ fn batched_interventions_equal_one_at_a_time() {
 fn hidden_attention_reproduces_the_scan_on_the_fixture() {
     let device = cpu_device();
     let m = load("mamba-tiny");
-    let CausalLm::Mamba(mm) = &m.model else {
-        panic!("not mamba")
-    };
+    let mm = m.model.downcast_ref::<sm::Mamba>().expect("not mamba");
     let ids: Vec<i64> = m
         .tokenizer
         .encode(&texts()[1])

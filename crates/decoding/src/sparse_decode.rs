@@ -33,14 +33,13 @@ use sparsity_models::lm::{Batch, CausalLm};
 use sparsity_models::sites::{Capture, Edit, Intervention};
 use sparsity_models::text::Perplexity;
 
-/// The MLP-input sites of `model`, in forward order.
+/// The MLP-input sites of `model`, in forward order (the inputs of the linear layers the
+/// family marks [`sparsity_models::LinearLayer::mlp_input`]).
 pub fn mlp_input_sites(model: &CausalLm) -> Vec<String> {
-    let kinds: [&str; 2] = match model {
-        CausalLm::Gpt2(_) => ["mlp_in", "mlp_act"],
-        CausalLm::Mamba(_) => ["mixer_in", "mixer_gated"],
-    };
-    (0..model.num_layers())
-        .flat_map(|l| kinds.iter().map(move |k| format!("{k}.{l}")))
+    model
+        .mlp_inputs()
+        .into_iter()
+        .map(|(site, _)| site)
         .collect()
 }
 
@@ -86,21 +85,7 @@ impl Allocation {
 
 /// The MLP-input sites of `model` with the size (elements) of the weight matrix each one feeds.
 pub fn mlp_input_weights(model: &CausalLm) -> Vec<(String, usize)> {
-    let (a, b) = match model {
-        CausalLm::Gpt2(m) => {
-            let (h, i) = (m.config.n_embd, m.config.inner_size());
-            (h * i, i * h)
-        }
-        CausalLm::Mamba(m) => {
-            let (h, i) = (m.config.hidden_size, m.config.inner_size());
-            (h * 2 * i, i * h)
-        }
-    };
-    mlp_input_sites(model)
-        .into_iter()
-        .enumerate()
-        .map(|(k, site)| (site, if k % 2 == 0 { a } else { b }))
-        .collect()
+    model.mlp_inputs()
 }
 
 impl Thresholds {

@@ -22,7 +22,7 @@
 //!
 //! let device = cpu_device();
 //! let config = Gpt2Config { vocab_size: 32, n_positions: 16, n_embd: 8, n_layer: 2, n_head: 2, ..Default::default() };
-//! let model = CausalLm::Gpt2(Gpt2::init(&config, 7, &device)?);
+//! let model = CausalLm::from(Gpt2::init(&config, 7, &device)?);
 //! let batch = Batch::from_ids(&[1, 2, 3, 4], 1, 4, &device)?;
 //! let out = model.forward(&batch, &Capture::sites(["mlp_act.1"]), None)?;
 //! assert_eq!(out.logits.dims(), [1, 4, 32]);
@@ -34,12 +34,14 @@ pub mod config;
 pub mod dsa;
 pub mod dump;
 pub mod error;
+pub mod family;
 pub mod gpt2;
 pub mod hub;
 pub mod lm;
 pub mod loader;
 pub mod mamba;
 pub mod sites;
+pub mod step;
 pub mod text;
 #[cfg(feature = "tokenizer")]
 pub mod tokenizer;
@@ -49,6 +51,7 @@ pub mod util;
 pub use burn;
 pub use config::{Activation, Gpt2Config, MambaConfig, ModelConfig, ModelFamily, TimeStepRank};
 pub use error::{ModelError, Result};
+pub use family::{Architecture, HookedLm, LinearLayer};
 pub use gpt2::Gpt2;
 pub use lm::{Batch, CausalLm, ForwardOutput};
 pub use mamba::Mamba;

@@ -1,4 +1,4 @@
-//! The family-agnostic entry point: [`CausalLm`] loads either family and runs a forward pass that records
+//! The family-agnostic entry point: [`CausalLm`] loads any family and runs a forward pass that records
 //! and edits named sites (see [`crate::sites`]).
 
 use std::collections::BTreeMap;
@@ -8,8 +8,9 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use crate::config::{ModelConfig, ModelFamily};
 use crate::error::{ModelError, Result};
+use crate::family::{Architecture, HookedLm, LinearLayer};
 use crate::gpt2::Gpt2;
-use crate::loader::{Loaded, load_dir};
+use crate::loader::load_dir;
 use crate::mamba::Mamba;
 use crate::sites::{Capture, Hooks, Intervention, SiteTensor};
 
@@ -93,29 +94,50 @@ pub struct ForwardOutput {
     pub sites: BTreeMap<String, SiteTensor>,
 }
 
-/// A causal language model of either family.
+/// A causal language model of any family: a boxed [`HookedLm`] with input validation, site
+/// bookkeeping and loading in front of it.
 #[derive(Debug)]
-pub enum CausalLm {
-    /// GPT-2.
-    Gpt2(Gpt2),
-    /// Mamba.
-    Mamba(Mamba),
-}
+pub struct CausalLm(Box<dyn HookedLm>);
 
 impl From<Gpt2> for CausalLm {
     fn from(m: Gpt2) -> Self {
-        Self::Gpt2(m)
+        Self::new(m)
     }
 }
 
 impl From<Mamba> for CausalLm {
     fn from(m: Mamba) -> Self {
-        Self::Mamba(m)
+        Self::new(m)
     }
 }
 
 impl CausalLm {
-    /// Loads a model directory, or a model id from the local Hugging Face cache.
+    /// Wraps a model of any family.
+    pub fn new(model: impl HookedLm) -> Self {
+        Self(Box::new(model))
+    }
+
+    /// The family's model.
+    pub fn inner(&self) -> &dyn HookedLm {
+        self.0.as_ref()
+    }
+
+    /// The family's model, mutably (e.g. to prune its weights).
+    pub fn inner_mut(&mut self) -> &mut dyn HookedLm {
+        self.0.as_mut()
+    }
+
+    /// The model as a concrete family type, e.g. `downcast_ref::<Mamba>()`.
+    pub fn downcast_ref<T: HookedLm>(&self) -> Option<&T> {
+        self.0.as_any().downcast_ref::<T>()
+    }
+
+    /// The model as a concrete family type, mutably.
+    pub fn downcast_mut<T: HookedLm>(&mut self) -> Option<&mut T> {
+        self.0.as_any_mut().downcast_mut::<T>()
+    }
+
+    /// Loads a model directory, or (feature `hub`) a model id from the local Hugging Face cache.
     pub fn load(dir_or_id: &str, device: &Device) -> Result<Self> {
         let dir = crate::hub::resolve_model_dir(dir_or_id)?;
         Self::load_dir(&dir, device)
@@ -123,10 +145,7 @@ impl CausalLm {
 
     /// Loads a model directory (`config.json` + `model.safetensors` or a sharded index).
     pub fn load_dir(dir: &Path, device: &Device) -> Result<Self> {
-        Ok(match load_dir(dir, device)? {
-            Loaded::Gpt2(m) => Self::Gpt2(m),
-            Loaded::Mamba(m) => Self::Mamba(m),
-        })
+        load_dir(dir, device)
     }
 
     /// Loads a model from `config.json` text and `model.safetensors` bytes held in memory, with
@@ -137,77 +156,53 @@ impl CausalLm {
         label: &Path,
         device: &Device,
     ) -> Result<Self> {
-        Ok(
-            match crate::loader::load_bytes(config_json, weights, label, device)? {
-                Loaded::Gpt2(m) => Self::Gpt2(m),
-                Loaded::Mamba(m) => Self::Mamba(m),
-            },
-        )
+        crate::loader::load_bytes(config_json, weights, label, device)
     }
 
     /// Writes `config.json` + `model.safetensors` in Hugging Face layout.
     pub fn save_pretrained(&self, dir: &Path) -> Result<()> {
-        match self {
-            Self::Gpt2(m) => m.save_pretrained(dir),
-            Self::Mamba(m) => m.save_pretrained(dir),
-        }
+        self.0.save_pretrained(dir)
     }
 
     /// The family.
     pub fn family(&self) -> ModelFamily {
-        match self {
-            Self::Gpt2(_) => ModelFamily::Gpt2,
-            Self::Mamba(_) => ModelFamily::Mamba,
-        }
+        self.0.family()
+    }
+
+    /// The family's kind of sequence mixing.
+    pub fn architecture(&self) -> Architecture {
+        self.0.architecture()
     }
 
     /// The configuration.
     pub fn config(&self) -> ModelConfig {
-        match self {
-            Self::Gpt2(m) => ModelConfig::Gpt2(m.config.clone()),
-            Self::Mamba(m) => ModelConfig::Mamba(m.config.clone()),
-        }
+        self.0.config()
     }
 
     /// Number of layers (blocks).
     pub fn num_layers(&self) -> usize {
-        match self {
-            Self::Gpt2(m) => m.num_layers(),
-            Self::Mamba(m) => m.num_layers(),
-        }
+        self.0.num_layers()
     }
 
     /// Residual stream width.
     pub fn hidden_size(&self) -> usize {
-        match self {
-            Self::Gpt2(m) => m.config.n_embd,
-            Self::Mamba(m) => m.config.hidden_size,
-        }
+        self.0.hidden_size()
     }
 
     /// Vocabulary size.
     pub fn vocab_size(&self) -> usize {
-        match self {
-            Self::Gpt2(m) => m.config.vocab_size,
-            Self::Mamba(m) => m.config.vocab_size,
-        }
+        self.0.vocab_size()
     }
 
     /// Maximum sequence length (GPT-2's `n_positions`; unbounded for Mamba).
     pub fn max_positions(&self) -> Option<usize> {
-        match self {
-            Self::Gpt2(m) => Some(m.config.n_positions),
-            Self::Mamba(_) => None,
-        }
+        self.0.max_positions()
     }
 
     /// The token id used for padding: `pad_token_id`, else `eos_token_id`, else 0 (0 also when the id is outside the vocabulary). Padded positions are
     /// masked, so the value never changes real positions.
     pub fn pad_token_id(&self) -> i64 {
-        let (pad, eos) = match self {
-            Self::Gpt2(m) => (m.config.pad_token_id, m.config.eos_token_id),
-            Self::Mamba(m) => (m.config.pad_token_id, m.config.eos_token_id),
-        };
+        let (pad, eos) = self.0.special_token_ids();
         let vocab = self.vocab_size() as i64;
         pad.or(eos)
             .filter(|id| (0..vocab).contains(id))
@@ -219,11 +214,7 @@ impl CausalLm {
     pub fn site_names(&self) -> Vec<String> {
         let n = self.num_layers();
         let mut names: Vec<String> = (0..=n).map(|i| format!("hidden_states.{i}")).collect();
-        let per_layer: &[&str] = match self {
-            Self::Gpt2(_) => &["block_out", "mlp_act", "attn_probs"],
-            Self::Mamba(_) => &["block_out", "mixer_gated", "mixer_dt", "ssm_state"],
-        };
-        for kind in per_layer {
+        for kind in self.0.layer_site_kinds() {
             names.extend((0..n).map(|l| format!("{kind}.{l}")));
         }
         names
@@ -240,21 +231,47 @@ impl CausalLm {
         let (kind, idx) = site.rsplit_once('.').ok_or_else(unknown)?;
         let idx: usize = idx.parse().map_err(|_| unknown())?;
         let n = self.num_layers();
-        let limit = if kind == "hidden_states" { n + 1 } else { n };
-        if idx >= limit {
+        if kind == "hidden_states" {
+            return if idx <= n {
+                Ok(self.hidden_size())
+            } else {
+                Err(unknown())
+            };
+        }
+        if idx >= n {
             return Err(unknown());
         }
-        match (self, kind) {
-            (_, "block_out" | "hidden_states") => Ok(self.hidden_size()),
-            (Self::Gpt2(m), "mlp_act") => Ok(m.config.inner_size()),
-            (Self::Gpt2(_), "attn_in" | "attn_ctx" | "mlp_in") => Ok(self.hidden_size()),
-            (Self::Mamba(_), "mixer_in") => Ok(self.hidden_size()),
-            (Self::Mamba(m), "mixer_conv") => Ok(m.config.inner_size()),
-            (Self::Mamba(m), "mixer_dt_in") => Ok(m.config.dt_rank()),
-            (Self::Gpt2(m), "attn_probs") => Ok(m.config.n_head),
-            (Self::Mamba(m), "mixer_gated" | "mixer_dt" | "ssm_state") => Ok(m.config.inner_size()),
-            _ => Err(unknown()),
-        }
+        self.0.site_kind_width(kind).ok_or_else(unknown)
+    }
+
+    /// The site whose channels are block `layer`'s neurons (GPT-2 `mlp_act.{layer}`, Mamba
+    /// `mixer_gated.{layer}`).
+    pub fn neuron_site(&self, layer: usize) -> String {
+        format!("{}.{layer}", self.0.neuron_site_kind())
+    }
+
+    /// The input of block 0 (the embedding output) for a batch, [batch, seq, hidden].
+    pub fn embed(&self, input: &Batch) -> Tensor<3> {
+        self.0
+            .embed(input.input_ids.clone(), input.attention_mask.clone())
+    }
+
+    /// Every linear layer, in forward order.
+    pub fn linear_layers(&self) -> Vec<LinearLayer> {
+        self.0.linear_layers()
+    }
+
+    /// The inputs TEAL-style decoding masks (the MLP's linear layers), in forward order, with
+    /// the size of the weight matrix each one feeds.
+    pub fn mlp_inputs(&self) -> Vec<(String, usize)> {
+        self.linear_layers()
+            .into_iter()
+            .filter(|l| l.mlp_input)
+            .map(|l| {
+                let n = l.weight_elements();
+                (l.input_site, n)
+            })
+            .collect()
     }
 
     /// Checks the ids against the vocabulary and the sites against the model.
@@ -303,7 +320,12 @@ impl CausalLm {
         if let Some(iv) = intervention {
             for name in iv.sites() {
                 self.site_width(name)?;
-                if name.starts_with("ssm_state.") {
+                if self
+                    .0
+                    .read_only_site_kinds()
+                    .iter()
+                    .any(|k| name.strip_prefix(k).is_some_and(|r| r.starts_with('.')))
+                {
                     return Err(ModelError::Invalid(format!("site `{name}` is read-only")));
                 }
             }
@@ -323,10 +345,9 @@ impl CausalLm {
         self.validate(input, capture, intervention)?;
         let mask = input.attention_mask.clone();
         let mut hooks = Hooks::new(capture, intervention, mask.clone());
-        let logits = match self {
-            Self::Gpt2(m) => m.forward_hooked(input.input_ids.clone(), mask, &mut hooks)?,
-            Self::Mamba(m) => m.forward_hooked(input.input_ids.clone(), mask, &mut hooks)?,
-        };
+        let logits = self
+            .0
+            .forward_hooked(input.input_ids.clone(), mask, &mut hooks)?;
         Ok(ForwardOutput {
             logits,
             sites: hooks.sites,

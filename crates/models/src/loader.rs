@@ -27,6 +27,7 @@ use safetensors::tensor::{Dtype, TensorInfo};
 use crate::config::{Gpt2Config, MambaConfig, ModelConfig};
 use crate::error::{ModelError, Result};
 use crate::gpt2::{Conv1D, Gpt2, Gpt2Block, LayerNorm};
+use crate::lm::CausalLm;
 use crate::mamba::{Dense, Mamba, MambaBlock, MambaMixer};
 use crate::util::tensor_to_vec;
 
@@ -517,14 +518,8 @@ pub fn mamba_from_store(
     })
 }
 
-/// A model loaded from a directory, by family.
-pub(crate) enum Loaded {
-    Gpt2(Gpt2),
-    Mamba(Mamba),
-}
-
 /// Loads config.json + weights from a model directory.
-pub(crate) fn load_dir(dir: &Path, device: &Device) -> Result<Loaded> {
+pub(crate) fn load_dir(dir: &Path, device: &Device) -> Result<CausalLm> {
     if !dir.is_dir() {
         return Err(ModelError::MissingFile {
             path: dir.into(),
@@ -544,17 +539,18 @@ pub(crate) fn load_bytes(
     weights: Vec<u8>,
     label: &Path,
     device: &Device,
-) -> Result<Loaded> {
+) -> Result<CausalLm> {
     let config = ModelConfig::from_json_str(config_json, &label.join("config.json"))?;
     let weights_path = label.join("model.safetensors");
     let mut store = TensorStore::from_buffers(vec![(weights_path.clone(), weights)], weights_path)?;
     load_parts(config, &mut store, device)
 }
 
-fn load_parts(config: ModelConfig, store: &mut TensorStore, device: &Device) -> Result<Loaded> {
+/// The list of loadable families: `model_type` → the family's loader.
+fn load_parts(config: ModelConfig, store: &mut TensorStore, device: &Device) -> Result<CausalLm> {
     Ok(match config {
-        ModelConfig::Gpt2(c) => Loaded::Gpt2(gpt2_from_store(&c, store, device)?),
-        ModelConfig::Mamba(c) => Loaded::Mamba(mamba_from_store(&c, store, device)?),
+        ModelConfig::Gpt2(c) => CausalLm::new(gpt2_from_store(&c, store, device)?),
+        ModelConfig::Mamba(c) => CausalLm::new(mamba_from_store(&c, store, device)?),
     })
 }
 
@@ -719,24 +715,27 @@ impl Mamba {
 
 /// Loads a GPT-2 directory (errors if it holds another family).
 pub fn load_gpt2(dir: &Path, device: &Device) -> Result<Gpt2> {
-    match load_dir(dir, device)? {
-        Loaded::Gpt2(m) => Ok(m),
-        Loaded::Mamba(_) => Err(ModelError::config(
+    load_family(dir, device, "gpt2")
+}
+
+/// Loads a directory and checks that it holds the family `T`.
+fn load_family<T: crate::family::HookedLm + Clone>(
+    dir: &Path,
+    device: &Device,
+    expected: &str,
+) -> Result<T> {
+    let model = load_dir(dir, device)?;
+    model.downcast_ref::<T>().cloned().ok_or_else(|| {
+        ModelError::config(
             dir.join("config.json"),
-            "expected model_type gpt2, found mamba",
-        )),
-    }
+            format!("expected model_type {expected}, found {}", model.family()),
+        )
+    })
 }
 
 /// Loads a Mamba directory (errors if it holds another family).
 pub fn load_mamba(dir: &Path, device: &Device) -> Result<Mamba> {
-    match load_dir(dir, device)? {
-        Loaded::Mamba(m) => Ok(m),
-        Loaded::Gpt2(_) => Err(ModelError::config(
-            dir.join("config.json"),
-            "expected model_type mamba, found gpt2",
-        )),
-    }
+    load_family(dir, device, "mamba")
 }
 
 /// Builds a tensor from f32 values (helper for callers assembling inputs).

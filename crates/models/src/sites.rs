@@ -250,8 +250,9 @@ impl Intervention {
     }
 }
 
-/// Per-forward hook state: applies edits and records captures.
-pub(crate) struct Hooks<'a> {
+/// Per-forward hook state: applies edits and records captures (built by `CausalLm::forward`;
+/// a family's `forward_hooked` passes each site through it).
+pub struct Hooks<'a> {
     capture: &'a Capture,
     intervention: Option<&'a Intervention>,
     /// [batch, seq], 1 = real token.

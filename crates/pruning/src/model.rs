@@ -27,234 +27,62 @@ use serde::{Deserialize, Serialize};
 use sparsity_models::burn::module::Param;
 use sparsity_models::burn::tensor::{Device, Tensor, TensorData};
 use sparsity_models::text::{Perplexity, perplexity_of_sequences};
-use sparsity_models::{Batch, Capture, CausalLm, ModelFamily};
+use sparsity_models::{Batch, Capture, CausalLm, LinearLayer};
 
 use crate::error::{PruneError, Result};
 use crate::io::{OutTensor, write_safetensors};
 use crate::{HessianStats, LayerPruner, Method, Pattern, Precision, PruneReport};
 
-/// A family of linear layers to prune.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LinearGroup {
-    /// GPT-2 `attn.c_attn` and `attn.c_proj`.
-    Attention,
-    /// GPT-2 `mlp.c_fc` and `mlp.c_proj`.
-    Mlp,
-    /// Mamba `mixer.in_proj`.
-    MambaIn,
-    /// Mamba `mixer.x_proj`.
-    MambaX,
-    /// Mamba `mixer.dt_proj`.
-    MambaDt,
-    /// Mamba `mixer.out_proj`.
-    MambaOut,
-}
+/// One prunable linear layer of a model (the family's [`sparsity_models::LinearLayer`]: block,
+/// group, module, Hugging Face weight name, input site, shape [out, in], storage layout).
+pub type LinearTarget = LinearLayer;
 
-impl LinearGroup {
-    /// Every group of a family (the default selection).
-    pub fn all_for(family: ModelFamily) -> Vec<Self> {
-        match family {
-            ModelFamily::Gpt2 => vec![Self::Attention, Self::Mlp],
-            ModelFamily::Mamba => vec![Self::MambaIn, Self::MambaX, Self::MambaDt, Self::MambaOut],
+/// The model's linear-layer groups (what `groups` selects), in forward order: GPT-2 `attention`,
+/// `mlp`; Mamba `in_proj`, `x_proj`, `dt_proj`, `out_proj`.
+pub fn linear_groups(model: &CausalLm) -> Vec<String> {
+    let mut groups: Vec<String> = Vec::new();
+    for l in model.linear_layers() {
+        if !groups.contains(&l.group) {
+            groups.push(l.group);
         }
     }
-
-    /// The family the group belongs to.
-    pub fn family(self) -> ModelFamily {
-        match self {
-            Self::Attention | Self::Mlp => ModelFamily::Gpt2,
-            _ => ModelFamily::Mamba,
-        }
-    }
-
-    /// Parses `attention`, `mlp`, `in_proj`, `x_proj`, `dt_proj`, `out_proj`.
-    pub fn parse(s: &str) -> Result<Self> {
-        Ok(match s.trim() {
-            "attention" | "attn" => Self::Attention,
-            "mlp" => Self::Mlp,
-            "in_proj" | "in" => Self::MambaIn,
-            "x_proj" | "x" => Self::MambaX,
-            "dt_proj" | "dt" => Self::MambaDt,
-            "out_proj" | "out" => Self::MambaOut,
-            other => {
-                return Err(PruneError::InvalidOption {
-                    layer: "<model>".into(),
-                    option: "layers".into(),
-                    value: other.into(),
-                    reason: "expected attention, mlp (GPT-2) or in_proj, x_proj, dt_proj, \
-                             out_proj (Mamba)"
-                        .into(),
-                });
-            }
-        })
-    }
+    groups
 }
 
-/// Which linear module of a block a target is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LinearSlot {
-    /// GPT-2 `attn.c_attn`.
-    CAttn,
-    /// GPT-2 `attn.c_proj`.
-    AttnProj,
-    /// GPT-2 `mlp.c_fc`.
-    CFc,
-    /// GPT-2 `mlp.c_proj`.
-    MlpProj,
-    /// Mamba `mixer.in_proj`.
-    InProj,
-    /// Mamba `mixer.x_proj`.
-    XProj,
-    /// Mamba `mixer.dt_proj`.
-    DtProj,
-    /// Mamba `mixer.out_proj`.
-    OutProj,
-}
-
-/// One prunable linear layer of a model.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LinearTarget {
-    /// Block index.
-    pub block: usize,
-    /// Its group.
-    pub group: LinearGroup,
-    /// Which module of the block.
-    pub slot: LinearSlot,
-    /// The Hugging Face weight name, e.g. `transformer.h.0.attn.c_attn.weight`.
-    pub name: String,
-    /// The site holding the layer's input.
-    pub input_site: String,
-    /// Weight shape [out, in] as pruned (GPT-2 Conv1D and burn layouts are transposed).
-    pub shape: [usize; 2],
-    /// Whether the Hugging Face tensor is stored [in, out] (GPT-2 Conv1D) rather than [out, in].
-    pub hf_in_out: bool,
-}
-
-/// The prunable linear layers of `model` in the selected groups, in forward order.
-pub fn linear_targets(model: &CausalLm, groups: &[LinearGroup]) -> Result<Vec<LinearTarget>> {
-    use LinearGroup as G;
-    use LinearSlot as S;
-    let family = model.family();
-    if let Some(g) = groups.iter().find(|g| g.family() != family) {
+/// The prunable linear layers of `model` in the selected groups, in forward order. A group the
+/// model does not have is an error naming the groups it has.
+pub fn linear_targets(model: &CausalLm, groups: &[String]) -> Result<Vec<LinearTarget>> {
+    let known = linear_groups(model);
+    if let Some(g) = groups.iter().find(|g| !known.contains(g)) {
         return Err(PruneError::InvalidOption {
             layer: "<model>".into(),
             option: "layers".into(),
-            value: format!("{g:?}"),
-            reason: format!("not a layer group of a {family} model"),
+            value: g.clone(),
+            reason: format!(
+                "not a layer group of a {} model (its groups: {})",
+                model.family(),
+                known.join(", ")
+            ),
         });
     }
-    // (group, slot, HF module path in the block, input site, [out, in]), in forward order
-    type Row = (
-        LinearGroup,
-        LinearSlot,
-        &'static str,
-        &'static str,
-        [usize; 2],
-    );
-    let (table, prefix, hf_in_out): (Vec<Row>, &str, bool) = match model {
-        CausalLm::Gpt2(m) => {
-            let (d, inner) = (m.config.n_embd, m.config.inner_size());
-            let table = vec![
-                (G::Attention, S::CAttn, "attn.c_attn", "attn_in", [3 * d, d]),
-                (G::Attention, S::AttnProj, "attn.c_proj", "attn_ctx", [d, d]),
-                (G::Mlp, S::CFc, "mlp.c_fc", "mlp_in", [inner, d]),
-                (G::Mlp, S::MlpProj, "mlp.c_proj", "mlp_act", [d, inner]),
-            ];
-            (table, "transformer.h", true)
-        }
-        CausalLm::Mamba(m) => {
-            let c = &m.config;
-            let (h, e, r, n) = (c.hidden_size, c.inner_size(), c.dt_rank(), c.state_size);
-            let table = vec![
-                (
-                    G::MambaIn,
-                    S::InProj,
-                    "mixer.in_proj",
-                    "mixer_in",
-                    [2 * e, h],
-                ),
-                (
-                    G::MambaX,
-                    S::XProj,
-                    "mixer.x_proj",
-                    "mixer_conv",
-                    [r + 2 * n, e],
-                ),
-                (
-                    G::MambaDt,
-                    S::DtProj,
-                    "mixer.dt_proj",
-                    "mixer_dt_in",
-                    [e, r],
-                ),
-                (
-                    G::MambaOut,
-                    S::OutProj,
-                    "mixer.out_proj",
-                    "mixer_gated",
-                    [h, e],
-                ),
-            ];
-            (table, "backbone.layers", false)
-        }
-    };
-    let mut out = Vec::new();
-    for block in 0..model.num_layers() {
-        for &(group, slot, module, site, shape) in table.iter().filter(|r| groups.contains(&r.0)) {
-            out.push(LinearTarget {
-                block,
-                group,
-                slot,
-                name: format!("{prefix}.{block}.{module}.weight"),
-                input_site: format!("{site}.{block}"),
-                shape,
-                hf_in_out,
-            });
-        }
-    }
-    Ok(out)
+    Ok(model
+        .linear_layers()
+        .into_iter()
+        .filter(|l| groups.contains(&l.group))
+        .collect())
 }
 
 /// The burn parameter (stored [in, out]) behind a target.
 fn param_of<'a>(model: &'a mut CausalLm, t: &LinearTarget) -> Result<&'a mut Param<Tensor<2>>> {
-    use LinearSlot as S;
-    let missing = |why: &str| PruneError::InvalidOption {
-        layer: t.name.clone(),
-        option: "target".into(),
-        value: format!("block {} {:?}", t.block, t.slot),
-        reason: why.into(),
-    };
-    Ok(match model {
-        CausalLm::Gpt2(m) => {
-            let b = m
-                .blocks
-                .get_mut(t.block)
-                .ok_or_else(|| missing("the model has no such block"))?;
-            match t.slot {
-                S::CAttn => &mut b.c_attn.weight,
-                S::AttnProj => &mut b.attn_c_proj.weight,
-                S::CFc => &mut b.c_fc.weight,
-                S::MlpProj => &mut b.mlp_c_proj.weight,
-                _ => return Err(missing("not a GPT-2 module")),
-            }
-        }
-        CausalLm::Mamba(m) => {
-            let b = &mut m
-                .layers
-                .get_mut(t.block)
-                .ok_or_else(|| missing("the model has no such block"))?
-                .mixer;
-            match t.slot {
-                S::InProj => &mut b.in_proj.weight,
-                S::XProj => &mut b.x_proj,
-                S::DtProj => &mut b.dt_proj.weight,
-                S::OutProj => &mut b.out_proj.weight,
-                _ => return Err(missing("not a Mamba module")),
-            }
-        }
-    })
+    model
+        .inner_mut()
+        .linear_weight_mut(t)
+        .ok_or_else(|| PruneError::InvalidOption {
+            layer: t.name.clone(),
+            option: "target".into(),
+            value: format!("block {} {}", t.block, t.module),
+            reason: "the model has no such linear layer".into(),
+        })
 }
 
 fn model_err(what: &str) -> impl Fn(sparsity_models::ModelError) -> PruneError + '_ {
@@ -312,8 +140,8 @@ pub struct ModelPruneOptions {
     pub method: Method,
     /// The pattern, applied to every selected layer.
     pub pattern: Pattern,
-    /// Layer groups to prune (empty: every group of the model's family).
-    pub groups: Vec<LinearGroup>,
+    /// Layer groups to prune (empty: every group of the model, see [`linear_groups`]).
+    pub groups: Vec<String>,
     /// Calibration sequences per forward pass.
     pub batch_size: usize,
     /// SparseGPT Hessian accumulation precision (the reference: f32).
@@ -434,7 +262,7 @@ pub fn prune_model(
         return Err(bad("batch_size", "0".into(), "must be at least 1"));
     }
     let groups = if options.groups.is_empty() {
-        LinearGroup::all_for(model.family())
+        linear_groups(model)
     } else {
         options.groups.clone()
     };

@@ -16,9 +16,7 @@ use anyhow::{Context, bail};
 use sparsity_models::text::{TextTokenizer, read_texts};
 use sparsity_models::{CausalLm, cpu_device};
 use sparsity_pruning::Precision;
-use sparsity_pruning::model::{
-    LinearGroup, ModelPruneOptions, calibration_windows, prune_model, save_pruned,
-};
+use sparsity_pruning::model::{ModelPruneOptions, calibration_windows, prune_model, save_pruned};
 
 use super::prune_layer::MethodArg;
 
@@ -38,7 +36,7 @@ pub struct Args {
     #[arg(long)]
     pub nm: Option<String>,
     /// Layer groups, comma separated: attention, mlp (GPT-2); in_proj, x_proj, dt_proj, out_proj
-    /// (Mamba). Default: all of the model's family.
+    /// (Mamba); a group the model lacks is an error listing its groups. Default: all of them.
     #[arg(long, value_delimiter = ',')]
     pub layers: Vec<String>,
     /// Calibration texts (.txt: one text per non-empty line; .jsonl: a `text` field per line).
@@ -169,13 +167,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .filter(|s| s.len() >= 2)
         .collect();
 
-    let groups = args
-        .layers
-        .iter()
-        .map(|s| LinearGroup::parse(s))
-        .collect::<Result<Vec<_>, _>>()?;
     let options = ModelPruneOptions {
-        groups,
+        groups: args.layers.iter().map(|s| s.trim().to_string()).collect(),
         batch_size: args.batch_size,
         hessian_precision: if args.hessian_f64 {
             Precision::F64

@@ -22,6 +22,9 @@ use crate::error::{ModelError, Result};
 use crate::sites::Hooks;
 use crate::util::{const_param, normal_param, param, rms_norm, softplus, tensor_to_vec};
 
+mod decode;
+mod hooked;
+
 /// A dense layer y = x·W (+ b) with W stored [in, out].
 #[derive(Module, Debug)]
 pub struct Dense {
@@ -200,6 +203,15 @@ impl Mamba {
         Ok(MambaOutput { logits })
     }
 
+    /// The input of block 0: the token embeddings, [batch, seq, hidden].
+    pub fn embed(&self, input_ids: Tensor<2, Int>) -> Tensor<3> {
+        let [b, s] = input_ids.dims();
+        self.embeddings
+            .val()
+            .select(0, input_ids.reshape([b * s]))
+            .reshape([b, s, self.config.hidden_size])
+    }
+
     pub(crate) fn forward_hooked(
         &self,
         input_ids: Tensor<2, Int>,
@@ -208,14 +220,9 @@ impl Mamba {
     ) -> Result<Tensor<3>> {
         let c = &self.config;
         let [b, s] = input_ids.dims();
-        let hd = c.hidden_size;
         let eps = c.layer_norm_epsilon;
         let act = c.activation()?;
-        let mut x = self
-            .embeddings
-            .val()
-            .select(0, input_ids.reshape([b * s]))
-            .reshape([b, s, hd]);
+        let mut x = self.embed(input_ids);
         let mask3 = mask.clone().reshape([b, s, 1]);
         let n_layer = self.layers.len();
         for (l, blk) in self.layers.iter().enumerate() {

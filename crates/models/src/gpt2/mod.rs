@@ -20,6 +20,9 @@ use crate::error::{ModelError, Result};
 use crate::sites::Hooks;
 use crate::util::{const_param, layer_norm, normal_param};
 
+mod decode;
+mod hooked;
+
 /// A LayerNorm's parameters.
 #[derive(Module, Debug)]
 pub struct LayerNorm {
@@ -185,6 +188,16 @@ impl Gpt2 {
         Ok(Gpt2Output { logits })
     }
 
+    /// The input of block 0: token plus position embeddings, positions counted over the real
+    /// tokens (`cumsum(mask) − 1`), [batch, seq, n_embd].
+    pub fn embed(&self, input_ids: Tensor<2, Int>, mask: Tensor<2>) -> Tensor<3> {
+        let [b, s] = input_ids.dims();
+        let positions = mask.cumsum(1).sub_scalar(1.0).clamp_min(0.0).int();
+        let tok = self.wte.val().select(0, input_ids.reshape([b * s]));
+        let pos = self.wpe.val().select(0, positions.reshape([b * s]));
+        (tok + pos).reshape([b, s, self.config.n_embd])
+    }
+
     /// Forward with hooks (sites recorded / edited through `hooks`).
     pub(crate) fn forward_hooked(
         &self,
@@ -207,10 +220,7 @@ impl Gpt2 {
         let act: Activation = c.activation()?;
         let device = input_ids.device();
 
-        let positions = mask.clone().cumsum(1).sub_scalar(1.0).clamp_min(0.0).int();
-        let tok = self.wte.val().select(0, input_ids.reshape([b * s]));
-        let pos = self.wpe.val().select(0, positions.reshape([b * s]));
-        let mut x = (tok + pos).reshape([b, s, d]);
+        let mut x = self.embed(input_ids, mask.clone());
         x = hooks.site3(|| "hidden_states.0".into(), x)?;
 
         // masked[b, q, k] = key k is in the future of q, or key k is padding

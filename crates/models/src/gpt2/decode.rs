@@ -1,0 +1,151 @@
+//! GPT-2 one token at a time, with a key/value cache per block (see [`crate::step`]).
+
+use super::Gpt2;
+use crate::config::Activation;
+use crate::error::{ModelError, Result};
+use crate::step::{
+    LinearFactory, StepDecoder, StepLinear, activate, check_token, layer_norm, param_values,
+    spec_head, spec_in_out,
+};
+
+#[derive(Debug)]
+struct Block {
+    ln1: (Vec<f32>, Vec<f32>),
+    c_attn: Box<dyn StepLinear>,
+    attn_proj: Box<dyn StepLinear>,
+    ln2: (Vec<f32>, Vec<f32>),
+    c_fc: Box<dyn StepLinear>,
+    mlp_proj: Box<dyn StepLinear>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+}
+
+/// The GPT-2 step decoder.
+#[derive(Debug)]
+pub(crate) struct Gpt2Step {
+    wte: Vec<f32>,
+    wpe: Vec<f32>,
+    n_positions: usize,
+    blocks: Vec<Block>,
+    ln_f: (Vec<f32>, Vec<f32>),
+    head: Box<dyn StepLinear>,
+    heads: usize,
+    hidden: usize,
+    scale_weights: bool,
+    inverse_layer_idx: bool,
+    eps: f64,
+    act: Activation,
+    pos: usize,
+}
+
+impl Gpt2Step {
+    pub(crate) fn new(m: &Gpt2, linears: &dyn LinearFactory) -> Result<Self> {
+        let c = &m.config;
+        let mut blocks = Vec::with_capacity(m.blocks.len());
+        for (l, b) in m.blocks.iter().enumerate() {
+            let lin = |name: &str, site: Option<String>, conv: &super::Conv1D| {
+                linears.linear(spec_in_out(name, site, &conv.weight, Some(&conv.bias))?)
+            };
+            blocks.push(Block {
+                ln1: (param_values(&b.ln_1.weight)?, param_values(&b.ln_1.bias)?),
+                c_attn: lin("c_attn", None, &b.c_attn)?,
+                attn_proj: lin("attn.c_proj", None, &b.attn_c_proj)?,
+                ln2: (param_values(&b.ln_2.weight)?, param_values(&b.ln_2.bias)?),
+                c_fc: lin("c_fc", Some(format!("mlp_in.{l}")), &b.c_fc)?,
+                mlp_proj: lin("mlp.c_proj", Some(format!("mlp_act.{l}")), &b.mlp_c_proj)?,
+                k: Vec::new(),
+                v: Vec::new(),
+            });
+        }
+        Ok(Self {
+            wte: param_values(&m.wte)?,
+            wpe: param_values(&m.wpe)?,
+            n_positions: c.n_positions,
+            blocks,
+            ln_f: (param_values(&m.ln_f.weight)?, param_values(&m.ln_f.bias)?),
+            head: linears.linear(spec_head(m.lm_head.as_ref().unwrap_or(&m.wte))?)?,
+            heads: c.n_head,
+            hidden: c.n_embd,
+            scale_weights: c.scale_attn_weights,
+            inverse_layer_idx: c.scale_attn_by_inverse_layer_idx,
+            eps: c.layer_norm_epsilon,
+            act: c.activation()?,
+            pos: 0,
+        })
+    }
+}
+
+impl StepDecoder for Gpt2Step {
+    fn reset(&mut self) {
+        self.pos = 0;
+        for b in &mut self.blocks {
+            b.k.clear();
+            b.v.clear();
+        }
+    }
+
+    fn step(&mut self, token: u32) -> Result<Vec<f32>> {
+        let (d, eps, pos) = (self.hidden, self.eps, self.pos);
+        let t = check_token(token, self.head.out_features(), pos)?;
+        if pos >= self.n_positions {
+            return Err(ModelError::SequenceTooLong {
+                seq: pos + 1,
+                max: self.n_positions,
+            });
+        }
+        let mut x: Vec<f32> = (0..d)
+            .map(|i| self.wte[t * d + i] + self.wpe[pos * d + i])
+            .collect();
+        let h = self.heads;
+        let dh = d / h;
+        for (l, b) in self.blocks.iter_mut().enumerate() {
+            let a = layer_norm(&x, &b.ln1.0, &b.ln1.1, eps);
+            let mut qkv = vec![0.0; 3 * d];
+            b.c_attn.apply(&a, &mut qkv)?;
+            b.k.extend_from_slice(&qkv[d..2 * d]);
+            b.v.extend_from_slice(&qkv[2 * d..]);
+            let steps = pos + 1;
+            let mut scale = if self.scale_weights {
+                1.0 / (dh as f32).sqrt()
+            } else {
+                1.0
+            };
+            if self.inverse_layer_idx {
+                scale /= (l + 1) as f32;
+            }
+            let mut o = vec![0.0f32; d];
+            for hh in 0..h {
+                let q = &qkv[hh * dh..(hh + 1) * dh];
+                let scores: Vec<f32> = (0..steps)
+                    .map(|s| {
+                        let k = &b.k[s * d + hh * dh..s * d + (hh + 1) * dh];
+                        q.iter().zip(k).map(|(a, b)| a * b).sum::<f32>() * scale
+                    })
+                    .collect();
+                let m = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let ex: Vec<f32> = scores.iter().map(|s| (s - m).exp()).collect();
+                let z: f32 = ex.iter().sum();
+                for (s, p) in ex.iter().enumerate() {
+                    let v = &b.v[s * d + hh * dh..s * d + (hh + 1) * dh];
+                    for (oi, vi) in o[hh * dh..(hh + 1) * dh].iter_mut().zip(v) {
+                        *oi += p / z * vi;
+                    }
+                }
+            }
+            let mut y = vec![0.0; d];
+            b.attn_proj.apply(&o, &mut y)?;
+            x.iter_mut().zip(&y).for_each(|(x, y)| *x += y);
+            let m = layer_norm(&x, &b.ln2.0, &b.ln2.1, eps);
+            let mut hidden = vec![0.0; b.c_fc.out_features()];
+            b.c_fc.apply(&m, &mut hidden)?;
+            hidden.iter_mut().for_each(|v| *v = activate(self.act, *v));
+            b.mlp_proj.apply(&hidden, &mut y)?;
+            x.iter_mut().zip(&y).for_each(|(x, y)| *x += y);
+        }
+        let x = layer_norm(&x, &self.ln_f.0, &self.ln_f.1, eps);
+        let mut logits = vec![0.0; self.head.out_features()];
+        self.head.apply(&x, &mut logits)?;
+        self.pos += 1;
+        Ok(logits)
+    }
+}
