@@ -238,17 +238,14 @@ fn recorded(
         .to_vec()
 }
 
-/// τ of `site` at calibration sparsity `level` (0 → exact zeros only).
+/// τ of `site` at calibration sparsity `level`: the workspace's one TEAL calibration,
+/// [`sparsity_metrics::teal_threshold_f32`] (0 → exact zeros only).
 fn tau_at(values: &BTreeMap<String, Vec<f64>>, site: &str, level: f64) -> Result<f32> {
-    if level == 0.0 {
-        return Ok(0.0);
-    }
     let v = values
         .get(site)
         .ok_or_else(|| ModelError::Invalid(format!("site `{site}` was not recorded")))?;
-    let tau = sparsity_metrics::percentile::percentile_sorted(v, level * 100.0)
-        .map_err(|e| ModelError::Invalid(format!("site `{site}`: {e}")))?;
-    Ok(tau as f32)
+    sparsity_metrics::teal_threshold_f32(v, level)
+        .map_err(|e| ModelError::Invalid(format!("site `{site}`: {e}")))
 }
 
 /// TEAL's block-wise greedy allocation, with the calibration loss as the error: per layer, the

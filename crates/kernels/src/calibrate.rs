@@ -1,12 +1,7 @@
-//! Threshold calibration for a target activation sparsity (TEAL, Liu et al. 2024,
-//! arXiv 2408.14690, §3: "the threshold is the s-quantile of |x| at that site").
-//!
-//! For target sparsity `s` over `n` calibration values, τ is the `k = ⌊s·n⌋`-th smallest
-//! `|x|` (1-based), so that exactly `k` values satisfy `|x| ≤ τ` when magnitudes are
-//! distinct; `s = 0` gives τ = 0 (skip exact zeros only). This is the exact quantile of
-//! `|x|`, which holds for any distribution. TEAL's own code reads τ off a 10 000-bin
-//! histogram of signed `x` as `icdf(0.5 + s/2)`, assuming a zero-mean symmetric
-//! distribution; that approximation is not reproduced here.
+//! Threshold calibration for a target activation sparsity at one site: the workspace's one TEAL
+//! calibration, [`sparsity_metrics::teal_threshold`] (τ = the linear-interpolation quantile `s`
+//! of `|x|`, numpy's and torch's default, TEAL's "s-quantile of |x|"; inputs with `|x| ≤ τ` are
+//! skipped; `s = 0` gives τ = 0, exact zeros only), applied to an activation matrix.
 
 use ndarray::ArrayView2;
 use serde::{Deserialize, Serialize};
@@ -69,16 +64,12 @@ impl ThresholdCalibration {
             if !v.is_finite() {
                 return Err(KernelError::NonFiniteActivation { index });
             }
-            mags.push(v.abs());
+            mags.push(f64::from(v.abs()));
         }
-        let k = (self.target_sparsity * n as f64).floor() as usize;
-        let tau = if k == 0 {
-            0.0
-        } else {
-            let (_, kth, _) = mags.select_nth_unstable_by(k - 1, f32::total_cmp);
-            *kth
-        };
-        let at_or_below = mags.iter().filter(|&&m| m <= tau).count();
+        mags.sort_by(f64::total_cmp);
+        let tau = sparsity_metrics::teal_threshold_f32(&mags, self.target_sparsity)
+            .map_err(|e| KernelError::Calibration(e.to_string()))?;
+        let at_or_below = mags.iter().filter(|&&m| m <= f64::from(tau)).count();
         Ok(CalibratedThreshold {
             tau,
             target_sparsity: self.target_sparsity,

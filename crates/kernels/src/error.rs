@@ -68,6 +68,9 @@ pub enum KernelError {
         /// Why it is rejected.
         reason: &'static str,
     },
+    /// The threshold calibration rejected its input (the calibration's message).
+    #[error("threshold calibration: {0}")]
+    Calibration(String),
     /// A calibration sample contains NaN or infinity.
     #[error("calibration activations contain a non-finite value at flat index {index}")]
     NonFiniteActivation {

@@ -1,23 +1,29 @@
-//! Activation-level sparsity at a calibrated magnitude threshold (TEAL-style).
+//! Activation-level sparsity at a calibrated magnitude threshold (TEAL-style), and the one TEAL
+//! threshold calibration of the workspace.
 //!
-//! TEAL (Liu et al., "Training-Free Activation Sparsity in Large Language Models", 2024) and
-//! CATS (Lee et al., 2024) zero every individual activation with `|a| < τ`, where τ is chosen
-//! per layer from calibration data so that a target fraction `s` of activations falls below it:
+//! TEAL (Liu et al., "Training-Free Activation Sparsity in Large Language Models", 2024) zeroes
+//! every individual activation with a small magnitude, with τ chosen per site from calibration
+//! data so that a target fraction `s` of activations is dropped. **One inequality everywhere in
+//! sparsity-lab: an activation is dropped when `|a| ≤ τ`** (the masked GEMV of
+//! `sparsity-kernels`, `Edit::Threshold` of `sparsity-models`, the decoder of
+//! `sparsity-decoding` and this module all use it).
 //!
-//! `sparsity(τ) = #{ |a_tj| < τ } / (tokens · neurons)`,  `τ = argmin_τ |sparsity(τ) − s|`.
+//! **The calibration, [`teal_threshold`]:** τ is the linear-interpolation quantile `s` of the
+//! calibration magnitudes (numpy's default `np.quantile`, torch's `torch.quantile`, TEAL's
+//! "s-quantile of |x|"); `s = 0` gives τ = 0 (drop exact zeros only). `sparsity-kernels`'
+//! `ThresholdCalibration` and `sparsity-decoding`'s per-site thresholds call it.
 //!
-//! Unlike the percentile measures over per-neuron variances, this counts individual
-//! activations, so it needs the activations, not their variances.
-//!
-//! **Sketch used here: an exact log-scale histogram of `|a|`.** Every magnitude is rounded to
-//! f32 and put in the bucket given by the top 16 bits of its IEEE-754 pattern (sign dropped):
-//! 32 768 buckets, each spanning a relative width of 2⁻⁷ ≈ 0.78 % (one exponent, 7 mantissa
-//! bits). Counts are exact and mergeable, memory is 256 KiB per layer whatever the token count,
-//! and the sparsity reported for a threshold τ on a bucket edge is the **exact** fraction of
-//! activations below τ (not an estimate). The calibrated τ is the bucket edge whose exact
-//! sparsity is closest to the target; it is within 0.78 % (relative) of the exact quantile.
-//! TEAL's own sketch (10 000 linear bins between the 1 % and 99 % quantiles, `icdf(0.5 + s/2)`
-//! on signed values) assumes a zero-mean symmetric distribution; this one does not.
+//! **Streaming approximation, [`ActivationHistogram`]:** when the activations are streamed
+//! (the sparsity report), they cannot all be kept, so an exact log-scale histogram of `|a|`
+//! stands in. Every magnitude is rounded to f32 and put in the bucket given by the top 16 bits
+//! of its IEEE-754 pattern (sign dropped): 32 768 buckets, each spanning a relative width of
+//! 2⁻⁷ ≈ 0.78 % (one exponent, 7 mantissa bits). Counts are exact and mergeable, memory is
+//! 256 KiB per layer whatever the token count. Candidate thresholds are the largest f32 below
+//! each bucket edge, so the fraction with `|a| ≤ τ` reported for a candidate is **exact**; the
+//! calibrated τ is the candidate whose exact sparsity is closest to the target, within 0.78 %
+//! (relative) of the exact quantile. TEAL's own sketch (10 000 linear bins between the 1 % and
+//! 99 % quantiles, `icdf(0.5 + s/2)` on signed values) assumes a zero-mean symmetric
+//! distribution; neither calibration here does.
 
 use serde::{Deserialize, Serialize};
 
@@ -56,14 +62,70 @@ pub fn bucket_lower_edge(k: usize) -> f64 {
     }
 }
 
+/// The largest f32 below the lower edge of bucket `k` (k ≥ 1): `|a| ≤` it ⟺ `a` lies in a
+/// bucket below `k`.
+fn candidate_threshold(k: usize) -> f64 {
+    if k >= BUCKETS {
+        f64::from(f32::MAX)
+    } else {
+        f64::from(f32::from_bits(
+            ((k as u32) << BUCKET_SHIFT).saturating_sub(1),
+        ))
+    }
+}
+
+/// The one TEAL threshold calibration: τ for target sparsity `target` ∈ [0, 1) over calibration
+/// magnitudes `|x|` sorted ascending, so that activations with `|x| ≤ τ` are dropped. τ is the
+/// linear-interpolation quantile (numpy's `np.quantile` default, `torch.quantile`); `target = 0`
+/// gives τ = 0 (exact zeros only).
+pub fn teal_threshold(sorted_magnitudes: &[f64], target: f64) -> Result<f64> {
+    if !(0.0..1.0).contains(&target) {
+        return Err(crate::MetricsError::InvalidOption {
+            name: "target sparsity".into(),
+            value: target.to_string(),
+            reason: "must lie in [0, 1)".into(),
+        });
+    }
+    if let Some((i, bad)) = sorted_magnitudes
+        .iter()
+        .enumerate()
+        .find(|(_, v)| !(v.is_finite() && **v >= 0.0))
+    {
+        return Err(crate::MetricsError::NonFinite {
+            what: "calibration magnitudes (finite, non-negative)".into(),
+            position: vec![i],
+            value: *bad,
+        });
+    }
+    if sorted_magnitudes.is_sorted() {
+        if target == 0.0 {
+            return Ok(0.0);
+        }
+        return crate::percentile::percentile_sorted(sorted_magnitudes, target * 100.0);
+    }
+    Err(crate::MetricsError::InvalidOption {
+        name: "calibration magnitudes".into(),
+        value: format!("{} values", sorted_magnitudes.len()),
+        reason: "must be sorted ascending".into(),
+    })
+}
+
+/// [`teal_threshold`] as the largest f32 not above τ, so that `|x| ≤ τ` selects the same f32
+/// activations in f32 as in f64.
+pub fn teal_threshold_f32(sorted_magnitudes: &[f64], target: f64) -> Result<f32> {
+    let tau = teal_threshold(sorted_magnitudes, target)?;
+    let t = tau as f32;
+    Ok(if f64::from(t) > tau { t.next_down() } else { t })
+}
+
 /// A threshold calibrated on the magnitude histogram.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct CalibratedThreshold {
-    /// The requested fraction of activations below the threshold.
+    /// The requested fraction of activations dropped.
     pub target: f64,
-    /// τ: activations with `|a| < τ` would be zeroed.
+    /// τ: activations with `|a| ≤ τ` would be zeroed.
     pub threshold: f64,
-    /// The exact fraction of activations with `|a| < τ` (in f32 magnitudes).
+    /// The exact fraction of activations with `|a| ≤ τ` (in f32 magnitudes).
     pub sparsity: f64,
     /// Number of activations the histogram holds.
     pub activations: u64,
@@ -142,8 +204,10 @@ impl ActivationHistogram {
         self.counts.iter().take(k).sum()
     }
 
-    /// Calibrates τ for a target fraction of activations below it: the bucket edge whose exact
-    /// sparsity is closest to `target` (the lowest such edge on ties).
+    /// Calibrates τ for a target fraction of activations with `|a| ≤ τ`: the candidate (largest
+    /// f32 below a bucket edge) whose exact sparsity is closest to `target`, the lowest on ties.
+    /// The smallest candidate drops the exact zeros (and subnormals below 2⁻¹²⁶·2⁻⁷…), as τ = 0
+    /// does in [`teal_threshold`].
     pub fn calibrate(&self, target: f64) -> Result<CalibratedThreshold> {
         let target = check_target("activation target", target)?;
         if self.total == 0 {
@@ -152,23 +216,21 @@ impl ActivationHistogram {
             });
         }
         let n = self.total as f64;
-        let mut best_k = 0usize;
+        let mut best_k = 1usize;
         let mut best_err = f64::INFINITY;
         let mut below = 0u64;
-        for k in 0..=BUCKETS {
+        for k in 1..=BUCKETS {
+            below += self.counts[k - 1];
             let err = (below as f64 / n - target).abs();
             if err < best_err {
                 best_err = err;
                 best_k = k;
             }
-            if k < BUCKETS {
-                below += self.counts[k];
-            }
         }
         let sparsity = self.count_below_bucket(best_k) as f64 / n;
         Ok(CalibratedThreshold {
             target,
-            threshold: bucket_lower_edge(best_k),
+            threshold: candidate_threshold(best_k),
             sparsity,
             activations: self.total,
         })

@@ -43,7 +43,9 @@ pub mod percentile;
 pub mod report;
 pub mod threshold;
 
-pub use activation_sparsity::{ActivationHistogram, CalibratedThreshold};
+pub use activation_sparsity::{
+    ActivationHistogram, CalibratedThreshold, teal_threshold, teal_threshold_f32,
+};
 #[cfg(feature = "safetensors")]
 pub use activations::load_safetensors;
 pub use activations::{ActivationAnalysis, ActivationTensor, analyze_activations, analyze_tensor};

@@ -246,20 +246,23 @@ fn calibrated_threshold_sparsity_is_exact() {
         let c = h.calibrate(target).unwrap();
         let direct = x
             .iter()
-            .filter(|a| f64::from(a.abs()) < c.threshold)
+            .filter(|a| f64::from(a.abs()) <= c.threshold)
             .count() as f64
             / x.len() as f64;
         assert_eq!(c.sparsity, direct);
-        if target != 0.1 {
+        if target > 0.1 {
             assert!(
                 (c.sparsity - target).abs() < 0.02,
                 "{target}: {}",
                 c.sparsity
             );
         } else {
-            // A third of the columns are ReLU'd: the exact zeros (≈ 1/6 of all values) are the
-            // smallest achievable non-zero sparsity, so 0.1 calibrates to the zero mass.
-            assert_eq!(c.threshold, f64::from(f32::from_bits(1 << 16)));
+            // A third of the columns are ReLU'd: the exact zeros (≈ 1/6 of all values) are
+            // dropped by the smallest τ (as τ = 0 drops them in `teal_threshold`), so 0 and 0.1
+            // calibrate to the zero mass.
+            assert_eq!(c.threshold, f64::from(f32::from_bits((1 << 16) - 1)));
+            let zeros = x.iter().filter(|a| **a == 0.0).count() as f64 / x.len() as f64;
+            assert_eq!(c.sparsity, zeros);
         }
     }
 }
@@ -284,4 +287,39 @@ fn plots_are_written_as_png_and_svg() {
     let svg = std::fs::read_to_string(dir.path().join("methods.svg")).unwrap();
     assert!(svg.contains("gini") && svg.contains("mamba"));
     assert!(sparsity_metrics::plot_methods(&dir.path().join("x.txt"), &reports).is_err());
+}
+
+/// The one TEAL calibration: numpy's linear-interpolation quantile of |x| (recomputed here
+/// from its definition), `|x| ≤ τ` drops the target fraction, τ = 0 at target 0, typed errors.
+#[test]
+fn teal_threshold_is_the_linear_quantile_and_drops_the_target() {
+    use sparsity_metrics::{teal_threshold, teal_threshold_f32};
+    let mut rng = ChaCha8Rng::seed_from_u64(21);
+    let mut mags: Vec<f64> = (0..12_000)
+        .map(|_| f64::from(rng.random_range(-1.0f32..1.0).abs()))
+        .collect();
+    mags.sort_by(f64::total_cmp);
+    let n = mags.len();
+    for s in [0.1, 0.25, 0.5, 0.731, 0.9] {
+        let h = (n - 1) as f64 * s;
+        let (lo, hi) = (mags[h.floor() as usize], mags[h.ceil() as usize]);
+        let want = lo + (hi - lo) * (h - h.floor());
+        let tau = teal_threshold(&mags, s).unwrap();
+        assert!(
+            (tau - want).abs() <= 1e-12 * want.max(1.0),
+            "{s}: {tau} vs {want}"
+        );
+        let t32 = teal_threshold_f32(&mags, s).unwrap();
+        assert!(f64::from(t32) <= tau);
+        let dropped = mags.iter().filter(|m| **m <= f64::from(t32)).count();
+        assert_eq!(dropped, mags.iter().filter(|m| **m <= tau).count());
+        assert!(
+            (dropped as f64 / n as f64 - s).abs() <= 1.0 / n as f64 + 1e-12,
+            "{s}"
+        );
+    }
+    assert_eq!(teal_threshold(&mags, 0.0).unwrap(), 0.0);
+    assert!(teal_threshold(&mags, 1.0).is_err());
+    assert!(teal_threshold(&[2.0, 1.0], 0.5).is_err());
+    assert!(teal_threshold(&[0.0, f64::NAN], 0.5).is_err());
 }

@@ -78,16 +78,20 @@ def report(v, mode, t=0.01, target=0.3):
 
 
 def calibrated(a, target):
-    """Exact histogram on f32 bit patterns >> 16; nearest achievable sparsity; checked directly."""
+    """Exact histogram on f32 bit patterns >> 16; candidates τ = the largest f32 below each bucket
+    edge (so `|a| <= τ` is exact); nearest achievable sparsity; checked directly."""
     mag = np.abs(a.astype(np.float32)).ravel()
     buckets = mag.view(np.uint32) >> 16
     counts = np.bincount(buckets, minlength=1 << 15)
-    cum = np.concatenate([[0], np.cumsum(counts)])
+    cum = np.cumsum(counts)  # cum[k - 1] = count below bucket k, k = 1..2^15
     total = mag.size
-    k = int(np.argmin(np.abs(cum / total - target)))
-    thr = float(np.array([k << 16], dtype=np.uint32).view(np.float32)[0])
-    sp = float(cum[k] / total)
-    assert sp == float(np.mean(mag < thr)), "bucket edge sparsity must be exact"
+    k = int(np.argmin(np.abs(cum / total - target))) + 1
+    if k == 1 << 15:
+        thr = float(np.finfo(np.float32).max)
+    else:
+        thr = float(np.array([(k << 16) - 1], dtype=np.uint32).view(np.float32)[0])
+    sp = float(cum[k - 1] / total)
+    assert sp == float(np.mean(mag <= np.float32(thr))), "candidate sparsity must be exact"
     return {"target": target, "threshold": thr, "sparsity": sp, "activations": int(total)}
 
 
