@@ -2,8 +2,6 @@
 
 use std::path::Path;
 
-use anyhow::Context;
-
 /// Logs go through `tracing`; `RUST_LOG` overrides the default `info` level. Plain text (no
 /// ANSI escape codes) when stderr is not a terminal. The libraries' progress spans become bars
 /// ([`crate::progress`]).
@@ -41,23 +39,16 @@ pub fn progress_bar(stage: &str, unit: &str, total: u64) -> indicatif::ProgressB
     bar
 }
 
-/// Serialises `value` as pretty JSON to `path` through a temporary file in the same
-/// directory and a rename, so a failure never leaves a half-written file.
-pub fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> anyhow::Result<()> {
-    let bytes = serde_json::to_vec_pretty(value).context("serialising JSON")?;
-    sparsity_io::write_atomic(path, &bytes).with_context(|| format!("writing {}", path.display()))
-}
-
-/// The current git revision (short), or `"unknown"` outside a git checkout.
-pub fn git_revision() -> String {
-    std::process::Command::new("git")
-        .args(["rev-parse", "--short=12", "HEAD"])
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .map(|s| s.trim().to_string())
-        .unwrap_or_else(|| "unknown".to_string())
+/// Sizes rayon's global pool (`--threads`); `None` keeps one thread per core.
+pub fn set_threads(threads: Option<usize>) -> anyhow::Result<()> {
+    if let Some(t) = threads {
+        anyhow::ensure!(t > 0, "--threads must be at least 1");
+        // a second initialisation (e.g. in tests) is harmless
+        let _ = rayon::ThreadPoolBuilder::new()
+            .num_threads(t)
+            .build_global();
+    }
+    Ok(())
 }
 
 /// xtask's demo cache: `$SPARSITY_LAB_CACHE/demo` when set, else the workspace's
@@ -77,11 +68,4 @@ pub fn workspace_demo_cache() -> std::path::PathBuf {
         })
         .join("sparsity-lab-cache")
         .join("demo")
-}
-
-/// The built-in demo models from `cache` (default: [`workspace_demo_cache`]), trained on
-/// first use.
-pub fn demo_models(cache: Option<&Path>) -> anyhow::Result<sparsity_demo::demo::DemoModels> {
-    let cache = cache.map_or_else(workspace_demo_cache, Path::to_path_buf);
-    sparsity_demo::demo::ensure_demo_models(&cache).context("preparing the built-in demo models")
 }

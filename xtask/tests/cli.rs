@@ -140,3 +140,161 @@ fn dsa_sweep_states_its_memory_estimate_and_refuses_absurd_lengths() {
     );
     assert!(!results.exists());
 }
+
+/// `cluster` end to end on a small planted mask: 2 tensors, JSON schema, plots, results rows,
+/// the `positive` rule, and argument errors.
+#[test]
+fn cluster_end_to_end_on_a_planted_mask() {
+    let dir = tempfile::tempdir().unwrap();
+    // W [out = 96, in = 60]: column j follows prototype j % 3 (rows 32p..32p+32 kept), with a
+    // few flipped bits; a second tensor is its negation (same mask, all weights < 0).
+    let w: Vec<f32> = (0..96 * 60)
+        .map(|i| {
+            let (r, c) = (i / 60, i % 60);
+            let on = (r / 32 == c % 3) ^ ((r * 7 + c * 13) % 97 == 0);
+            if on { 0.5 + (r % 5) as f32 } else { 0.0 }
+        })
+        .collect();
+    let neg: Vec<f32> = w.iter().map(|x| -x).collect();
+    let bytes = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+    let (b1, b2) = (bytes(&w), bytes(&neg));
+    let t1 =
+        safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![96, 60], &b1).unwrap();
+    let t2 =
+        safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![96, 60], &b2).unwrap();
+    let input = dir.path().join("mask.safetensors");
+    safetensors::serialize_to_file(
+        [
+            ("model.layers.3.mlp.up_proj.weight", t1),
+            ("model.layers.3.mlp.neg.weight", t2),
+        ],
+        None,
+        &input,
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let results = dir.path().join("results");
+    let run = xtask()
+        .args(["cluster", "--input"])
+        .arg(&input)
+        .args([
+            "--tensor",
+            "model.layers.3.mlp.up_proj.weight,model.layers.3.mlp.neg.weight",
+            "--neighbors",
+            "29",
+            "--k",
+            "3,4",
+            "--reference",
+            "0",
+            "--block",
+            "16,32,40",
+            "--legacy-mmm",
+            "--out",
+        ])
+        .arg(&out)
+        .arg("--results-dir")
+        .arg(&results)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("clusters.json")).unwrap()).unwrap();
+    let t = &json["tensors"][0];
+    assert_eq!(t["n_features"], 60);
+    assert_eq!(t["n_bits"], 96);
+    assert_eq!(t["reference"], 0);
+    let neighbours: Vec<u64> = t["neighbours"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .collect();
+    assert_eq!(neighbours.len(), 29);
+    // The 19 other members of prototype 0 are the nearest.
+    assert!(neighbours[..19].iter().all(|j| j % 3 == 0));
+    let k3 = &t["per_k"][0];
+    assert_eq!(k3["k"], 3);
+    assert!(k3["metrics"]["separation_ratio"].as_f64().unwrap() > 5.0);
+    assert!(k3["centroid_metrics"]["separation_ratio"].as_f64().unwrap() > 1.0);
+    assert_eq!(k3["coherence"].as_array().unwrap().len(), 3);
+    assert_eq!(k3["legacy_coherence"]["group_size"], 8);
+    let methods = t["separation_by_method"].as_array().unwrap();
+    assert_eq!(methods.len(), 3);
+    // On this planted mask all three methods find the same 3 clusters.
+    for m in methods {
+        assert_eq!(m["per_k"][0]["ari_vs_main"], 1.0, "{}", m["method"]);
+    }
+    // Default rule `nonzero` keeps negative weights: the negated tensor has the same mask.
+    let n = &json["tensors"][1];
+    assert_eq!(n["neighbours"], t["neighbours"]);
+    assert_eq!(n["per_k"][0]["labels"], k3["labels"]);
+    assert_eq!(json["binarize"], "nonzero");
+    let plots: Vec<&str> = t["plots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(n["plots"].as_array().unwrap())
+        .map(|p| p.as_str().unwrap())
+        .collect();
+    for p in &plots {
+        let png = std::fs::read(out.join(p)).unwrap();
+        assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "{p}");
+    }
+    assert_eq!(t["plots"].as_array().unwrap().len(), 5);
+    assert_eq!(json["heatmap"], "separation_heatmap.png");
+    assert!(out.join("separation_heatmap.png").is_file());
+    assert_eq!(std::fs::read_dir(&results).unwrap().count(), 1);
+    // `positive` (the original's `> 0`) drops every negative weight: the negated tensor's mask
+    // becomes all zero, every distance 0, and the separation ratio undefined (null).
+    let out2 = dir.path().join("out2");
+    let run = xtask()
+        .args(["cluster", "--input"])
+        .arg(&input)
+        .args([
+            "--tensor",
+            "model.layers.3.mlp.neg.weight",
+            "--binarize",
+            "positive",
+            "--k",
+            "2",
+            "--neighbors",
+            "5",
+            "--no-plots",
+            "--no-compare",
+            "--out",
+        ])
+        .arg(&out2)
+        .arg("--results-dir")
+        .arg(&results)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out2.join("clusters.json")).unwrap()).unwrap();
+    assert_eq!(json["binarize"], "positive");
+    assert_eq!(json["tensors"][0]["density"], 0.0);
+    assert!(json["tensors"][0]["per_k"][0]["metrics"]["separation_ratio"].is_null());
+    assert!(json["heatmap"].is_null());
+    assert_eq!(std::fs::read_dir(&results).unwrap().count(), 2);
+    for bad in [
+        &["--binarize", "gt:1"][..],
+        &["--reference", "1", "--seed", "2"][..],
+        &["--features", "diagonal"][..],
+        &["--method", "dbscan"][..],
+    ] {
+        let run = xtask()
+            .args(["cluster", "--input", "x", "--tensor", "t", "--out", "o"])
+            .args(bad)
+            .output()
+            .unwrap();
+        assert!(!run.status.success(), "{bad:?}");
+    }
+}

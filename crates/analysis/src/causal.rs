@@ -42,6 +42,22 @@ pub enum CausalMode {
     Noise,
 }
 
+impl std::str::FromStr for CausalMode {
+    type Err = String;
+    /// `zero`, `mean`, `noise` or `scale:S` (S finite).
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        Ok(match s {
+            "zero" => Self::Zero,
+            "mean" => Self::Mean,
+            "noise" => Self::Noise,
+            _ => match s.strip_prefix("scale:").map(str::parse::<f32>) {
+                Some(Ok(f)) if f.is_finite() => Self::Scale(f),
+                _ => return Err(format!("`{s}`: expected zero, mean, noise or scale:S")),
+            },
+        })
+    }
+}
+
 impl std::fmt::Display for CausalMode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {

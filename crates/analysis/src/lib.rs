@@ -463,6 +463,33 @@ pub struct AnalysisRun {
     pub comparison: Comparison,
 }
 
+/// A plain-text summary of a run: per model, layer and site the mean variance, traditional
+/// sparsity and Gini sparsity (per-sequence mean), then the comparison.
+pub fn summary(run: &AnalysisRun) -> String {
+    let mut out = format!(
+        "{:<14} {:>7} {:>10} {:>12} {:>12} {:>10}\n",
+        "model", "layer", "site", "mean var", "traditional", "gini"
+    );
+    for m in &run.models {
+        let Some(sp) = &m.sparsity else { continue };
+        for (l, ls) in &sp.layers {
+            for r in [&ls.block_out, &ls.neurons] {
+                out.push_str(&format!(
+                    "{:<14} {:>7} {:>10} {:>12.4e} {:>12.3} {:>10.3}\n",
+                    m.model,
+                    l,
+                    r.site.split('.').next().unwrap_or(""),
+                    r.mean_variance,
+                    r.per_sequence_mean.traditional.sparsity,
+                    r.per_sequence_mean.gini.sparsity_from_gini
+                ));
+            }
+        }
+    }
+    out.push_str(&format!("\n{}\n", run.comparison.summary));
+    out
+}
+
 /// Analyses every model on the same texts and compares them.
 pub fn run(
     models: &[AnalysisModel],

@@ -86,6 +86,21 @@ pub enum FeatureAxis {
     Rows,
 }
 
+impl FromStr for FeatureAxis {
+    type Err = ClusterError;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "columns" => Ok(Self::Columns),
+            "rows" => Ok(Self::Rows),
+            _ => Err(ClusterError::InvalidParam {
+                name: "features",
+                value: s.to_string(),
+                reason: "expected columns or rows",
+            }),
+        }
+    }
+}
+
 /// `n_features` binary vectors of `n_bits` bits, packed into `u64` words: the workspace's one
 /// bit-packed type ([`BitMatrix`], a row per feature) with clustering's vocabulary, its
 /// non-empty invariant and typed errors.

@@ -78,6 +78,42 @@ impl ClusterMetricsParams {
     }
 }
 
+/// Which within/between definitions to use, by name (`exact` or `legacy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MetricsChoice {
+    /// Exact over all pairs, pooled within mean (singletons contribute no pair). Default.
+    #[default]
+    Exact,
+    /// The original's: unweighted within mean with singletons as 0, 50 sampled between pairs.
+    Legacy,
+}
+
+impl MetricsChoice {
+    /// The parameters (`seed` drives the legacy sampling).
+    pub fn params(self, seed: u64) -> ClusterMetricsParams {
+        match self {
+            Self::Exact => ClusterMetricsParams::default(),
+            Self::Legacy => ClusterMetricsParams::legacy(seed),
+        }
+    }
+}
+
+impl std::str::FromStr for MetricsChoice {
+    type Err = ClusterError;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "exact" => Ok(Self::Exact),
+            "legacy" => Ok(Self::Legacy),
+            _ => Err(ClusterError::InvalidParam {
+                name: "metrics",
+                value: s.to_string(),
+                reason: "expected exact or legacy",
+            }),
+        }
+    }
+}
+
 /// Within/between distances of a flat clustering (normalised Hamming, `[0, 1]`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ClusterMetrics {

@@ -46,6 +46,21 @@ pub enum RaggedBlock {
     Drop,
 }
 
+impl std::str::FromStr for RaggedBlock {
+    type Err = ClusterError;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "include" => Ok(Self::Include),
+            "drop" => Ok(Self::Drop),
+            _ => Err(ClusterError::InvalidParam {
+                name: "ragged",
+                value: s.to_string(),
+                reason: "expected include or drop",
+            }),
+        }
+    }
+}
+
 /// Coherence of one group for one block size.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GroupCoherence {

@@ -467,6 +467,47 @@ pub fn separation_heatmap_of(tensors: &[TensorClusters], path: &Path) -> Result<
     separation_heatmap(&rows, &cols, &values, &title, path)
 }
 
+fn fmt_opt(v: Option<f64>) -> String {
+    v.map_or_else(|| "n/a".into(), |x| format!("{x:.3}"))
+}
+
+/// A plain-text summary of the clustered tensors: one line per tensor, one per (method, k).
+pub fn summary(tensors: &[TensorClusters]) -> String {
+    let mut out = String::new();
+    for t in tensors {
+        out.push_str(&format!(
+            "{}: {} features x {} bits, density {:.4}, reference {}, {} neighbours at distance {}..{}\n",
+            t.tensor,
+            t.n_features,
+            t.n_bits,
+            t.density,
+            t.reference,
+            t.neighbours.len(),
+            fmt_opt(t.neighbour_distances.first().copied()),
+            fmt_opt(t.neighbour_distances.last().copied()),
+        ));
+        for kr in &t.per_k {
+            let coh: Vec<String> = kr
+                .coherence
+                .iter()
+                .map(|c| format!("B{}={:.3}", c.block_size, c.weighted_mean))
+                .collect();
+            out.push_str(&format!(
+                "  {} k={:>2}: separation {} (within {}, between {}; centroid variant {}), sizes {:?}, MMM {}\n",
+                method_name(t.method),
+                kr.k,
+                fmt_opt(kr.metrics.separation_ratio),
+                fmt_opt(kr.metrics.within_mean),
+                fmt_opt(kr.metrics.between_mean),
+                fmt_opt(kr.centroid_metrics.separation_ratio),
+                kr.sizes,
+                coh.join(" "),
+            ));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

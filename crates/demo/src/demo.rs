@@ -628,6 +628,61 @@ fn build_demo(dir: &Path, config: &DemoConfig) -> Result<DemoRecord, DemoError> 
     Ok(record)
 }
 
+/// A plain-text summary of the demo models: where they are, the corpus, and per model its
+/// parameters, steps and losses against the corpus' unigram entropy (a model whose validation
+/// loss is not below it learned no context, which is also logged as a warning).
+pub fn summary(models: &DemoModels) -> String {
+    let r = &models.record;
+    let source = if models.trained {
+        "trained now"
+    } else {
+        "loaded from cache"
+    };
+    let mut s = format!("demo models ({source}): {}\n", models.dir.display());
+    s += &format!(
+        "corpus: {} train / {} validation / {} held-out texts, {} train tokens, BPE vocab {}\n",
+        r.corpus.texts.train,
+        r.corpus.texts.validation,
+        r.corpus.texts.held_out,
+        r.corpus.train_tokens,
+        r.tokenizer_vocab_size
+    );
+    s += &format!(
+        "unigram entropy (train tokens): {:.4} nats/token (validation stream: {:.4})\n",
+        r.unigram_entropy, r.unigram_entropy_validation
+    );
+    s += &format!(
+        "{:<6} {:>9} {:>7} {:>10} {:>10} {:>14} {:>9}\n",
+        "model", "params", "steps", "val loss", "held-out", "val − entropy", "train s"
+    );
+    for (name, m) in [("gpt2", &r.gpt2), ("mamba", &r.mamba)] {
+        s += &format!(
+            "{:<6} {:>9} {:>7} {:>10.4} {:>10.4} {:>14.4} {:>9.1}\n",
+            name,
+            m.n_params,
+            m.train.config.steps,
+            m.val_loss,
+            m.held_out_loss,
+            m.val_loss - r.unigram_entropy,
+            m.train.seconds
+        );
+        if m.val_loss >= r.unigram_entropy {
+            tracing::warn!(
+                model = name,
+                val_loss = m.val_loss,
+                unigram_entropy = r.unigram_entropy,
+                "validation loss is not below the unigram entropy: the model learned no context"
+            );
+        }
+    }
+    s += &format!(
+        "gpt2:  {}\nmamba: {}\n",
+        models.gpt2_dir.display(),
+        models.mamba_dir.display()
+    );
+    s
+}
+
 #[cfg(test)]
 mod cache_dir_tests {
     use super::*;

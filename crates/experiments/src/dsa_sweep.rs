@@ -35,7 +35,28 @@ pub enum Preset {
     Paper,
 }
 
+impl std::str::FromStr for Preset {
+    type Err = ModelError;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "tiny" => Ok(Self::Tiny),
+            "paper" => Ok(Self::Paper),
+            _ => Err(ModelError::Invalid(format!(
+                "preset `{s}`: expected tiny or paper"
+            ))),
+        }
+    }
+}
+
 impl Preset {
+    /// The preset's name (`tiny`, `paper`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Tiny => "tiny",
+            Self::Paper => "paper",
+        }
+    }
+
     /// The architecture for a vocabulary and a maximum length.
     pub fn config(self, vocab_size: usize, max_seq_len: usize) -> DsaConfig {
         match self {
@@ -1085,4 +1106,278 @@ fn plot_cells(
         Ok(())
     })
     .map_err(|err| ModelError::Invalid(err.to_string()))
+}
+
+/// A sweep invocation: what to run and where the results go.
+#[derive(Debug, Clone)]
+pub struct SweepRun {
+    /// The grid and training options.
+    pub params: SweepParams,
+    /// Seed of the synthetic corpus.
+    pub data_seed: u64,
+    /// BPE vocabulary size.
+    pub vocab: usize,
+    /// Only shard `i` of `n`.
+    pub shard: Option<(usize, usize)>,
+    /// The JSON-lines results file (appended, resumed).
+    pub results: PathBuf,
+    /// Report directory (default: `report/` beside the results file).
+    pub report_dir: Option<PathBuf>,
+    /// Parquet results store directory.
+    pub results_dir: PathBuf,
+    /// Memory budget per run (default: what the system reports available).
+    pub max_memory: Option<u64>,
+    /// What to do.
+    pub action: SweepAction,
+}
+
+/// What a sweep invocation does.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SweepAction {
+    /// Print the plan and the memory estimate only.
+    DryRun,
+    /// Write a Slurm job-array script of `shards` shards that re-runs `cargo xtask dsa-sweep`
+    /// with this sweep's options ([`SweepRun::command_line`]), instead of running.
+    EmitSlurm {
+        /// Array size.
+        shards: usize,
+    },
+    /// Run the missing runs of the (shard of the) grid, then write the report.
+    Run,
+}
+
+/// What a sweep invocation did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SweepOutcome {
+    /// The plan: number of runs and the peak memory estimate per run (bytes).
+    Plan {
+        /// Runs in the grid.
+        runs: usize,
+        /// Peak memory estimate per run.
+        peak_memory: f64,
+    },
+    /// The Slurm script was written.
+    Slurm {
+        /// Its path.
+        path: PathBuf,
+        /// Runs in the grid.
+        runs: usize,
+    },
+    /// Runs done; report written.
+    Done {
+        /// Results in the file.
+        runs: usize,
+        /// The Markdown report.
+        report: PathBuf,
+    },
+}
+
+impl SweepRun {
+    /// The sweep's options as `cargo xtask dsa-sweep` arguments (for the Slurm script).
+    pub fn command_line(&self) -> String {
+        let p = &self.params;
+        let join = |v: Vec<String>| v.join(",");
+        let mut a = format!(
+            "--lengths {} --keep-ratios {} --seeds {} --base-seed {} --preset {} --steps {} \
+             --batch-size {} --lr {} --indexer-warmup {} --indexer-loss-weight {} --data-seed {} \
+             --vocab {}",
+            join(p.lengths.iter().map(|x| x.to_string()).collect()),
+            join(p.ratios.iter().map(|x| x.to_string()).collect()),
+            p.seeds,
+            p.base_seed,
+            p.preset.name(),
+            p.steps,
+            p.batch_size,
+            p.learning_rate,
+            p.indexer_warmup_steps,
+            p.indexer_loss_weight,
+            self.data_seed,
+            self.vocab
+        );
+        if p.semantics == RatioSemantics::LegacyDropped {
+            a.push_str(" --legacy-ratio");
+        }
+        if !p.dense_baseline {
+            a.push_str(" --no-dense");
+        }
+        a
+    }
+}
+
+impl std::fmt::Display for SweepOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Plan { runs, peak_memory } => write!(
+                f,
+                "{runs} runs; peak memory per run ≈ {}",
+                human_bytes(*peak_memory)
+            ),
+            Self::Slurm { path, runs } => write!(
+                f,
+                "Slurm script for {runs} runs: {} (submit with `sbatch {}`)",
+                path.display(),
+                path.display()
+            ),
+            Self::Done { runs, report } => {
+                write!(f, "DSA sweep: {runs} runs; report: {}", report.display())
+            }
+        }
+    }
+}
+
+/// Parses a shard `i/n` (0-based).
+pub fn parse_shard(s: &str) -> std::result::Result<(usize, usize), String> {
+    let bad = || format!("`{s}`: expected i/n with 0 ≤ i < n, e.g. 0/4");
+    let (i, n) = s.split_once('/').ok_or_else(bad)?;
+    let i: usize = i.trim().parse().map_err(|_| bad())?;
+    let n: usize = n.trim().parse().map_err(|_| bad())?;
+    Ok((i, n))
+}
+
+/// Parses a byte count with an optional K, M, G or T suffix (powers of 1024), e.g. `8G`.
+pub fn parse_bytes(s: &str) -> std::result::Result<u64, String> {
+    let t = s.trim();
+    let (num, mult) = match t.chars().last() {
+        Some('K' | 'k') => (&t[..t.len() - 1], 1u64 << 10),
+        Some('M' | 'm') => (&t[..t.len() - 1], 1 << 20),
+        Some('G' | 'g') => (&t[..t.len() - 1], 1 << 30),
+        Some('T' | 't') => (&t[..t.len() - 1], 1 << 40),
+        _ => (t, 1),
+    };
+    num.trim()
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .ok_or_else(|| format!("`{s}`: expected bytes, e.g. 8G or 512M"))
+}
+
+/// Checks the options and memory, then plans, emits the Slurm script, or runs the missing runs
+/// (one JSON line and four results-store rows each) and writes the report.
+pub fn run_sweep(run: &SweepRun) -> crate::Result<SweepOutcome> {
+    use crate::error::StepContext;
+    let params = &run.params;
+    params.validate().step("sweep options")?;
+    let peak_memory = params
+        .check_memory(run.vocab, run.max_memory)
+        .step("memory check")?;
+    let all = run_list(params).step("planning the runs")?;
+    let results_dir = run
+        .results
+        .parent()
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+    match &run.action {
+        SweepAction::DryRun => {
+            return Ok(SweepOutcome::Plan {
+                runs: all.len(),
+                peak_memory,
+            });
+        }
+        SweepAction::EmitSlurm { shards } => {
+            let script = slurm_script(
+                &run.command_line(),
+                *shards,
+                &results_dir,
+                "dsa-sweep",
+                "24:00:00",
+                4,
+            )
+            .step("Slurm script")?;
+            let path = results_dir.join("sweep.slurm");
+            sparsity_io::write_atomic(&path, script.as_bytes())
+                .with_step(|| format!("writing {}", path.display()))?;
+            return Ok(SweepOutcome::Slurm {
+                path,
+                runs: all.len(),
+            });
+        }
+        SweepAction::Run => {}
+    }
+    let runs = match run.shard {
+        Some((i, n)) => shard(all, i, n).step("--shard")?,
+        None => all,
+    };
+    let done = completed_ids(&run.results).step("reading the results file")?;
+    let todo: Vec<_> = runs.into_iter().filter(|r| !done.contains(&r.id)).collect();
+    tracing::info!(runs = todo.len(), already_done = done.len(), results = %run.results.display(), "DSA sweep");
+    if !todo.is_empty() {
+        let data = SweepData::demo_corpus(run.data_seed, run.vocab).step("sweep data")?;
+        tracing::info!(source = %data.source, train_tokens = data.train.len(), validation_tokens = data.validation.len(), "data");
+        let device = sparsity_models::cpu_device().autodiff();
+        let span = tracing::info_span!(
+            "dsa-sweep",
+            progress_total = todo.len() as u64,
+            progress_unit = "runs"
+        );
+        let meta = crate::results::RunMeta::new("dsa-sweep", &serde_json::Value::Null);
+        for spec in &todo {
+            let result =
+                run_one(spec, params, &data, &device).with_step(|| format!("run {}", spec.id))?;
+            append_result(&run.results, &result).step("appending to the results file")?;
+            let meta = crate::results::RunMeta {
+                parameters: serde_json::json!({
+                    "run": spec.id, "length": spec.length, "keep_ratio": spec.keep_ratio,
+                    "top_k": spec.top_k, "seed": spec.seed, "preset": params.preset.name(),
+                    "steps": params.steps,
+                })
+                .to_string(),
+                timestamp_us: crate::results::now_us(),
+                ..meta.clone()
+            };
+            let model = format!("dsa-{}", params.preset.name());
+            let site = format!("L{}", spec.length);
+            let method = spec
+                .keep_ratio
+                .map_or("dense".to_string(), |k| format!("dsa-keep-{k}"));
+            let rows: Vec<_> = [
+                ("final_val_loss", result.final_val_loss),
+                ("final_val_accuracy", result.final_val_accuracy),
+                ("train_seconds", result.train_seconds),
+                ("train_tokens_per_second", result.train_tokens_per_second),
+            ]
+            .into_iter()
+            .map(|(metric, value)| meta.row(&model, None, &site, &method, metric, value))
+            .collect();
+            crate::results::append_rows(&run.results_dir, &rows)
+                .step("appending to the results store")?;
+            tracing::info!(run = %spec.id, val_loss = result.final_val_loss, val_accuracy = result.final_val_accuracy, seconds = result.train_seconds, "run done");
+            tracing::trace!(target: sparsity_models::PROGRESS, parent: &span, progress_inc = 1u64);
+        }
+    }
+    let results = read_results(&run.results).step("reading the results file")?;
+    let report = summarize(&results).step("summarising the sweep")?;
+    let dir = run
+        .report_dir
+        .clone()
+        .unwrap_or_else(|| results_dir.join("report"));
+    let md = write_report(&report, std::slice::from_ref(&run.results), &dir)
+        .step("writing the report")?;
+    Ok(SweepOutcome::Done {
+        runs: results.len(),
+        report: md,
+    })
+}
+
+/// Merges the results files `files` (a run id in several files counts once, the first
+/// occurrence) and writes the report into `out`; returns the report and its Markdown path.
+pub fn merge_report(files: &[PathBuf], out: &Path) -> crate::Result<(SweepReport, PathBuf)> {
+    use crate::error::{ExperimentError, StepContext};
+    let mut all = Vec::new();
+    for f in files {
+        if !f.is_file() {
+            return Err(ExperimentError::invalid(
+                "FILES",
+                format!("{}: no such results file", f.display()),
+            ));
+        }
+        all.extend(read_results(f).with_step(|| format!("reading {}", f.display()))?);
+    }
+    if all.is_empty() {
+        return Err(ExperimentError::invalid(
+            "FILES",
+            format!("no runs in {files:?}"),
+        ));
+    }
+    let report = summarize(&all).step("summarising the sweep")?;
+    let md = write_report(&report, files, out).step("writing the report")?;
+    Ok((report, md))
 }

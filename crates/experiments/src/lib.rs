@@ -1,7 +1,32 @@
-//! Experiment orchestration over the sparsity-lab libraries, the layer `cargo xtask` calls:
-//! - [`dsa_sweep`]: the DeepSeek-sparse-attention keep-ratio sweep (resumable JSONL, deterministic
-//!   shards, Slurm script, statistics report and figures);
-//! - [`results`]: the Parquet results store every command appends to.
+//! Experiment orchestration over the sparsity-lab libraries, the layer `cargo xtask` calls: each
+//! command is one function here that runs the experiment and writes its files (JSON through
+//! [`write_json`], figures, rows in the Parquet results store through [`results::ToRows`]).
+//! - [`analyze`]: the neuron analysis on the demo models or model directories;
+//! - [`bench`]: the GEMV benchmark with numpy's peer in the same run;
+//! - [`cluster`]: Hamming clustering of tensors of a safetensors file;
+//! - [`dsa_sweep`]: the DeepSeek-sparse-attention keep-ratio sweep (resumable JSONL,
+//!   deterministic shards, Slurm script, statistics report and figures);
+//! - [`prune`]: whole-model pruning, one layer file, mask comparison;
+//! - [`results`]: the Parquet results store;
+//! - [`sparse_decode`]: TEAL-style MLP-input sparsity sweeps and decode speed;
+//! - [`sparsity`]: the sparsity report of one activation tensor;
+//! - [`source`]: which models and texts a run uses (the built-in demo or model directories).
 
+pub mod analyze;
+pub mod bench;
+pub mod cluster;
 pub mod dsa_sweep;
+pub mod error;
+pub mod prune;
 pub mod results;
+pub mod source;
+pub mod sparse_decode;
+pub mod sparsity;
+
+pub use error::{ExperimentError, Result, StepContext};
+
+/// Serialises `value` as pretty JSON to `path` atomically (temporary file + rename).
+pub fn write_json<T: serde::Serialize>(path: &std::path::Path, value: &T) -> Result<()> {
+    let bytes = serde_json::to_vec_pretty(value).step("serialising JSON")?;
+    sparsity_io::write_atomic(path, &bytes).with_step(|| format!("writing {}", path.display()))
+}

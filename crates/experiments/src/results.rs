@@ -74,6 +74,80 @@ pub struct ResultRow {
     pub parameters: String,
 }
 
+/// What every row of one run shares: its id, time, code revision, command and options.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunMeta {
+    /// [`new_run_id`].
+    pub run_id: String,
+    /// Microseconds since the Unix epoch (UTC).
+    pub timestamp_us: i64,
+    /// [`git_revision`].
+    pub git_rev: String,
+    /// The command, e.g. `analyze`.
+    pub command: String,
+    /// The run's options as JSON text.
+    pub parameters: String,
+}
+
+impl RunMeta {
+    /// A new run of `command` now, at the current git revision, with `parameters` serialised.
+    pub fn new(command: &str, parameters: &impl serde::Serialize) -> Self {
+        Self {
+            run_id: new_run_id(),
+            timestamp_us: now_us(),
+            git_rev: git_revision(),
+            command: command.to_string(),
+            parameters: serde_json::to_string(parameters).unwrap_or_else(|e| {
+                serde_json::json!({ "unserialisable_parameters": e.to_string() }).to_string()
+            }),
+        }
+    }
+
+    /// One row of this run.
+    pub fn row(
+        &self,
+        model: &str,
+        layer: Option<i64>,
+        site: &str,
+        method: &str,
+        metric: &str,
+        value: f64,
+    ) -> ResultRow {
+        ResultRow {
+            run_id: self.run_id.clone(),
+            timestamp_us: self.timestamp_us,
+            git_rev: self.git_rev.clone(),
+            command: self.command.clone(),
+            model: model.to_string(),
+            layer,
+            site: site.to_string(),
+            method: method.to_string(),
+            metric: metric.to_string(),
+            value,
+            parameters: self.parameters.clone(),
+        }
+    }
+}
+
+/// A report that flattens into results-store rows (one per number; undefined numbers are left
+/// out, never filled in).
+pub trait ToRows {
+    /// The rows of this report under `meta`; `model` labels reports that do not carry one.
+    fn to_rows(&self, meta: &RunMeta, model: &str) -> Vec<ResultRow>;
+}
+
+/// The current git revision (short), or `"unknown"` outside a git checkout.
+pub fn git_revision() -> String {
+    std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|| "unknown".to_string())
+}
+
 /// A new run id: UTC time plus process id, e.g. `20261123T201500123-4242`.
 pub fn new_run_id() -> String {
     format!(

@@ -404,14 +404,14 @@ pub fn bench_gpu<T: CudaWeight>(
         ArrayView2::from_shape((inp, out), &w).map_err(|e| KernelError::Device(e.to_string()))?;
     let g = CudaGemv::with_copies(client.clone(), w, copies)?;
     let x: Vec<f32> = (0..inp).map(|_| next()).collect();
-    let mut mags: Vec<f32> = x.iter().map(|v| v.abs()).collect();
-    mags.sort_by(f32::total_cmp);
+    let xs =
+        ArrayView2::from_shape((1, inp), &x).map_err(|e| KernelError::Device(e.to_string()))?;
     let mut rows = Vec::new();
     let case = |sparsity: Option<f64>| -> Result<GpuBenchRow> {
+        // τ from the workspace's one TEAL calibration (dense path: τ = −1 skips nothing)
         let tau = match sparsity {
             None => -1.0,
-            Some(s) if s <= 0.0 => 0.0,
-            Some(s) => mags[((s * inp as f64) as usize).min(inp - 1)],
+            Some(s) => sparsity_kernels::ThresholdCalibration::new(s).fit(xs)?.tau,
         };
         let launch = g.tuned_launch(&x, tau)?;
         let seconds = g.time_resident(&x, tau, launch, reps)?;
@@ -438,6 +438,30 @@ pub fn bench_gpu<T: CudaWeight>(
         r.speedup_vs_dense = dense.seconds / r.seconds;
     }
     tracing::info!(out, inp, copies, "gpu gemv bench done");
+    Ok(rows)
+}
+
+/// [`bench_gpu`] for every `(out, in)` shape with weights of type `dtype`, in order.
+pub fn bench_shapes(
+    client: &Client,
+    shapes: &[(usize, usize)],
+    dtype: sparsity_kernels::bench::WeightDtype,
+    sparsities: &[f64],
+    rotate_bytes: usize,
+    reps: usize,
+    seed: u64,
+) -> Result<Vec<GpuBenchRow>> {
+    use half::{bf16, f16};
+    use sparsity_kernels::bench::WeightDtype;
+    let mut rows = Vec::new();
+    for &(o, i) in shapes {
+        let (sp, r) = (sparsities, reps.max(1));
+        rows.extend(match dtype {
+            WeightDtype::F32 => bench_gpu::<f32>(client, o, i, sp, rotate_bytes, r, seed)?,
+            WeightDtype::F16 => bench_gpu::<f16>(client, o, i, sp, rotate_bytes, r, seed)?,
+            WeightDtype::Bf16 => bench_gpu::<bf16>(client, o, i, sp, rotate_bytes, r, seed)?,
+        });
+    }
     Ok(rows)
 }
 

@@ -38,5 +38,6 @@ mod gemv;
 
 #[cfg(feature = "cuda")]
 pub use gemv::{
-    CudaGemv, CudaWeight, GpuBenchRow, bench_gpu, cuda_client, device_copy_bandwidth, format_table,
+    CudaGemv, CudaWeight, GpuBenchRow, bench_gpu, bench_shapes, cuda_client, device_copy_bandwidth,
+    format_table,
 };

@@ -228,6 +228,51 @@ pub struct GemvBenchReport {
     pub rows: Vec<GemvBenchRow>,
 }
 
+impl GemvBenchReport {
+    /// The report as a text table: the bandwidth probe, then one line per point with its time,
+    /// effective bandwidth, share of the copy bandwidth and speed-ups.
+    pub fn table(&self) -> String {
+        let bw = &self.bandwidth;
+        let mut t = format!(
+            "bandwidth ({} threads, {} MiB buffers): copy {:.1} GB/s, read {:.1} GB/s\n",
+            bw.threads,
+            bw.buffer_bytes >> 20,
+            bw.copy_gbs,
+            bw.read_gbs
+        );
+        t += &format!(
+            "{:<12} {:<5} {:<12} {:>8} {:>8} {:>11} {:>9} {:>9} {:>9} {:>9}\n",
+            "shape",
+            "dtype",
+            "kernel",
+            "target_s",
+            "actual_s",
+            "median_us",
+            "eff_GB/s",
+            "%copy_bw",
+            "x_dense",
+            "x_ndarray"
+        );
+        for r in &self.rows {
+            t += &format!(
+                "{:<12} {:<5} {:<12} {:>8.2} {:>8.3} {:>11.1} {:>9.1} {:>9.1} {:>9.2} {:>9}\n",
+                r.shape.to_string(),
+                format!("{:?}", r.dtype).to_lowercase(),
+                r.kernel,
+                r.target_sparsity,
+                r.achieved_sparsity,
+                r.median_us,
+                r.effective_gbs,
+                100.0 * r.effective_gbs / bw.copy_gbs,
+                r.speedup_vs_dense,
+                r.speedup_vs_ndarray
+                    .map_or("-".to_string(), |s| format!("{s:.2}")),
+            );
+        }
+        t
+    }
+}
+
 fn median_and_min(mut t: Vec<f64>) -> (f64, f64) {
     t.sort_by(f64::total_cmp);
     let n = t.len();

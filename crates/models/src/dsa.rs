@@ -143,6 +143,19 @@ pub enum SparseImpl {
     MaskedDense,
 }
 
+impl std::str::FromStr for SparseImpl {
+    type Err = ModelError;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "gather" => Ok(Self::Gather),
+            "masked-dense" => Ok(Self::MaskedDense),
+            _ => Err(ModelError::Invalid(format!(
+                "sparse attention implementation `{s}`: expected gather or masked-dense"
+            ))),
+        }
+    }
+}
+
 /// Which attention the model runs.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub enum AttentionMode {

@@ -20,6 +20,39 @@ pub enum Pattern {
 }
 
 impl Pattern {
+    /// `N:M` (e.g. `2:4`) when `nm` is given, else unstructured at `sparsity`.
+    pub fn from_options(nm: Option<&str>, sparsity: Option<f64>) -> Result<Self> {
+        let bad = |value: &str, reason: &str| PruneError::InvalidOption {
+            layer: "<options>".into(),
+            option: "nm".into(),
+            value: value.into(),
+            reason: reason.into(),
+        };
+        match (nm, sparsity) {
+            (Some(s), _) => {
+                let (n, m) = s
+                    .split_once(':')
+                    .ok_or_else(|| bad(s, "expected N:M, e.g. 2:4"))?;
+                let n = n
+                    .trim()
+                    .parse()
+                    .map_err(|_| bad(s, "N is not an integer"))?;
+                let m = m
+                    .trim()
+                    .parse()
+                    .map_err(|_| bad(s, "M is not an integer"))?;
+                Ok(Pattern::NM { n, m })
+            }
+            (None, Some(r)) => Ok(Pattern::Unstructured(r)),
+            (None, None) => Err(PruneError::InvalidOption {
+                layer: "<options>".into(),
+                option: "sparsity".into(),
+                value: "none".into(),
+                reason: "give a sparsity ratio or an N:M pattern".into(),
+            }),
+        }
+    }
+
     /// Checks the pattern against a weight of shape [out, in].
     pub fn validate(&self, layer: &str, shape: [usize; 2]) -> Result<()> {
         match *self {
@@ -97,6 +130,28 @@ pub enum Method {
 }
 
 impl Method {
+    /// The method named `name` (`magnitude`, `wanda`, `wanda-variant`, `sparsegpt`), with
+    /// SparseGPT's block size and damping.
+    pub fn from_name(name: &str, blocksize: usize, percdamp: f64) -> Result<Self> {
+        Ok(match name {
+            "magnitude" => Method::Magnitude,
+            "wanda" => Method::Wanda,
+            "wanda-variant" => Method::WandaVariant,
+            "sparsegpt" => Method::SparseGpt {
+                blocksize,
+                percdamp,
+            },
+            _ => {
+                return Err(PruneError::InvalidOption {
+                    layer: "<options>".into(),
+                    option: "method".into(),
+                    value: name.into(),
+                    reason: "expected magnitude, wanda, wanda-variant or sparsegpt".into(),
+                });
+            }
+        })
+    }
+
     /// SparseGPT with the reference defaults (blocksize 128, percdamp 0.01).
     pub fn sparsegpt() -> Self {
         Method::SparseGpt {

@@ -31,6 +31,21 @@ pub enum EntropyMode {
     Legacy,
 }
 
+impl std::str::FromStr for EntropyMode {
+    type Err = crate::MetricsError;
+    /// The names [`std::fmt::Display`] prints.
+    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
+        [Self::Shannon, Self::Legacy]
+            .into_iter()
+            .find(|v| v.to_string() == s)
+            .ok_or_else(|| crate::MetricsError::InvalidOption {
+                name: "entropy".into(),
+                value: s.into(),
+                reason: "expected shannon or legacy".into(),
+            })
+    }
+}
+
 impl std::fmt::Display for EntropyMode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {

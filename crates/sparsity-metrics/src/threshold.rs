@@ -37,6 +37,21 @@ impl ModelFamily {
     }
 }
 
+impl std::str::FromStr for ModelFamily {
+    type Err = crate::MetricsError;
+    /// The names [`std::fmt::Display`] prints.
+    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
+        [Self::Mamba, Self::Transformer, Self::Unknown]
+            .into_iter()
+            .find(|v| v.to_string() == s)
+            .ok_or_else(|| crate::MetricsError::InvalidOption {
+                name: "family".into(),
+                value: s.into(),
+                reason: "expected mamba, transformer or unknown".into(),
+            })
+    }
+}
+
 impl std::fmt::Display for ModelFamily {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {

@@ -3,13 +3,11 @@
 //! (`benches/peers/gemv_peer.py`) measured in the same run. Prints a table, writes JSON.
 
 use std::path::PathBuf;
-use std::process::Command;
 
 use anyhow::{Context, bail};
+use sparsity_experiments::bench::{NumpyPeer, run_gemv_bench};
 use sparsity_kernels::GemvConfig;
-use sparsity_kernels::bench::{
-    GemvBenchConfig, GemvBenchReport, GemvShape, WeightDtype, run_gemv_bench_with,
-};
+use sparsity_kernels::bench::{GemvBenchConfig, GemvShape, WeightDtype};
 
 /// Arguments.
 #[derive(clap::Args, Debug)]
@@ -51,21 +49,6 @@ pub struct Args {
     out: PathBuf,
 }
 
-/// The numpy peer's result for one shape.
-#[derive(Debug, serde::Deserialize, serde::Serialize)]
-struct PeerRow {
-    shape: String,
-    median_us: f64,
-    min_us: f64,
-}
-
-#[derive(serde::Serialize)]
-struct Output<'a> {
-    git_revision: String,
-    report: &'a GemvBenchReport,
-    numpy_peer: Vec<PeerRow>,
-}
-
 /// Runs the command.
 pub fn run(args: Args) -> anyhow::Result<()> {
     let shapes = args
@@ -93,113 +76,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         },
         ndarray_peer: true,
     };
-    let mut bar: Option<(String, indicatif::ProgressBar)> = None;
-    let report = run_gemv_bench_with(&config, &mut |p| {
-        if bar.as_ref().is_none_or(|(stage, _)| *stage != p.stage) {
-            if let Some((_, old)) = bar.take() {
-                old.finish_and_clear();
-            }
-            let label = format!("bench-gemv {}", p.stage);
-            bar = Some((
-                p.stage.clone(),
-                crate::util::progress_bar(&label, "points", p.total as u64),
-            ));
-        }
-        if let Some((_, b)) = &bar {
-            b.set_position(p.done as u64);
-        }
-    })?;
-    if let Some((_, b)) = bar {
-        b.finish_and_clear();
-    }
-
-    let mut numpy_peer: Vec<PeerRow> = Vec::new();
-    if let Some(python) = &args.python {
-        let script =
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../benches/peers/gemv_peer.py");
-        let output = Command::new(python)
-            .arg(&script)
-            .arg("--shapes")
-            .arg(args.shapes.join(","))
-            .arg("--rotate-mib")
-            .arg(args.rotate_mib.to_string())
-            .arg("--reps")
-            .arg(args.reps.to_string())
-            .arg("--dtype")
-            .arg(&args.dtype)
-            .output()
-            .with_context(|| format!("running {} {}", python.display(), script.display()))?;
-        if !output.status.success() {
-            bail!(
-                "numpy peer {} failed: {}",
-                script.display(),
-                String::from_utf8_lossy(&output.stderr)
-            );
-        }
-        numpy_peer =
-            serde_json::from_slice(&output.stdout).context("parsing the numpy peer's JSON")?;
-    }
-
-    let bw = report.bandwidth;
-    println!(
-        "bandwidth ({} threads, {} MiB buffers): copy {:.1} GB/s, read {:.1} GB/s",
-        bw.threads,
-        bw.buffer_bytes >> 20,
-        bw.copy_gbs,
-        bw.read_gbs
-    );
-    println!(
-        "{:<12} {:<5} {:<12} {:>8} {:>8} {:>11} {:>9} {:>9} {:>9} {:>9}",
-        "shape",
-        "dtype",
-        "kernel",
-        "target_s",
-        "actual_s",
-        "median_us",
-        "eff_GB/s",
-        "%copy_bw",
-        "x_dense",
-        "x_ndarray"
-    );
-    for r in &report.rows {
-        println!(
-            "{:<12} {:<5} {:<12} {:>8.2} {:>8.3} {:>11.1} {:>9.1} {:>9.1} {:>9.2} {:>9}",
-            r.shape.to_string(),
-            args.dtype,
-            r.kernel,
-            r.target_sparsity,
-            r.achieved_sparsity,
-            r.median_us,
-            r.effective_gbs,
-            100.0 * r.effective_gbs / bw.copy_gbs,
-            r.speedup_vs_dense,
-            r.speedup_vs_ndarray
-                .map_or("-".to_string(), |s| format!("{s:.2}")),
-        );
-    }
-    for p in &numpy_peer {
-        let dense = report
-            .rows
-            .iter()
-            .find(|r| r.kernel == "dense" && r.shape.to_string() == p.shape)
-            .map(|r| r.median_us);
-        println!(
-            "{:<12} {:<5} {:<12} {:>8} {:>8} {:>11.1}   (this crate's dense is {:.2}x faster)",
-            p.shape,
-            args.dtype,
-            "numpy_W@x",
-            "-",
-            "-",
-            p.median_us,
-            dense.map_or(f64::NAN, |d| p.median_us / d)
-        );
-    }
-    let out = Output {
-        git_revision: crate::util::git_revision(),
-        report: &report,
-        numpy_peer,
-    };
-    crate::util::write_json(&args.out, &out)?;
+    let peer = args.python.map(|python| NumpyPeer {
+        python,
+        script: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../benches/peers/gemv_peer.py"),
+    });
+    let (_, table) = run_gemv_bench(&config, peer.as_ref(), &args.out)?;
+    print!("{table}");
     tracing::info!(path = %args.out.display(), "wrote JSON");
     Ok(())
 }
@@ -217,8 +99,7 @@ fn run_cuda(_: &Args, _: &[GemvShape], _: WeightDtype) -> anyhow::Result<()> {
 /// each sparsity (tuned launch, weights rotated over `--rotate-mib`).
 #[cfg(feature = "cubecl-cuda")]
 fn run_cuda(args: &Args, shapes: &[GemvShape], dtype: WeightDtype) -> anyhow::Result<()> {
-    use half::{bf16, f16};
-    use sparsity_kernels_cuda::{bench_gpu, cuda_client, device_copy_bandwidth};
+    use sparsity_kernels_cuda::{bench_shapes, cuda_client, device_copy_bandwidth};
 
     #[derive(serde::Serialize)]
     struct CudaOutput {
@@ -230,26 +111,28 @@ fn run_cuda(args: &Args, shapes: &[GemvShape], dtype: WeightDtype) -> anyhow::Re
     let client = cuda_client(0)?;
     let copy_gbps = device_copy_bandwidth(&client, 1 << 30, 5)?;
     println!("device copy bandwidth (1 GiB buffers): {copy_gbps:.0} GB/s");
+    let dims: Vec<(usize, usize)> = shapes
+        .iter()
+        .map(|s| (s.out_features, s.in_features))
+        .collect();
     let rotate = args.rotate_mib << 20;
-    let mut rows = Vec::new();
-    for s in shapes {
-        let (o, i) = (s.out_features, s.in_features);
-        let sp = &args.sparsity;
-        let (reps, seed) = (args.reps.max(1), args.seed);
-        rows.extend(match dtype {
-            WeightDtype::F32 => bench_gpu::<f32>(&client, o, i, sp, rotate, reps, seed)?,
-            WeightDtype::F16 => bench_gpu::<f16>(&client, o, i, sp, rotate, reps, seed)?,
-            WeightDtype::Bf16 => bench_gpu::<bf16>(&client, o, i, sp, rotate, reps, seed)?,
-        });
-    }
+    let rows = bench_shapes(
+        &client,
+        &dims,
+        dtype,
+        &args.sparsity,
+        rotate,
+        args.reps,
+        args.seed,
+    )?;
     print!("{}", sparsity_kernels_cuda::format_table(&rows, copy_gbps));
     let out = CudaOutput {
-        git_revision: crate::util::git_revision(),
+        git_revision: sparsity_experiments::results::git_revision(),
         device: "cuda:0",
         copy_gbps,
         rows,
     };
-    crate::util::write_json(&args.out, &out)?;
+    sparsity_experiments::write_json(&args.out, &out)?;
     tracing::info!(path = %args.out.display(), "wrote JSON");
     Ok(())
 }

@@ -9,10 +9,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::Context;
-use sparsity_pruning::compare::{FeatureSummary, compare_all};
-use sparsity_pruning::io::load_masked_input;
-use sparsity_pruning::plot::plot_layer_histogram;
+use sparsity_experiments::prune::run_compare_masks;
 
 /// Arguments.
 #[derive(clap::Args, Debug)]
@@ -35,85 +32,22 @@ pub struct Args {
     pub per_feature: bool,
 }
 
-fn safe_file_name(name: &str) -> String {
-    name.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
-}
-
 /// Runs the command.
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let a = load_masked_input(&args.a).with_context(|| format!("reading {}", args.a.display()))?;
-    let b = load_masked_input(&args.b).with_context(|| format!("reading {}", args.b.display()))?;
-    let report = compare_all(&a, &b)?;
-    if report.layers.is_empty() {
-        anyhow::bail!(
-            "no layer names in common between {} ({:?}) and {} ({:?})",
-            args.a.display(),
-            report.only_in_a,
-            args.b.display(),
-            report.only_in_b
-        );
-    }
     let plot_dir = args.plots.clone().unwrap_or_else(|| {
         let stem = args
             .out
             .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        args.out.with_file_name(format!("{stem}_plots"))
+            .map(|s| s.to_string_lossy().into_owned());
+        args.out
+            .with_file_name(format!("{}_plots", stem.unwrap_or_default()))
     });
-    let (label_a, label_b) = (args.a.display().to_string(), args.b.display().to_string());
-    let pb = indicatif::ProgressBar::new(report.layers.len() as u64);
-    let mut layers = Vec::with_capacity(report.layers.len());
-    for l in &report.layers {
-        let plot = if args.no_plots {
-            None
-        } else {
-            let p = plot_dir.join(format!("{}.png", safe_file_name(&l.name)));
-            plot_layer_histogram(&p, l, &label_a, &label_b)?;
-            Some(p.display().to_string())
-        };
-        let rows: FeatureSummary = l.rows.summary();
-        let cols: FeatureSummary = l.columns.summary();
-        let mut entry = serde_json::json!({
-            "name": l.name,
-            "shape": l.shape,
-            "layer": l.layer,
-            "rows": rows,
-            "columns": cols,
-            "histogram": plot,
-        });
-        if args.per_feature {
-            entry["rows_per_feature"] = serde_json::to_value(&l.rows)?;
-            entry["columns_per_feature"] = serde_json::to_value(&l.columns)?;
-        }
-        layers.push(entry);
-        pb.inc(1);
-    }
-    pb.finish_and_clear();
-    let out = serde_json::json!({
-        "a": label_a,
-        "b": label_b,
-        "mask_convention": "1 = pruned; Jaccard over kept positions; Hamming = fraction of differing bits",
-        "git_revision": crate::util::git_revision(),
-        "layers": layers,
-        "only_in_a": report.only_in_a,
-        "only_in_b": report.only_in_b,
-        "layer_jaccard": report.layer_jaccard,
-        "layer_hamming": report.layer_hamming,
-    });
-    crate::util::write_json(&args.out, &out)?;
+    let plots = (!args.no_plots).then_some(plot_dir.as_path());
+    let r = run_compare_masks(&args.a, &args.b, &args.out, plots, args.per_feature)?;
     tracing::info!(
-        layers = report.layers.len(),
-        mean_jaccard = report.layer_jaccard.mean,
-        mean_hamming = report.layer_hamming.mean,
+        layers = r.layers.len(),
+        mean_jaccard = r.layer_jaccard.mean,
+        mean_hamming = r.layer_hamming.mean,
         "wrote {}",
         args.out.display()
     );

@@ -4,8 +4,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::bail;
-use sparsity_experiments::dsa_sweep::{read_results, summarize, write_report};
+use sparsity_experiments::dsa_sweep::merge_report;
 
 /// Arguments.
 #[derive(clap::Args, Debug)]
@@ -20,18 +19,7 @@ pub struct Args {
 
 /// Runs the command.
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let mut all = Vec::new();
-    for f in &args.files {
-        if !f.is_file() {
-            bail!("{}: no such results file", f.display());
-        }
-        all.extend(read_results(f)?);
-    }
-    if all.is_empty() {
-        bail!("no runs in {:?}", args.files);
-    }
-    let report = summarize(&all)?;
-    let md = write_report(&report, &args.files, &args.out)?;
+    let (report, md) = merge_report(&args.files, &args.out)?;
     println!("DSA report over {} runs: {}", report.runs, md.display());
     Ok(())
 }

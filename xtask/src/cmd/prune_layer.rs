@@ -8,29 +8,16 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, bail};
-use sparsity_pruning::layer_file::{prune_layer_file, write_pruned_layer};
+use sparsity_experiments::prune::run_prune_layer;
 use sparsity_pruning::{Method, Pattern};
-
-/// Pruning method.
-#[derive(clap::ValueEnum, Clone, Copy, Debug)]
-pub enum MethodArg {
-    /// |W|, one threshold per layer.
-    Magnitude,
-    /// Wanda: |W|·sqrt(scaler_row) per row.
-    Wanda,
-    /// Wanda's cumulative-score variant (α bisection).
-    WandaVariant,
-    /// SparseGPT (OBS sweep with the inverse Hessian).
-    Sparsegpt,
-}
 
 /// Arguments.
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Pruning method.
-    #[arg(long, value_enum)]
-    pub method: MethodArg,
+    /// Pruning method: magnitude, wanda, wanda-variant (cumulative-score α bisection) or
+    /// sparsegpt.
+    #[arg(long)]
+    pub method: String,
     /// Input safetensors with `weight` [out, in] and `calib` [tokens, in].
     #[arg(long)]
     pub input: PathBuf,
@@ -60,90 +47,44 @@ pub struct Args {
     pub report: Option<PathBuf>,
 }
 
-fn parse_nm(s: &str) -> anyhow::Result<(usize, usize)> {
-    let Some((n, m)) = s.split_once(':') else {
-        bail!("--nm {s:?}: expected N:M, e.g. 2:4");
-    };
-    let n = n
-        .trim()
-        .parse()
-        .with_context(|| format!("--nm {s:?}: N is not an integer"))?;
-    let m = m
-        .trim()
-        .parse()
-        .with_context(|| format!("--nm {s:?}: M is not an integer"))?;
-    Ok((n, m))
-}
-
 /// The method and pattern from the shared `--method`, `--nm` / `--sparsity`, `--blocksize` and
 /// `--percdamp` options (`--nm` wins when both are given).
 pub(crate) fn method_and_pattern(
-    method: MethodArg,
+    method: &str,
     nm: Option<&str>,
     sparsity: Option<f64>,
     blocksize: usize,
     percdamp: f64,
 ) -> anyhow::Result<(Method, Pattern)> {
-    let pattern = match (nm, sparsity) {
-        (Some(nm), _) => {
-            let (n, m) = parse_nm(nm)?;
-            Pattern::NM { n, m }
-        }
-        (None, Some(r)) => Pattern::Unstructured(r),
-        (None, None) => bail!("give --sparsity R or --nm N:M"),
-    };
-    let method = match method {
-        MethodArg::Magnitude => Method::Magnitude,
-        MethodArg::Wanda => Method::Wanda,
-        MethodArg::WandaVariant => Method::WandaVariant,
-        MethodArg::Sparsegpt => Method::SparseGpt {
-            blocksize,
-            percdamp,
-        },
-    };
-    Ok((method, pattern))
+    Ok((
+        Method::from_name(method, blocksize, percdamp)?,
+        Pattern::from_options(nm, sparsity)?,
+    ))
 }
 
 /// Runs the command.
 pub fn run(args: Args) -> anyhow::Result<()> {
     let (method, pattern) = method_and_pattern(
-        args.method,
+        &args.method,
         args.nm.as_deref(),
         args.sparsity,
         args.blocksize,
         args.percdamp,
     )?;
-    tracing::info!(input = %args.input.display(), method = method.name(), %pattern, "pruning layer");
-    let outcome = prune_layer_file(
+    let r = run_prune_layer(
         &args.input,
         method,
         pattern,
         args.seq_len,
-        Some(args.max_damp_retries),
-    )
-    .with_context(|| format!("pruning {}", args.input.display()))?;
-    write_pruned_layer(&args.out, &outcome.pruned)
-        .with_context(|| format!("writing {}", args.out.display()))?;
-    let report_path = args
-        .report
-        .clone()
-        .unwrap_or_else(|| args.out.with_extension("json"));
-    let report = serde_json::json!({
-        "input": args.input.display().to_string(),
-        "output": args.out.display().to_string(),
-        "git_revision": crate::util::git_revision(),
-        "result": outcome.summary(),
-    });
-    crate::util::write_json(&report_path, &report)?;
-    let r = &outcome.pruned.report;
+        args.max_damp_retries,
+        &args.out,
+        args.report.as_deref(),
+    )?;
     tracing::info!(
-        pruned = r.pruned,
-        sparsity = r.sparsity,
-        rel_recon_error = outcome.rel_recon_error,
-        damp_retries = ?r.damp_retries,
-        "wrote {} and {}",
-        args.out.display(),
-        report_path.display()
+        sparsity = r.result.report.sparsity,
+        rel_recon_error = r.result.rel_recon_error,
+        "wrote {}",
+        r.output
     );
     Ok(())
 }

@@ -49,52 +49,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     let models = demo::ensure_demo_models_with(&cache, &config, args.force)
         .with_context(|| format!("demo models under {}", cache.display()))?;
-    let r = &models.record;
-    let source = if models.trained {
-        "trained now"
-    } else {
-        "loaded from cache"
-    };
-    println!("demo models ({source}): {}", models.dir.display());
-    println!(
-        "corpus: {} train / {} validation / {} held-out texts, {} train tokens, BPE vocab {}",
-        r.corpus.texts.train,
-        r.corpus.texts.validation,
-        r.corpus.texts.held_out,
-        r.corpus.train_tokens,
-        r.tokenizer_vocab_size
-    );
-    println!(
-        "unigram entropy (train tokens): {:.4} nats/token (validation stream: {:.4})",
-        r.unigram_entropy, r.unigram_entropy_validation
-    );
-    println!(
-        "{:<6} {:>9} {:>7} {:>10} {:>10} {:>14} {:>9}",
-        "model", "params", "steps", "val loss", "held-out", "val − entropy", "train s"
-    );
-    for (name, m) in [("gpt2", &r.gpt2), ("mamba", &r.mamba)] {
-        println!(
-            "{:<6} {:>9} {:>7} {:>10.4} {:>10.4} {:>14.4} {:>9.1}",
-            name,
-            m.n_params,
-            m.train.config.steps,
-            m.val_loss,
-            m.held_out_loss,
-            m.val_loss - r.unigram_entropy,
-            m.train.seconds
-        );
-    }
-    println!("gpt2:  {}", models.gpt2_dir.display());
-    println!("mamba: {}", models.mamba_dir.display());
-    for (name, m) in [("gpt2", &r.gpt2), ("mamba", &r.mamba)] {
-        if m.val_loss >= r.unigram_entropy {
-            tracing::warn!(
-                model = name,
-                val_loss = m.val_loss,
-                unigram_entropy = r.unigram_entropy,
-                "validation loss is not below the unigram entropy: the model learned no context"
-            );
-        }
-    }
+    print!("{}", demo::summary(&models));
     Ok(())
 }

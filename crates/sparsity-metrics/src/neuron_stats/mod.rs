@@ -65,6 +65,21 @@ pub enum Aggregation {
     PerToken,
 }
 
+impl std::str::FromStr for Aggregation {
+    type Err = crate::MetricsError;
+    /// The names [`std::fmt::Display`] prints.
+    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
+        [Self::PerSequenceMean, Self::PerToken]
+            .into_iter()
+            .find(|v| v.to_string() == s)
+            .ok_or_else(|| crate::MetricsError::InvalidOption {
+                name: "aggregate".into(),
+                value: s.into(),
+                reason: "expected per-sequence-mean or per-token".into(),
+            })
+    }
+}
+
 impl std::fmt::Display for Aggregation {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
