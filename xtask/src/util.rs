@@ -55,17 +55,13 @@ pub fn set_threads(threads: Option<usize>) -> anyhow::Result<()> {
 /// `target/sparsity-lab-cache/demo` (`$CARGO_TARGET_DIR` when set), passed explicitly to the
 /// library, whose own default is the user's cache directory.
 pub fn workspace_demo_cache() -> std::path::PathBuf {
-    let var = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty());
-    if let Some(root) = var(sparsity_demo::demo::CACHE_ENV) {
-        return std::path::PathBuf::from(root).join("demo");
-    }
-    var("CARGO_TARGET_DIR")
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .filter(|v| !v.is_empty())
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| {
             Path::new(env!("CARGO_MANIFEST_DIR"))
                 .join("..")
                 .join("target")
-        })
-        .join("sparsity-lab-cache")
-        .join("demo")
+        });
+    sparsity_demo::demo::cache_dir_in_target(&target)
 }

@@ -10,14 +10,7 @@ use sparsity_plot::FONT;
 
 use super::ModelAnalysis;
 
-const COLORS: [RGBColor; 6] = [
-    RGBColor(31, 119, 180),
-    RGBColor(255, 127, 14),
-    RGBColor(44, 160, 44),
-    RGBColor(214, 39, 40),
-    RGBColor(148, 103, 189),
-    RGBColor(140, 86, 75),
-];
+use sparsity_plot::PALETTE as COLORS;
 
 /// Why writing the report failed.
 #[derive(Debug, thiserror::Error)]
@@ -238,15 +231,7 @@ fn heat_map(
     if rows == 0 || cols == 0 {
         return Err(plot_err(path, "empty matrix"));
     }
-    let vals: Vec<f64> = m
-        .iter()
-        .flatten()
-        .flatten()
-        .copied()
-        .filter(|v| v.is_finite())
-        .collect();
-    let lo = vals.iter().copied().fold(f64::INFINITY, f64::min);
-    let hi = vals.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let (lo, hi) = sparsity_plot::finite_range(m).unwrap_or((f64::INFINITY, f64::NEG_INFINITY));
     let span = if hi > lo { hi - lo } else { 1.0 };
     let color = |v: f64| {
         let t = ((v - lo) / span).clamp(0.0, 1.0);

@@ -286,19 +286,12 @@ pub fn separation_heatmap(
             reason: "must be [rows][cols] matching the names",
         });
     }
-    let defined: Vec<f64> = values
-        .iter()
-        .flatten()
-        .flatten()
-        .copied()
-        .filter(|v| v.is_finite())
-        .collect();
-    let vmin = defined.iter().copied().fold(f64::INFINITY, f64::min);
-    let vmax = defined.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let range = sparsity_plot::finite_range(values);
+    let (vmin, vmax) = range.unwrap_or((f64::INFINITY, f64::NEG_INFINITY));
     let (nr, nc) = (row_names.len(), col_names.len());
     let w = (240 + 150 * nc as u32).max(720);
     let h = (170 + 60 * nr as u32).max(360);
-    let range_note = if defined.is_empty() {
+    let range_note = if range.is_none() {
         "all undefined (grey)".to_string()
     } else {
         format!("colour {vmin:.2} .. {vmax:.2}, grey = undefined")

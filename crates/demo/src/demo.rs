@@ -337,6 +337,16 @@ pub fn default_cache_dir() -> PathBuf {
     cache_dir_from(|k| std::env::var_os(k))
 }
 
+/// The demo cache of a build tree: `$SPARSITY_LAB_CACHE/demo` when set, else
+/// `<target_dir>/sparsity-lab-cache/demo` (what `cargo xtask` and the workspace's tests use, so
+/// they train the demo models once).
+pub fn cache_dir_in_target(target_dir: &Path) -> PathBuf {
+    std::env::var_os(CACHE_ENV)
+        .filter(|v| !v.is_empty())
+        .map(|r| PathBuf::from(r).join("demo"))
+        .unwrap_or_else(|| target_dir.join("sparsity-lab-cache").join("demo"))
+}
+
 /// [`default_cache_dir`] with the environment given as a lookup function (testable).
 pub fn cache_dir_from(env: impl Fn(&str) -> Option<std::ffi::OsString>) -> PathBuf {
     let var = |k: &str| env(k).filter(|v| !v.is_empty()).map(PathBuf::from);

@@ -33,6 +33,29 @@ use plotters::coord::Shift;
 use plotters::prelude::{BitMapBackend, DrawingArea, IntoDrawingArea, SVGBackend};
 use sparsity_io::atomic::TempPath;
 
+/// The series colours every chart uses, in order (matplotlib's first six `tab10` colours).
+pub const PALETTE: [plotters::style::RGBColor; 6] = [
+    plotters::style::RGBColor(31, 119, 180),
+    plotters::style::RGBColor(255, 127, 14),
+    plotters::style::RGBColor(44, 160, 44),
+    plotters::style::RGBColor(214, 39, 40),
+    plotters::style::RGBColor(148, 103, 189),
+    plotters::style::RGBColor(140, 86, 75),
+];
+
+/// The smallest and largest finite value of a matrix whose cells may be missing (`None`) or
+/// not finite; `None` when no cell is finite (a colour scale needs at least one).
+pub fn finite_range(values: &[Vec<Option<f64>>]) -> Option<(f64, f64)> {
+    let mut it = values
+        .iter()
+        .flatten()
+        .flatten()
+        .copied()
+        .filter(|v| v.is_finite());
+    let first = it.next()?;
+    Some(it.fold((first, first), |(lo, hi), v| (lo.min(v), hi.max(v))))
+}
+
 /// The font family name every plot should use.
 pub const FONT: &str = "sans-serif";
 

@@ -346,11 +346,9 @@ fn demo_models_order_sparsegpt_wanda_magnitude() {
 
 /// The demo cache `cargo xtask` uses (the workspace's target directory), so tests share it.
 fn workspace_demo_cache() -> std::path::PathBuf {
-    std::env::var_os("SPARSITY_LAB_CACHE")
+    let target = std::env::var_os("CARGO_TARGET_DIR")
         .filter(|v| !v.is_empty())
-        .map(|r| std::path::PathBuf::from(r).join("demo"))
-        .unwrap_or_else(|| {
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("../../target/sparsity-lab-cache/demo")
-        })
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"));
+    sparsity_demo::demo::cache_dir_in_target(&target)
 }

@@ -11,14 +11,7 @@ use crate::error::{MetricsError, Result};
 use crate::report::SparsityReport;
 use sparsity_plot::FONT;
 
-const COLORS: [RGBColor; 6] = [
-    RGBColor(31, 119, 180),
-    RGBColor(255, 127, 14),
-    RGBColor(44, 160, 44),
-    RGBColor(214, 39, 40),
-    RGBColor(148, 103, 189),
-    RGBColor(140, 86, 75),
-];
+use sparsity_plot::PALETTE as COLORS;
 
 fn plot_err(path: &Path, e: impl std::fmt::Display) -> MetricsError {
     MetricsError::Plot {
