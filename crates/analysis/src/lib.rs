@@ -269,6 +269,9 @@ pub struct ModelAnalysis {
     pub model: String,
     /// `gpt2` or `mamba`.
     pub family: String,
+    /// The family's kind of sequence mixing (absent in reports written before it was recorded).
+    #[serde(default)]
+    pub architecture: Option<Architecture>,
     /// Number of layers.
     pub num_layers: usize,
     /// Layers analysed in detail.
@@ -326,6 +329,7 @@ pub fn analyze_model(
     let mut out = ModelAnalysis {
         model: name.clone(),
         family: model.family().to_string(),
+        architecture: Some(model.architecture()),
         num_layers: model.num_layers(),
         layers: layers.clone(),
         num_texts: tok.sequences.len(),

@@ -483,7 +483,7 @@ pub fn write_report(
                     .collect();
                 let names: Vec<String> = (0..m.len()).map(|i| i.to_string()).collect();
                 let p = plots_dir.join(format!("Attention_Map_{}_L{l}.png", slug(&a.model)));
-                let what = if a.family == "mamba" {
+                let what = if a.architecture == Some(sparsity_models::Architecture::StateSpace) {
                     "hidden attention (channel mean of min-max α)"
                 } else {
                     "attention (head mean)"
