@@ -74,7 +74,7 @@ pub fn run_analyze(run: &AnalyzeRun, device: &Device) -> Result<AnalyzeOutcome> 
         let max = models.iter().map(|m| m.model.num_layers()).max();
         config.layers = (0..max.unwrap_or(0)).collect();
     }
-    let meta = RunMeta::new("analyze", &config);
+    let meta = RunMeta::new("analyze", &config).step("serialising the run parameters")?;
     let out_dir = run
         .out_dir
         .clone()

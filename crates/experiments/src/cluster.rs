@@ -50,7 +50,8 @@ pub fn run_cluster(run: &ClusterRun) -> Result<ClusterOutcome> {
     let meta = RunMeta::new(
         "cluster",
         &serde_json::json!({ "input": run.input.display().to_string(), "params": run.params }),
-    );
+    )
+    .step("serialising the run parameters")?;
     let mut report = ClusterReport::new(&run.input, &run.params, meta.git_rev.clone());
     let span = tracing::info_span!(
         "cluster",

@@ -1308,7 +1308,8 @@ pub fn run_sweep(run: &SweepRun) -> crate::Result<SweepOutcome> {
             progress_total = todo.len() as u64,
             progress_unit = "runs"
         );
-        let meta = crate::results::RunMeta::new("dsa-sweep", &serde_json::Value::Null);
+        let meta = crate::results::RunMeta::new("dsa-sweep", &serde_json::Value::Null)
+            .step("serialising the run parameters")?;
         for spec in &todo {
             let result =
                 run_one(spec, params, &data, &device).with_step(|| format!("run {}", spec.id))?;

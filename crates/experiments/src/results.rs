@@ -90,17 +90,19 @@ pub struct RunMeta {
 }
 
 impl RunMeta {
-    /// A new run of `command` now, at the current git revision, with `parameters` serialised.
-    pub fn new(command: &str, parameters: &impl serde::Serialize) -> Self {
-        Self {
+    /// A new run of `command` now, at the current git revision, with `parameters` serialised
+    /// (a serialisation failure is an error, never a placeholder).
+    pub fn new(
+        command: &str,
+        parameters: &impl serde::Serialize,
+    ) -> Result<Self, serde_json::Error> {
+        Ok(Self {
             run_id: new_run_id(),
             timestamp_us: now_us(),
             git_rev: git_revision(),
             command: command.to_string(),
-            parameters: serde_json::to_string(parameters).unwrap_or_else(|e| {
-                serde_json::json!({ "unserialisable_parameters": e.to_string() }).to_string()
-            }),
-        }
+            parameters: serde_json::to_string(parameters)?,
+        })
     }
 
     /// One row of this run.

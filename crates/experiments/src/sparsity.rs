@@ -96,7 +96,8 @@ pub fn run_sparsity(run: &SparsityRun) -> Result<PathBuf> {
             target: p.target,
             entropy: p.entropy_mode.to_string(),
         },
-    );
+    )
+    .step("serialising the run parameters")?;
     let rows = OfTensor(report, &run.tensor).to_rows(&meta, &model);
     let path = append_rows(&run.results_dir, &rows).step("appending to the results store")?;
     tracing::info!(report = %run.out.display(), results = %path.display(), rows = rows.len(), "sparsity report written");
