@@ -14,7 +14,14 @@ fn hf(name: &str) -> PathBuf {
 }
 
 fn load(name: &str) -> CausalLm {
-    CausalLm::load_dir(&hf(name), &cpu_device()).unwrap()
+    let dir = if hf(name).is_dir() {
+        hf(name)
+    } else {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../models/tests/fixtures/hf-configs")
+            .join(name)
+    };
+    CausalLm::load_dir(&dir, &cpu_device()).unwrap()
 }
 
 #[allow(dead_code)]
@@ -28,7 +35,7 @@ fn batch(model: &CausalLm, b: usize, s: usize) -> Batch {
 fn sparse_decode_thresholds_reach_their_targets() {
     use sparsity_decoding::sparse_decode::{calibrate_thresholds, mlp_input_sites, sparsity_sweep};
     let device = cpu_device();
-    for name in ["gpt2-tiny", "mamba-tiny"] {
+    for name in ["gpt2-tiny", "mamba-tiny", "opt-tiny", "llama-tiny"] {
         let model = load(name);
         let v = model.vocab_size() as u32;
         let seqs = |seed: u32, n: u32| -> Vec<Vec<u32>> {
@@ -42,7 +49,18 @@ fn sparse_decode_thresholds_reach_their_targets() {
         };
         let calib = seqs(1, 6);
         let sites = mlp_input_sites(&model);
-        assert_eq!(sites.len(), 2 * model.num_layers());
+        // GPT-2, Mamba: the MLP's two inputs; OPT, Llama: every linear layer's input (TEAL's set:
+        // attention input, attention context, MLP input, MLP activation)
+        let per_layer = if name.starts_with("gpt2") || name.starts_with("mamba") {
+            2
+        } else {
+            4
+        };
+        assert_eq!(
+            sites.len(),
+            per_layer * model.num_layers(),
+            "{name}: {sites:?}"
+        );
         let th = calibrate_thresholds(&model, &calib, &[0.0, 0.5], 4, &device).unwrap();
         assert!(th[0].per_site.values().all(|t| *t == 0.0));
         // on the calibration text itself, each site is masked at (almost exactly) the target when
@@ -56,10 +74,16 @@ fn sparse_decode_thresholds_reach_their_targets() {
                 .unwrap();
             let x = out.sites[site].to_vec().unwrap();
             let frac = x.iter().filter(|a| a.abs() <= tau).count() as f64 / x.len() as f64;
-            assert!(
-                (frac - 0.5).abs() <= 1.0 / x.len() as f64 + 1e-12,
-                "{name} {site}: {frac}"
-            );
+            if tau == 0.0 {
+                // more than half exact zeros (OPT's ReLU): τ = 0 masks exactly those
+                let zeros = x.iter().filter(|a| **a == 0.0).count() as f64 / x.len() as f64;
+                assert!(zeros >= 0.5 && frac == zeros, "{name} {site}: {frac}");
+            } else {
+                assert!(
+                    (frac - 0.5).abs() <= 1.0 / x.len() as f64 + 1e-12,
+                    "{name} {site}: {frac}"
+                );
+            }
         }
         let report =
             sparsity_sweep(&model, &calib, &seqs(2, 4), &[0.0, 0.5, 0.9], 4, &device).unwrap();
@@ -67,7 +91,9 @@ fn sparse_decode_thresholds_reach_their_targets() {
             report.rows[0].perplexity, report.dense,
             "{name}: target 0 is dense"
         );
-        assert!(report.rows[0].achieved_sparsity < 0.01);
+        // target 0 masks exact zeros only: none after GELU / SiLU, OPT's ReLU gives many
+        let natural = if name == "opt-tiny" { 0.3 } else { 0.01 };
+        assert!(report.rows[0].achieved_sparsity < natural, "{name}");
         let s50 = report.rows[1].achieved_sparsity;
         assert!((0.3..0.7).contains(&s50), "{name}: achieved {s50}");
         assert!(report.rows[2].achieved_sparsity > s50);
@@ -85,7 +111,7 @@ fn greedy_allocation_reaches_each_layers_target() {
         Allocation, calibrate_thresholds_with, mlp_input_weights, sparsity_sweep_with,
     };
     let device = cpu_device();
-    for name in ["gpt2-tiny", "mamba-tiny"] {
+    for name in ["gpt2-tiny", "mamba-tiny", "opt-tiny", "llama-tiny"] {
         let model = load(name);
         let v = model.vocab_size() as u32;
         let calib: Vec<Vec<u32>> = (0..4u32)
@@ -101,10 +127,11 @@ fn greedy_allocation_reaches_each_layers_target() {
         );
         assert!(th[1].per_site.values().all(|t| *t == 0.0), "{name}");
         let weights = mlp_input_weights(&model);
-        assert_eq!(weights.len(), 2 * model.num_layers());
+        let per_layer = weights.len() / model.num_layers();
+        assert_eq!(weights.len(), per_layer * model.num_layers());
         for (t, target) in th.iter().zip(targets) {
             assert_eq!(t.target, target);
-            for pair in weights.chunks(2) {
+            for pair in weights.chunks(per_layer) {
                 let total: f64 = pair.iter().map(|(_, w)| *w as f64).sum();
                 let mean: f64 = pair
                     .iter()
@@ -152,7 +179,17 @@ fn cpu_decoder_equals_the_forward_pass_dense_and_masked() {
     use sparsity_decoding::decode::{Decoder, decode_sequences};
     use sparsity_decoding::sparse_decode::calibrate_thresholds;
     let device = cpu_device();
-    for name in ["gpt2-tiny", "mamba-tiny"] {
+    for name in [
+        "gpt2-tiny",
+        "mamba-tiny",
+        "opt-tiny",
+        "llama-tiny",
+        // post-LN with projections; sliding windows shorter than the sequence; llama3 RoPE + GQA
+        "opt-postln-proj",
+        "mistral-window",
+        "qwen2-window-bf16",
+        "llama3-gqa-headdim-bias",
+    ] {
         let model = load(name);
         let v = model.vocab_size() as u32;
         let seq: Vec<u32> = (0..12u32).map(|t| (t * 53 + 7) % v).collect();

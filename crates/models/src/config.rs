@@ -7,6 +7,8 @@ use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ModelError, Result};
+pub use crate::llama::config::{LlamaConfig, Rope, RopeScaling};
+pub use crate::opt::config::OptConfig;
 
 /// The model families this crate implements.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -16,6 +18,10 @@ pub enum ModelFamily {
     Gpt2,
     /// Mamba-1 (`model_type: "mamba"`).
     Mamba,
+    /// OPT (`model_type: "opt"`).
+    Opt,
+    /// The Llama family (`model_type: "llama"`, `"qwen2"`, `"mistral"`).
+    Llama,
 }
 
 impl std::fmt::Display for ModelFamily {
@@ -23,6 +29,8 @@ impl std::fmt::Display for ModelFamily {
         f.write_str(match self {
             Self::Gpt2 => "gpt2",
             Self::Mamba => "mamba",
+            Self::Opt => "opt",
+            Self::Llama => "llama",
         })
     }
 }
@@ -125,7 +133,7 @@ fn gelu_new_host<const D: usize>(x: Tensor<D>) -> Result<Tensor<D>> {
 pub const MAX_CONFIG_SIZE: usize = 1 << 48;
 
 /// A size field must be in 1..=[`MAX_CONFIG_SIZE`].
-fn check_size(path: &Path, name: &str, v: usize) -> Result<()> {
+pub(crate) fn check_size(path: &Path, name: &str, v: usize) -> Result<()> {
     if v == 0 {
         return Err(ModelError::config(path, format!("{name} must be > 0")));
     }
@@ -138,7 +146,7 @@ fn check_size(path: &Path, name: &str, v: usize) -> Result<()> {
     Ok(())
 }
 
-fn activation_of(path: &Path, field: &str, name: &str) -> Result<Activation> {
+pub(crate) fn activation_of(path: &Path, field: &str, name: &str) -> Result<Activation> {
     Activation::from_hf_name(name).ok_or_else(|| {
         ModelError::config(
             path,
@@ -149,6 +157,29 @@ fn activation_of(path: &Path, field: &str, name: &str) -> Result<Activation> {
         )
     })
 }
+
+/// A token id field: transformers accepts one id or a list (Llama 3's `eos_token_id`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum TokenIds {
+    /// One id.
+    One(i64),
+    /// Several ids (the first is used where one is needed).
+    Many(Vec<i64>),
+}
+
+impl TokenIds {
+    /// The id (the first of a list).
+    pub fn first(&self) -> Option<i64> {
+        match self {
+            Self::One(id) => Some(*id),
+            Self::Many(ids) => ids.first().copied(),
+        }
+    }
+}
+
+/// The `model_type` values this crate loads.
+pub const MODEL_TYPES: &[&str] = &["gpt2", "mamba", "opt", "llama", "qwen2", "mistral"];
 
 /// `transformers.GPT2Config` (the fields that change the math; unknown fields are ignored).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -431,6 +462,10 @@ pub enum ModelConfig {
     Gpt2(Gpt2Config),
     /// A Mamba config.
     Mamba(MambaConfig),
+    /// An OPT config.
+    Opt(OptConfig),
+    /// A Llama-family config (llama, qwen2, mistral).
+    Llama(LlamaConfig),
 }
 
 impl ModelConfig {
@@ -439,6 +474,8 @@ impl ModelConfig {
         match self {
             Self::Gpt2(_) => ModelFamily::Gpt2,
             Self::Mamba(_) => ModelFamily::Mamba,
+            Self::Opt(_) => ModelFamily::Opt,
+            Self::Llama(_) => ModelFamily::Llama,
         }
     }
 
@@ -460,6 +497,11 @@ impl ModelConfig {
                 serde_json::from_value(value)
                     .map_err(|e| ModelError::config(path, e.to_string()))?,
             ),
+            "opt" => Self::Opt(
+                serde_json::from_value(value)
+                    .map_err(|e| ModelError::config(path, e.to_string()))?,
+            ),
+            "llama" | "qwen2" | "mistral" => Self::Llama(LlamaConfig::from_value(value, path)?),
             _ => {
                 return Err(ModelError::UnknownModelType {
                     path: path.into(),
@@ -470,6 +512,8 @@ impl ModelConfig {
         match &config {
             Self::Gpt2(c) => c.validate(path)?,
             Self::Mamba(c) => c.validate(path)?,
+            Self::Opt(c) => c.validate(path)?,
+            Self::Llama(c) => c.validate(path)?,
         }
         Ok(config)
     }
@@ -491,6 +535,12 @@ impl ModelConfig {
         let (mut value, model_type, arch) = match self {
             Self::Gpt2(c) => (serde_json::to_value(c), "gpt2", "GPT2LMHeadModel"),
             Self::Mamba(c) => (serde_json::to_value(c), "mamba", "MambaForCausalLM"),
+            Self::Opt(c) => (serde_json::to_value(c), "opt", "OPTForCausalLM"),
+            Self::Llama(c) => (
+                serde_json::to_value(c),
+                c.model_type.as_str(),
+                c.architecture_name(),
+            ),
         };
         let value = value
             .as_mut()
@@ -499,6 +549,9 @@ impl ModelConfig {
             obj.insert("model_type".into(), model_type.into());
             obj.insert("architectures".into(), serde_json::json!([arch]));
             obj.insert("dtype".into(), "float32".into());
+            // the weights are written as f32 whatever the source checkpoint held
+            obj.remove("torch_dtype");
+            obj.remove("quantization_config");
             if let Self::Mamba(c) = self {
                 // transformers expects the resolved integer sizes.
                 obj.insert("intermediate_size".into(), c.inner_size().into());

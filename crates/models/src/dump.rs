@@ -105,7 +105,9 @@ pub struct DumpSummary {
 
 /// Runs `model` on every case of `input_ids` and writes `logits{suffix}` and every site (`hidden_states.{i}`,
 /// `block_out.{l}`, `mlp_act.{l}`/`attn_probs.{l}` or `mixer_gated.{l}`/`mixer_dt.{l}`; `ssm_state.{l}`
-/// too when `with_ssm_state`) as f32 to `out`, atomically.
+/// too when `with_ssm_state`) as f32 to `out`, atomically. Each site is written in the layout
+/// transformers' hooks see it ([`crate::HookedLm::hf_site_shape`]: OPT's MLP runs on rows
+/// flattened to [batch·seq, width]); the values are the site's, in the same row-major order.
 pub fn dump(
     model: &CausalLm,
     input_ids: &Path,
@@ -133,7 +135,9 @@ pub fn dump(
             tensor_to_vec(&logits)?,
         ));
         for (name, t) in fwd.sites {
-            tensors.push((format!("{name}{}", case.suffix), t.dims(), t.to_vec()?));
+            let kind = name.rsplit_once('.').map_or(name.as_str(), |(k, _)| k);
+            let shape = model.inner().hf_site_shape(kind, &t.dims());
+            tensors.push((format!("{name}{}", case.suffix), shape, t.to_vec()?));
         }
     }
     tensors.sort_by(|a, b| a.0.cmp(&b.0));

@@ -42,7 +42,7 @@ pub enum ModelError {
         message: String,
     },
     /// `model_type` names an architecture this crate does not implement.
-    #[error("{path}: unknown model_type `{model_type}` (supported: gpt2, mamba)")]
+    #[error("{path}: unknown model_type `{model_type}` (supported: {})", crate::config::MODEL_TYPES.join(", "))]
     UnknownModelType {
         /// The config file.
         path: PathBuf,

@@ -73,6 +73,12 @@ pub trait HookedLm: std::fmt::Debug + Send + Sync + Any {
     fn num_layers(&self) -> usize;
     /// Residual stream width.
     fn hidden_size(&self) -> usize;
+    /// Width of `hidden_states.{i}` (the residual width, except where the last entry is
+    /// projected, as OPT-350m's `project_out` does).
+    fn hidden_state_width(&self, i: usize) -> usize {
+        let _ = i;
+        self.hidden_size()
+    }
     /// Vocabulary size (rows of the embedding).
     fn vocab_size(&self) -> usize;
     /// Maximum sequence length, if the family has one.
@@ -84,6 +90,13 @@ pub trait HookedLm: std::fmt::Debug + Send + Sync + Any {
     /// The channel width of a per-layer site kind (by-name-only kinds included); `None` when the
     /// family has no such site.
     fn site_kind_width(&self, kind: &str) -> Option<usize>;
+    /// The shape transformers' hooks see for a site of `kind` whose shape here is `shape` (same
+    /// values, same row-major order): the shape `cargo xtask dump` writes. The default is
+    /// `shape` itself.
+    fn hf_site_shape(&self, kind: &str, shape: &[usize]) -> Vec<usize> {
+        let _ = kind;
+        shape.to_vec()
+    }
     /// Site kinds that can be recorded but not edited.
     fn read_only_site_kinds(&self) -> &'static [&'static str] {
         &[]

@@ -30,6 +30,7 @@
 //! # Ok::<(), sparsity_models::ModelError>(())
 //! ```
 
+pub mod attention;
 pub mod config;
 pub mod dsa;
 pub mod dump;
@@ -37,9 +38,12 @@ pub mod error;
 pub mod family;
 pub mod gpt2;
 pub mod hub;
+pub mod llama;
 pub mod lm;
 pub mod loader;
 pub mod mamba;
+pub mod nn;
+pub mod opt;
 pub mod sites;
 pub mod step;
 pub mod text;
@@ -49,12 +53,17 @@ pub mod trainable;
 pub mod util;
 
 pub use burn;
-pub use config::{Activation, Gpt2Config, MambaConfig, ModelConfig, ModelFamily, TimeStepRank};
+pub use config::{
+    Activation, Gpt2Config, LlamaConfig, MambaConfig, ModelConfig, ModelFamily, OptConfig,
+    TimeStepRank, TokenIds,
+};
 pub use error::{ModelError, Result};
 pub use family::{Architecture, HookedLm, LinearLayer};
 pub use gpt2::Gpt2;
+pub use llama::Llama;
 pub use lm::{Batch, CausalLm, ForwardOutput};
 pub use mamba::Mamba;
+pub use opt::Opt;
 pub use sites::{Capture, Channels, Edit, Intervention, MeanSource, SiteEdit, SiteTensor};
 pub use trainable::CausalLmTrain;
 pub use util::cpu_device;

@@ -209,8 +209,8 @@ impl CausalLm {
             .unwrap_or(0)
     }
 
-    /// Every site of this model (`ssm_state.*` included, the by-name-only linear-layer inputs of
-    /// [`crate::sites::BY_NAME_ONLY`] not), in a stable order.
+    /// Every per-layer site of [`HookedLm::layer_site_kinds`] (`ssm_state.*` included, the
+    /// by-name-only linear-layer inputs not) and `hidden_states.*`, in a stable order.
     pub fn site_names(&self) -> Vec<String> {
         let n = self.num_layers();
         let mut names: Vec<String> = (0..=n).map(|i| format!("hidden_states.{i}")).collect();
@@ -233,7 +233,7 @@ impl CausalLm {
         let n = self.num_layers();
         if kind == "hidden_states" {
             return if idx <= n {
-                Ok(self.hidden_size())
+                Ok(self.0.hidden_state_width(idx))
             } else {
                 Err(unknown())
             };
@@ -261,17 +261,19 @@ impl CausalLm {
         self.0.linear_layers()
     }
 
-    /// The inputs TEAL-style decoding masks (the MLP's linear layers), in forward order, with
-    /// the size of the weight matrix each one feeds.
+    /// The inputs TEAL-style decoding masks (those of the linear layers the family marks
+    /// [`LinearLayer::mlp_input`]), in forward order, each once, with the total size of the weight
+    /// matrices it feeds (q, k and v share one input).
     pub fn mlp_inputs(&self) -> Vec<(String, usize)> {
-        self.linear_layers()
-            .into_iter()
-            .filter(|l| l.mlp_input)
-            .map(|l| {
-                let n = l.weight_elements();
-                (l.input_site, n)
-            })
-            .collect()
+        let mut out: Vec<(String, usize)> = Vec::new();
+        for l in self.linear_layers().into_iter().filter(|l| l.mlp_input) {
+            let n = l.weight_elements();
+            match out.iter_mut().find(|(site, _)| *site == l.input_site) {
+                Some((_, total)) => *total += n,
+                None => out.push((l.input_site, n)),
+            }
+        }
+        out
     }
 
     /// Checks the ids against the vocabulary and the sites against the model.
@@ -344,7 +346,15 @@ impl CausalLm {
     ) -> Result<ForwardOutput> {
         self.validate(input, capture, intervention)?;
         let mask = input.attention_mask.clone();
-        let mut hooks = Hooks::new(capture, intervention, mask.clone());
+        let read_only = self.0.read_only_site_kinds();
+        let all_kinds = self
+            .0
+            .layer_site_kinds()
+            .iter()
+            .copied()
+            .filter(|k| !read_only.contains(k))
+            .collect();
+        let mut hooks = Hooks::new(capture, intervention, mask.clone()).with_all_kinds(all_kinds);
         let logits = self
             .0
             .forward_hooked(input.input_ids.clone(), mask, &mut hooks)?;

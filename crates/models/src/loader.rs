@@ -223,7 +223,7 @@ fn p<const D: usize>(values: Vec<f32>, shape: [usize; D], device: &Device) -> Pa
 }
 
 /// [rows, cols] row-major → [cols, rows].
-fn transpose(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+pub(crate) fn transpose(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     let mut out = vec![0.0; values.len()];
     for r in 0..rows {
         for c in 0..cols {
@@ -234,11 +234,16 @@ fn transpose(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
 }
 
 impl TensorStore {
-    fn param1(&mut self, name: &str, n: usize, device: &Device) -> Result<Param<Tensor<1>>> {
+    pub(crate) fn param1(
+        &mut self,
+        name: &str,
+        n: usize,
+        device: &Device,
+    ) -> Result<Param<Tensor<1>>> {
         Ok(p(self.take(name, &[n])?, [n], device))
     }
 
-    fn param2(
+    pub(crate) fn param2(
         &mut self,
         name: &str,
         shape: [usize; 2],
@@ -248,7 +253,7 @@ impl TensorStore {
     }
 
     /// An nn.Linear weight [out, in] held as [in, out].
-    fn linear_t(
+    pub(crate) fn linear_t(
         &mut self,
         name: &str,
         d_in: usize,
@@ -259,7 +264,7 @@ impl TensorStore {
         Ok(p(transpose(&v, d_out, d_in), [d_in, d_out], device))
     }
 
-    fn opt1(
+    pub(crate) fn opt1(
         &mut self,
         name: &str,
         n: usize,
@@ -361,7 +366,7 @@ pub fn gpt2_from_store(
 
 /// Largest layer index + 1 among the tensors named `{prefix}{l}{suffix}`, and whether every
 /// index below it is present.
-fn layers_in_store(store: &TensorStore, prefix: &str, suffix: &str) -> (usize, bool) {
+pub(crate) fn layers_in_store(store: &TensorStore, prefix: &str, suffix: &str) -> (usize, bool) {
     let found: BTreeSet<usize> = store
         .names()
         .filter_map(|n| n.strip_prefix(prefix)?.strip_suffix(suffix)?.parse().ok())
@@ -371,7 +376,7 @@ fn layers_in_store(store: &TensorStore, prefix: &str, suffix: &str) -> (usize, b
 }
 
 /// Checks a config's layer count against the checkpoint before anything is allocated from it.
-fn check_layer_count(
+pub(crate) fn check_layer_count(
     store: &TensorStore,
     key: &'static str,
     declared: usize,
@@ -400,7 +405,7 @@ fn check_layer_count(
 
 /// Checks that axis `axis` of `tensor` (when the checkpoint has it) equals the config's `value`
 /// for `key`, before anything is allocated from the config's value.
-fn check_dim(
+pub(crate) fn check_dim(
     store: &TensorStore,
     key: &'static str,
     value: usize,
@@ -551,19 +556,25 @@ fn load_parts(config: ModelConfig, store: &mut TensorStore, device: &Device) -> 
     Ok(match config {
         ModelConfig::Gpt2(c) => CausalLm::new(gpt2_from_store(&c, store, device)?),
         ModelConfig::Mamba(c) => CausalLm::new(mamba_from_store(&c, store, device)?),
+        ModelConfig::Opt(c) => CausalLm::new(crate::opt::Opt::from_store(&c, store, device)?),
+        ModelConfig::Llama(c) => CausalLm::new(crate::llama::Llama::from_store(&c, store, device)?),
     })
 }
 
 /// Named f32 tensors in HF layout, ready for safetensors.
-type Named = Vec<(String, Vec<usize>, Vec<f32>)>;
+pub(crate) type Named = Vec<(String, Vec<usize>, Vec<f32>)>;
 
-fn push<const D: usize>(out: &mut Named, name: String, t: &Param<Tensor<D>>) -> Result<()> {
+pub(crate) fn push<const D: usize>(
+    out: &mut Named,
+    name: String,
+    t: &Param<Tensor<D>>,
+) -> Result<()> {
     let v = t.val();
     out.push((name, v.dims().to_vec(), tensor_to_vec(&v)?));
     Ok(())
 }
 
-fn push_t(out: &mut Named, name: String, t: &Param<Tensor<2>>) -> Result<()> {
+pub(crate) fn push_t(out: &mut Named, name: String, t: &Param<Tensor<2>>) -> Result<()> {
     let v = t.val();
     let [rows, cols] = v.dims();
     out.push((
@@ -680,7 +691,7 @@ fn write(path: &Path, bytes: &[u8]) -> Result<()> {
         .map_err(|e| ModelError::io(path, e))
 }
 
-fn save(dir: &Path, config: ModelConfig, tensors: Named) -> Result<()> {
+pub(crate) fn save(dir: &Path, config: ModelConfig, tensors: Named) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| ModelError::io(dir, e))?;
     let cfg_path = dir.join("config.json");
     write(&cfg_path, config.to_json_string()?.as_bytes())?;

@@ -30,17 +30,6 @@ use rand_distr::{Distribution, Normal};
 
 use crate::error::{ModelError, Result};
 
-/// Site kinds that [`Capture::all`] leaves out: recorded only when named.
-pub const BY_NAME_ONLY: &[&str] = &[
-    "ssm_state.",
-    "attn_in.",
-    "attn_ctx.",
-    "mlp_in.",
-    "mixer_in.",
-    "mixer_conv.",
-    "mixer_dt_in.",
-];
-
 /// A recorded site activation: rank 3 for per-token sites, rank 4 for `attn_probs` and `ssm_state`.
 #[derive(Debug, Clone)]
 pub enum SiteTensor {
@@ -101,8 +90,9 @@ impl Capture {
         Self::default()
     }
 
-    /// Records every site of the model except the [`BY_NAME_ONLY`] kinds (`ssm_state.*` and the
-    /// linear-layer inputs).
+    /// Records `hidden_states.*` and the model's per-layer site kinds
+    /// ([`crate::HookedLm::layer_site_kinds`]) that are not read-only (so not `ssm_state.*`);
+    /// the linear-layer inputs and read-only kinds are recorded only when named.
     pub fn all() -> Self {
         Self {
             all: true,
@@ -128,9 +118,14 @@ impl Capture {
         self
     }
 
-    /// Whether `name` is recorded.
-    pub fn contains(&self, name: &str) -> bool {
-        self.names.contains(name) || (self.all && !BY_NAME_ONLY.iter().any(|p| name.starts_with(p)))
+    /// Whether `name` is recorded by a model whose [`Capture::all`] kinds are `all_kinds`.
+    pub fn records(&self, name: &str, all_kinds: &[&str]) -> bool {
+        self.names.contains(name)
+            || (self.all
+                && (name.starts_with("hidden_states.")
+                    || all_kinds
+                        .iter()
+                        .any(|k| name.strip_prefix(k).is_some_and(|r| r.starts_with('.')))))
     }
 
     fn is_empty(&self) -> bool {
@@ -257,6 +252,8 @@ pub struct Hooks<'a> {
     intervention: Option<&'a Intervention>,
     /// [batch, seq], 1 = real token.
     mask: Tensor<2>,
+    /// The site kinds [`Capture::all`] records.
+    all_kinds: Vec<&'static str>,
     pub(crate) sites: BTreeMap<String, SiteTensor>,
 }
 
@@ -271,8 +268,15 @@ impl<'a> Hooks<'a> {
             capture,
             intervention,
             mask,
+            all_kinds: Vec::new(),
             sites: BTreeMap::new(),
         }
+    }
+
+    /// The site kinds [`Capture::all`] records for this model (besides `hidden_states`).
+    pub(crate) fn with_all_kinds(mut self, kinds: Vec<&'static str>) -> Self {
+        self.all_kinds = kinds;
+        self
     }
 
     fn active(&self) -> bool {
@@ -280,7 +284,7 @@ impl<'a> Hooks<'a> {
     }
 
     pub(crate) fn wants(&self, name: &str) -> bool {
-        self.capture.contains(name)
+        self.capture.records(name, &self.all_kinds)
     }
 
     /// Whether `name` is recorded or edited.
@@ -307,7 +311,7 @@ impl<'a> Hooks<'a> {
                 x = apply3(x, e, &self.mask)?;
             }
         }
-        if self.capture.contains(&name) {
+        if self.capture.records(&name, &self.all_kinds) {
             self.sites.insert(name, SiteTensor::Rank3(x.clone()));
         }
         Ok(x)
@@ -329,7 +333,7 @@ impl<'a> Hooks<'a> {
                 x = apply4(x, e, &self.mask)?;
             }
         }
-        if self.capture.contains(&name) {
+        if self.capture.records(&name, &self.all_kinds) {
             self.sites.insert(name, SiteTensor::Rank4(x.clone()));
         }
         Ok(x)

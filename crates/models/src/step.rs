@@ -150,3 +150,61 @@ pub fn rms_norm(x: &[f32], w: &[f32], eps: f64) -> Vec<f32> {
     let inv = 1.0 / (ms + eps as f32).sqrt();
     x.iter().zip(w).map(|(v, w)| v * inv * w).collect()
 }
+
+/// One query's softmax attention over a key/value cache: `q` [heads·dh], `k` and `v` the cached
+/// rows [steps][kv_heads·dh], query head h reading key/value head h / (heads / kv_heads); only
+/// the steps from `first` on are visible (a sliding window). Writes [heads·dh] into `out`.
+#[allow(clippy::too_many_arguments)] // the shape of one attention step
+pub fn cached_attention(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    heads: usize,
+    kv_heads: usize,
+    dh: usize,
+    scale: f32,
+    first: usize,
+    out: &mut [f32],
+) {
+    let kv_width = kv_heads * dh;
+    let steps = k.len() / kv_width.max(1);
+    let groups = heads / kv_heads.max(1);
+    out.iter_mut().for_each(|o| *o = 0.0);
+    let mut scores = vec![0.0f32; steps.saturating_sub(first)];
+    for h in 0..heads {
+        let kvh = h / groups.max(1);
+        let qh = &q[h * dh..(h + 1) * dh];
+        for (sc, s) in scores.iter_mut().zip(first..steps) {
+            let kr = &k[s * kv_width + kvh * dh..s * kv_width + (kvh + 1) * dh];
+            *sc = qh.iter().zip(kr).map(|(a, b)| a * b).sum::<f32>() * scale;
+        }
+        let m = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let mut z = 0.0f32;
+        for sc in scores.iter_mut() {
+            *sc = (*sc - m).exp();
+            z += *sc;
+        }
+        let oh = &mut out[h * dh..(h + 1) * dh];
+        for (p, s) in scores.iter().zip(first..steps) {
+            let vr = &v[s * kv_width + kvh * dh..s * kv_width + (kvh + 1) * dh];
+            let w = p / z;
+            oh.iter_mut().zip(vr).for_each(|(o, v)| *o += w * v);
+        }
+    }
+}
+
+/// A [`LinearSpec`] from a [`crate::nn::Dense`] (weight stored [in, out]).
+pub fn spec_dense(
+    name: &str,
+    input_site: Option<String>,
+    d: &crate::nn::Dense,
+) -> Result<LinearSpec> {
+    spec_in_out(name, input_site, &d.weight, d.bias.as_ref())
+}
+
+/// y = W·x (+ b) into a new vector of the layer's output width.
+pub fn apply_new(layer: &dyn StepLinear, x: &[f32]) -> Result<Vec<f32>> {
+    let mut y = vec![0.0; layer.out_features()];
+    layer.apply(x, &mut y)?;
+    Ok(y)
+}

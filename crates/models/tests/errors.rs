@@ -173,12 +173,147 @@ fn unknown_model_type() {
     let cfg = std::fs::read_to_string(t.path().join("config.json")).unwrap();
     std::fs::write(
         t.path().join("config.json"),
-        cfg.replace("\"gpt2\"", "\"llama\""),
+        cfg.replace("\"gpt2\"", "\"falcon\""),
     )
     .unwrap();
     let e = CausalLm::load_dir(t.path(), &cpu_device()).unwrap_err();
     assert!(matches!(e, ModelError::UnknownModelType { .. }), "{e}");
-    assert!(e.to_string().contains("llama"));
+    let msg = e.to_string();
+    assert!(
+        msg.contains("falcon") && msg.contains("config.json"),
+        "{msg}"
+    );
+    assert!(msg.contains("opt, llama, qwen2, mistral"), "{msg}");
+}
+
+/// Rewrites config.json of a copy of a fixture through `edit` on its JSON object.
+fn with_config(
+    dir: &Path,
+    edit: impl FnOnce(&mut serde_json::Map<String, serde_json::Value>),
+) -> tempfile::TempDir {
+    let t = tempfile::tempdir().unwrap();
+    copy_dir(dir, t.path());
+    let path = t.path().join("config.json");
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    edit(v.as_object_mut().unwrap());
+    std::fs::write(&path, serde_json::to_string(&v).unwrap()).unwrap();
+    t
+}
+
+#[test]
+fn unsupported_rope_types_are_named() {
+    for kind in ["yarn", "dynamic", "longrope"] {
+        let t = with_config(&common::hf("llama-tiny"), |c| {
+            c.insert(
+                "rope_parameters".into(),
+                serde_json::json!({"rope_type": kind, "rope_theta": 10000.0, "factor": 2.0}),
+            );
+        });
+        let e = CausalLm::load_dir(t.path(), &cpu_device()).unwrap_err();
+        assert!(matches!(e, ModelError::Config { .. }), "{e}");
+        let msg = e.to_string();
+        assert!(msg.contains(kind) && msg.contains("config.json"), "{msg}");
+    }
+    // transformers 4's `rope_scaling` spelling is read too
+    let t = with_config(&common::hf("llama-tiny"), |c| {
+        c.remove("rope_parameters");
+        c.insert("rope_theta".into(), 10000.0.into());
+        c.insert(
+            "rope_scaling".into(),
+            serde_json::json!({"type": "yarn", "factor": 4.0}),
+        );
+    });
+    let e = CausalLm::load_dir(t.path(), &cpu_device()).unwrap_err();
+    assert!(e.to_string().contains("yarn"), "{e}");
+    // llama3 scaling without its parameters
+    let t = with_config(&common::hf("llama-tiny"), |c| {
+        c.insert(
+            "rope_parameters".into(),
+            serde_json::json!({"rope_type": "llama3", "rope_theta": 10000.0, "factor": 8.0}),
+        );
+    });
+    let e = CausalLm::load_dir(t.path(), &cpu_device()).unwrap_err();
+    assert!(e.to_string().contains("low_freq_factor"), "{e}");
+}
+
+#[test]
+fn sliding_window_larger_than_the_positions_is_an_error() {
+    let t = with_config(&common::hf_config("mistral-window"), |c| {
+        c.insert("sliding_window".into(), 65.into());
+    });
+    let e = CausalLm::load_dir(t.path(), &cpu_device()).unwrap_err();
+    assert!(matches!(e, ModelError::Config { .. }), "{e}");
+    let msg = e.to_string();
+    assert!(
+        msg.contains("sliding_window = 65") && msg.contains("max_position_embeddings = 64"),
+        "{msg}"
+    );
+    // a window no layer uses (Qwen2 without use_sliding_window) is not checked
+    let t = with_config(&common::hf_config("qwen2-window-bf16"), |c| {
+        c.insert("use_sliding_window".into(), false.into());
+        c.insert("sliding_window".into(), 4096.into());
+    });
+    CausalLm::load_dir(t.path(), &cpu_device()).unwrap();
+}
+
+#[test]
+fn bad_heads_are_config_errors() {
+    let t = with_config(&common::hf("llama-tiny"), |c| {
+        c.insert("num_key_value_heads".into(), 3.into());
+    });
+    let e = CausalLm::load_dir(t.path(), &cpu_device()).unwrap_err();
+    assert!(e.to_string().contains("num_key_value_heads = 3"), "{e}");
+    let t = with_config(&common::hf("opt-tiny"), |c| {
+        c.insert("num_hidden_layers".into(), (1u64 << 31).into());
+    });
+    let e = CausalLm::load_dir(t.path(), &cpu_device()).unwrap_err();
+    assert!(matches!(e, ModelError::ConfigMismatch { .. }), "{e}");
+    assert!(e.to_string().contains("num_hidden_layers"), "{e}");
+}
+
+#[test]
+fn missing_and_misshaped_tensors_of_the_new_families_are_named() {
+    for (name, tensor) in [
+        ("opt-tiny", "model.decoder.layers.1.fc2.weight"),
+        ("llama-tiny", "model.layers.1.mlp.up_proj.weight"),
+    ] {
+        let t = broken(name);
+        rewrite(t.path(), |list| list.retain(|(n, ..)| n != tensor));
+        let e = CausalLm::load_dir(t.path(), &cpu_device()).unwrap_err();
+        assert!(matches!(e, ModelError::MissingTensor { .. }), "{e}");
+        assert!(e.to_string().contains(tensor), "{e}");
+
+        let t = broken(name);
+        rewrite(t.path(), |list| {
+            for (n, _, shape, bytes) in list.iter_mut() {
+                if n == tensor {
+                    shape.reverse();
+                    let _ = bytes;
+                }
+            }
+        });
+        let e = CausalLm::load_dir(t.path(), &cpu_device()).unwrap_err();
+        assert!(matches!(e, ModelError::WrongShape { .. }), "{e}");
+        let msg = e.to_string();
+        assert!(
+            msg.contains(tensor) && msg.contains("model.safetensors"),
+            "{msg}"
+        );
+    }
+}
+
+#[test]
+fn a_shard_listed_in_the_index_but_absent_is_named() {
+    let t = tempfile::tempdir().unwrap();
+    copy_dir(&common::hf_config("llama3-gqa-headdim-bias"), t.path());
+    std::fs::remove_file(t.path().join("model-00002-of-00003.safetensors")).unwrap();
+    let e = CausalLm::load_dir(t.path(), &cpu_device()).unwrap_err();
+    assert!(matches!(e, ModelError::MissingFile { .. }), "{e}");
+    assert!(
+        e.to_string().contains("model-00002-of-00003.safetensors"),
+        "{e}"
+    );
 }
 
 #[test]

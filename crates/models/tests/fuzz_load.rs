@@ -250,7 +250,7 @@ fn mutated_checkpoints_give_typed_errors_or_models() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(17);
     let device = cpu_device();
-    let fixtures: Vec<(String, Vec<u8>)> = ["gpt2-tiny", "mamba-tiny"]
+    let fixtures: Vec<(String, Vec<u8>)> = ["gpt2-tiny", "mamba-tiny", "opt-tiny", "llama-tiny"]
         .iter()
         .map(|m| {
             let dir = common::hf(m);

@@ -110,6 +110,39 @@ fn mamba_zeroing_changes_downstream_only() {
     );
 }
 
+/// OPT and the Llama family: every site kind (the linear-layer inputs included) edits only what
+/// follows it.
+#[test]
+fn opt_and_llama_zeroing_changes_downstream_only() {
+    for name in ["opt-tiny", "llama-tiny"] {
+        let m = load(name);
+        check_zero(
+            &m,
+            "mlp_act.0",
+            &["hidden_states.0", "attn_probs.0", "attn_ctx.0", "mlp_in.0"],
+            &[
+                "block_out.0",
+                "attn_in.1",
+                "attn_probs.1",
+                "mlp_act.1",
+                "hidden_states.2",
+            ],
+        );
+        check_zero(
+            &m,
+            "attn_probs.1",
+            &["block_out.0", "mlp_act.0", "attn_in.1"],
+            &["attn_ctx.1", "mlp_in.1", "mlp_act.1", "block_out.1"],
+        );
+        check_zero(
+            &m,
+            "attn_in.0",
+            &["hidden_states.0"],
+            &["attn_probs.0", "attn_ctx.0", "mlp_act.0", "block_out.1"],
+        );
+    }
+}
+
 #[test]
 fn channel_restricted_edit_touches_only_those_channels() {
     let m = load("gpt2-tiny");
@@ -260,7 +293,11 @@ fn ssm_state_recorded_on_request_and_consistent_with_the_scan_output() {
 
 #[test]
 fn threshold_edit_zeroes_exactly_the_small_magnitudes() {
-    for (name, site) in [("gpt2-tiny", "mlp_act.0"), ("mamba-tiny", "mixer_gated.1")] {
+    for (name, site) in [
+        ("gpt2-tiny", "mlp_act.0"),
+        ("mamba-tiny", "mixer_gated.1"),
+        ("llama-tiny", "attn_ctx.1"),
+    ] {
         let model = load(name);
         let b = batch(&model, 2, 6);
         let dense = model.forward(&b, &Capture::sites([site]), None).unwrap();

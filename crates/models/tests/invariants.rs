@@ -7,7 +7,8 @@ mod common;
 use sparsity_models::text::{BatchOptions, PaddedBatch, PaddingSide};
 use sparsity_models::util::tensor_to_vec;
 use sparsity_models::{
-    Batch, Capture, CausalLm, Gpt2, Gpt2Config, Mamba, MambaConfig, TimeStepRank, cpu_device,
+    Batch, Capture, CausalLm, Gpt2, Gpt2Config, Llama, LlamaConfig, Mamba, MambaConfig, Opt,
+    OptConfig, TimeStepRank, cpu_device,
 };
 
 fn gpt2_configs() -> Vec<Gpt2Config> {
@@ -61,6 +62,73 @@ fn mamba_configs() -> Vec<MambaConfig> {
     ]
 }
 
+fn opt_configs() -> Vec<OptConfig> {
+    vec![
+        OptConfig {
+            vocab_size: 40,
+            hidden_size: 16,
+            num_hidden_layers: 2,
+            ffn_dim: 24,
+            max_position_embeddings: 32,
+            num_attention_heads: 2,
+            ..Default::default()
+        },
+        OptConfig {
+            vocab_size: 37,
+            hidden_size: 16,
+            num_hidden_layers: 2,
+            ffn_dim: 20,
+            max_position_embeddings: 24,
+            num_attention_heads: 4,
+            do_layer_norm_before: false,
+            word_embed_proj_dim: Some(12),
+            tie_word_embeddings: false,
+            activation_function: "gelu".into(),
+            ..Default::default()
+        },
+    ]
+}
+
+fn llama_configs() -> Vec<LlamaConfig> {
+    let base = LlamaConfig {
+        vocab_size: 41,
+        hidden_size: 16,
+        intermediate_size: 24,
+        num_hidden_layers: 2,
+        num_attention_heads: 4,
+        num_key_value_heads: Some(2),
+        max_position_embeddings: 32,
+        ..Default::default()
+    };
+    vec![
+        LlamaConfig {
+            head_dim: Some(6),
+            attention_bias: true,
+            mlp_bias: true,
+            tie_word_embeddings: true,
+            rope_parameters: Some(
+                serde_json::json!({"rope_type": "llama3", "rope_theta": 500000.0,
+                "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                "original_max_position_embeddings": 8}),
+            ),
+            ..base.clone()
+        },
+        LlamaConfig {
+            model_type: "qwen2".into(),
+            use_sliding_window: Some(true),
+            sliding_window: Some(3),
+            max_window_layers: Some(1),
+            ..base.clone()
+        },
+        LlamaConfig {
+            model_type: "mistral".into(),
+            num_key_value_heads: Some(1),
+            sliding_window: Some(4),
+            ..base
+        },
+    ]
+}
+
 fn models() -> Vec<CausalLm> {
     let device = cpu_device();
     let mut out: Vec<CausalLm> = gpt2_configs()
@@ -73,6 +141,18 @@ fn models() -> Vec<CausalLm> {
             .iter()
             .enumerate()
             .map(|(i, c)| CausalLm::from(Mamba::init(c, 20 + i as u64, &device).unwrap())),
+    );
+    out.extend(
+        opt_configs()
+            .iter()
+            .enumerate()
+            .map(|(i, c)| CausalLm::new(Opt::init(c, 30 + i as u64, &device).unwrap())),
+    );
+    out.extend(
+        llama_configs()
+            .iter()
+            .enumerate()
+            .map(|(i, c)| CausalLm::new(Llama::init(c, 40 + i as u64, &device).unwrap())),
     );
     out
 }

@@ -43,7 +43,7 @@ fn manual_nll(model: &CausalLm, ids: &[u32]) -> (f64, usize) {
 #[test]
 fn perplexity_is_token_weighted_and_ignores_padding() {
     let d = cpu_device();
-    for name in ["gpt2-tiny", "mamba-tiny"] {
+    for name in ["gpt2-tiny", "mamba-tiny", "opt-tiny", "llama-tiny"] {
         let dir = common::hf(name);
         let model = CausalLm::load_dir(&dir, &d).unwrap();
         let tok = TextTokenizer::from_model_dir(&dir).unwrap();
@@ -79,7 +79,7 @@ fn perplexity_is_token_weighted_and_ignores_padding() {
 #[test]
 fn dump_writes_fixture_names_and_values() {
     let d = cpu_device();
-    for name in ["gpt2-tiny", "mamba-tiny"] {
+    for name in ["gpt2-tiny", "mamba-tiny", "opt-tiny", "llama-tiny"] {
         let dir = common::hf(name);
         let model = CausalLm::load_dir(&dir, &d).unwrap();
         let t = tempfile::tempdir().unwrap();

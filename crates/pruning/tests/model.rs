@@ -1,4 +1,4 @@
-//! Whole-model pruning on the transformers-made tiny GPT-2 and Mamba fixtures (and, with
+//! Whole-model pruning on the transformers-made tiny GPT-2, Mamba, OPT and Llama fixtures (and, with
 //! `--ignored`, on the trained demo models).
 
 #![cfg(feature = "models")]
@@ -22,6 +22,9 @@ fn fixture(name: &str) -> PathBuf {
         .join("../models/tests/fixtures/hf")
         .join(name)
 }
+
+/// The transformers-made fixtures of every family.
+const FIXTURES: [&str; 4] = ["gpt2-tiny", "mamba-tiny", "opt-tiny", "llama-tiny"];
 
 fn load(name: &str) -> CausalLm {
     CausalLm::load_dir(&fixture(name), &cpu_device()).unwrap()
@@ -74,12 +77,18 @@ fn expected_pruned(method: Method, [rows, cols]: [usize; 2]) -> Option<usize> {
 
 #[test]
 fn every_method_prunes_every_layer_to_the_requested_sparsity() {
-    for name in ["gpt2-tiny", "mamba-tiny"] {
+    for name in FIXTURES {
         for method in METHODS {
             let (model, report) = run(name, method, Pattern::Unstructured(0.5));
             let n_targets = linear_targets(&model, &[]).unwrap().len();
             assert_eq!(n_targets, 0, "an empty selection selects nothing");
-            let expected_layers = 2 * 4; // 2 blocks x 4 linear layers in both families
+            // 2 blocks × (GPT-2, Mamba: 4; OPT: q, k, v, out, fc1, fc2; Llama: q, k, v, o, gate, up, down)
+            let per_block = match name {
+                "opt-tiny" => 6,
+                "llama-tiny" => 7,
+                _ => 4,
+            };
+            let expected_layers = 2 * per_block;
             assert_eq!(report.layers.len(), expected_layers, "{name} {method:?}");
             for l in &report.layers {
                 let r = &l.report;
@@ -111,7 +120,7 @@ fn every_method_prunes_every_layer_to_the_requested_sparsity() {
 
 #[test]
 fn n_m_keeps_n_of_every_m_in_the_hf_layout() {
-    for name in ["gpt2-tiny", "mamba-tiny"] {
+    for name in FIXTURES {
         let mut model = load(name);
         let calib = random_sequences(4, 16, 512, 3);
         let options = ModelPruneOptions::new(Method::Wanda, Pattern::NM { n: 2, m: 4 });
@@ -142,7 +151,12 @@ fn n_m_keeps_n_of_every_m_in_the_hf_layout() {
 fn reconstruction_error_equals_the_streamed_definition() {
     // Block 0's first layer sees the same inputs before and after pruning, so the error can be
     // recomputed from activations captured on the dense model.
-    for (name, site) in [("gpt2-tiny", "attn_in.0"), ("mamba-tiny", "mixer_in.0")] {
+    for (name, site) in [
+        ("gpt2-tiny", "attn_in.0"),
+        ("mamba-tiny", "mixer_in.0"),
+        ("opt-tiny", "attn_in.0"),
+        ("llama-tiny", "attn_in.0"),
+    ] {
         let device = cpu_device();
         let mut dense = load(name);
         let calib = random_sequences(6, 20, 512, 4);
@@ -174,7 +188,7 @@ fn reconstruction_error_equals_the_streamed_definition() {
 
 #[test]
 fn saved_directory_reloads_with_identical_logits_and_masks() {
-    for name in ["gpt2-tiny", "mamba-tiny"] {
+    for name in FIXTURES {
         let device = cpu_device();
         let mut model = load(name);
         let calib = random_sequences(4, 16, 512, 5);
@@ -240,7 +254,7 @@ fn saved_directory_reloads_with_identical_logits_and_masks() {
 
 #[test]
 fn sparsegpt_reconstructs_better_than_wanda_better_than_magnitude() {
-    for name in ["gpt2-tiny", "mamba-tiny"] {
+    for name in FIXTURES {
         let mean = |method| {
             let (_, r) = run(name, method, Pattern::Unstructured(0.5));
             r.mean_recon_error().unwrap()

@@ -10,7 +10,6 @@
 //! `cumsum(attention_mask) − 1` (clamped at 0), so left padding does not shift the real tokens' positions.
 
 use burn::module::{Module, Param};
-use burn::tensor::module::linear;
 use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -18,32 +17,12 @@ use rand_chacha::ChaCha8Rng;
 use crate::config::{Activation, Gpt2Config};
 use crate::error::{ModelError, Result};
 use crate::sites::Hooks;
-use crate::util::{const_param, layer_norm, normal_param};
+use crate::util::{const_param, normal_param};
 
 mod decode;
 mod hooked;
 
-/// A LayerNorm's parameters.
-#[derive(Module, Debug)]
-pub struct LayerNorm {
-    /// [width]
-    pub weight: Param<Tensor<1>>,
-    /// [width]
-    pub bias: Param<Tensor<1>>,
-}
-
-impl LayerNorm {
-    pub(crate) fn ones(width: usize, device: &Device) -> Self {
-        Self {
-            weight: const_param([width], 1.0, device),
-            bias: const_param([width], 0.0, device),
-        }
-    }
-
-    pub(crate) fn forward<const D: usize>(&self, x: Tensor<D>, eps: f64) -> Tensor<D> {
-        layer_norm(x, self.weight.val(), self.bias.val(), eps)
-    }
-}
+pub use crate::nn::LayerNorm;
 
 /// GPT-2's `Conv1D`: y = x·W + b with W stored [in, out].
 #[derive(Module, Debug)]
@@ -68,22 +47,9 @@ impl Conv1D {
         }
     }
 
-    /// [.., in] → [.., out], as one `[rows, in] × [in, out]` product (burn's `linear` keeps a
-    /// batched product with the weight broadcast when each batch's rows fill its tiles, which
-    /// re-packs the weight once per batch).
+    /// [.., in] → [.., out] (see [`crate::nn::dense`]).
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        let dims = x.dims();
-        let d_in = dims[D - 1];
-        let rows = dims[..D - 1].iter().product::<usize>();
-        if D < 2 || rows == 0 {
-            return linear(x, self.weight.val(), Some(self.bias.val()));
-        }
-        let w = self.weight.val();
-        let d_out = w.dims()[1];
-        let y = x.reshape([rows, d_in]).matmul(w) + self.bias.val().unsqueeze::<2>();
-        let mut out = dims;
-        out[D - 1] = d_out;
-        y.reshape(out)
+        crate::nn::dense(x, self.weight.val(), Some(self.bias.val()))
     }
 }
 

@@ -11,7 +11,6 @@
 //! and after the convolution, so left padding leaves the state at zero and real positions unchanged.
 
 use burn::module::{Module, Param};
-use burn::tensor::module::linear;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -25,21 +24,7 @@ use crate::util::{const_param, normal_param, param, rms_norm, softplus, tensor_t
 mod decode;
 mod hooked;
 
-/// A dense layer y = x·W (+ b) with W stored [in, out].
-#[derive(Module, Debug)]
-pub struct Dense {
-    /// [in, out]
-    pub weight: Param<Tensor<2>>,
-    /// [out]
-    pub bias: Option<Param<Tensor<1>>>,
-}
-
-impl Dense {
-    /// [.., in] → [.., out]
-    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        linear(x, self.weight.val(), self.bias.as_ref().map(|b| b.val()))
-    }
-}
+pub use crate::nn::Dense;
 
 /// `backbone.layers.{l}.mixer`.
 #[derive(Module, Debug)]
@@ -284,7 +269,7 @@ impl MambaMixer {
         let xc = act.apply(conv)? * mask3.clone();
         let xc = hooks.site3(|| format!("mixer_conv.{l}"), xc)?;
 
-        let ssm = linear(xc.clone(), self.x_proj.val(), None);
+        let ssm = burn::tensor::module::linear(xc.clone(), self.x_proj.val(), None);
         let dt_raw = ssm.clone().narrow(2, 0, r);
         let dt_raw = hooks.site3(|| format!("mixer_dt_in.{l}"), dt_raw)?;
         let bm = ssm.clone().narrow(2, r, n);

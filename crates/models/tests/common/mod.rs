@@ -14,6 +14,12 @@ pub fn hf(name: &str) -> PathBuf {
     fixtures().join("hf").join(name)
 }
 
+/// A transformers-made fixture of another configuration (`fixtures/gen_hf_fixtures.py`).
+#[allow(dead_code)] // not every test binary uses every fixture set
+pub fn hf_config(name: &str) -> PathBuf {
+    fixtures().join("hf-configs").join(name)
+}
+
 pub fn random(name: &str) -> PathBuf {
     fixtures().join("random").join(name)
 }

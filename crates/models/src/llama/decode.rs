@@ -1,0 +1,142 @@
+//! The Llama family one token at a time, with a key/value cache per block (rotated keys, one row
+//! per key/value head) and the sliding window where the config has one (see [`crate::step`]).
+
+use std::path::Path;
+
+use super::Llama;
+use crate::attention::{apply_rope_row, rope_row};
+use crate::config::Activation;
+use crate::error::{ModelError, Result};
+use crate::step::{
+    LinearFactory, StepDecoder, StepLinear, activate, apply_new, cached_attention, check_token,
+    param_values, rms_norm, spec_dense, spec_head,
+};
+
+#[derive(Debug)]
+struct Block {
+    input_norm: Vec<f32>,
+    q: Box<dyn StepLinear>,
+    k: Box<dyn StepLinear>,
+    v: Box<dyn StepLinear>,
+    o: Box<dyn StepLinear>,
+    post_norm: Vec<f32>,
+    gate: Box<dyn StepLinear>,
+    up: Box<dyn StepLinear>,
+    down: Box<dyn StepLinear>,
+    window: Option<usize>,
+    k_cache: Vec<f32>,
+    v_cache: Vec<f32>,
+}
+
+/// The Llama-family step decoder.
+#[derive(Debug)]
+pub(crate) struct LlamaStep {
+    embed: Vec<f32>,
+    blocks: Vec<Block>,
+    norm: Vec<f32>,
+    head: Box<dyn StepLinear>,
+    hidden: usize,
+    heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+    inv_freq: Vec<f32>,
+    max_positions: usize,
+    eps: f64,
+    act: Activation,
+    pos: usize,
+}
+
+impl LlamaStep {
+    pub(crate) fn new(m: &Llama, linears: &dyn LinearFactory) -> Result<Self> {
+        let c = &m.config;
+        let mut blocks = Vec::with_capacity(m.blocks.len());
+        for (l, b) in m.blocks.iter().enumerate() {
+            let lin = |name: &str, site: &str, d: &crate::nn::Dense| {
+                linears.linear(spec_dense(name, Some(format!("{site}.{l}")), d)?)
+            };
+            blocks.push(Block {
+                input_norm: param_values(&b.input_norm)?,
+                q: lin("self_attn.q_proj", "attn_in", &b.q_proj)?,
+                k: lin("self_attn.k_proj", "attn_in", &b.k_proj)?,
+                v: lin("self_attn.v_proj", "attn_in", &b.v_proj)?,
+                o: lin("self_attn.o_proj", "attn_ctx", &b.o_proj)?,
+                post_norm: param_values(&b.post_norm)?,
+                gate: lin("mlp.gate_proj", "mlp_in", &b.gate_proj)?,
+                up: lin("mlp.up_proj", "mlp_in", &b.up_proj)?,
+                down: lin("mlp.down_proj", "mlp_act", &b.down_proj)?,
+                window: c.layer_window(l),
+                k_cache: Vec::new(),
+                v_cache: Vec::new(),
+            });
+        }
+        Ok(Self {
+            embed: param_values(&m.embed_tokens)?,
+            blocks,
+            norm: param_values(&m.norm)?,
+            head: linears.linear(spec_head(m.lm_head.as_ref().unwrap_or(&m.embed_tokens))?)?,
+            hidden: c.hidden_size,
+            heads: c.num_attention_heads,
+            kv_heads: c.kv_heads(),
+            head_dim: c.head_dim(),
+            inv_freq: c.rope(Path::new("<config>"))?.inv_freq(c.head_dim()),
+            max_positions: c.max_position_embeddings,
+            eps: c.rms_norm_eps,
+            act: c.activation()?,
+            pos: 0,
+        })
+    }
+}
+
+impl StepDecoder for LlamaStep {
+    fn reset(&mut self) {
+        self.pos = 0;
+        for b in &mut self.blocks {
+            b.k_cache.clear();
+            b.v_cache.clear();
+        }
+    }
+
+    fn step(&mut self, token: u32) -> Result<Vec<f32>> {
+        let (d, pos, eps) = (self.hidden, self.pos, self.eps);
+        let t = check_token(token, self.head.out_features(), pos)?;
+        if pos >= self.max_positions {
+            return Err(ModelError::SequenceTooLong {
+                seq: pos + 1,
+                max: self.max_positions,
+            });
+        }
+        let (h, kv, hd) = (self.heads, self.kv_heads, self.head_dim);
+        let (cos, sin) = rope_row(pos as f32, &self.inv_freq);
+        let scale = (hd as f32).powf(-0.5);
+        let mut x = self.embed[t * d..(t + 1) * d].to_vec();
+        let mut ctx = vec![0.0f32; h * hd];
+        for b in &mut self.blocks {
+            let a = rms_norm(&x, &b.input_norm, eps);
+            let mut q = apply_new(b.q.as_ref(), &a)?;
+            let mut k = apply_new(b.k.as_ref(), &a)?;
+            q.chunks_exact_mut(hd)
+                .chain(k.chunks_exact_mut(hd))
+                .for_each(|head| apply_rope_row(head, &cos, &sin));
+            b.k_cache.extend(k);
+            b.v_cache.extend(apply_new(b.v.as_ref(), &a)?);
+            let first = b.window.map_or(0, |w| (pos + 1).saturating_sub(w));
+            cached_attention(
+                &q, &b.k_cache, &b.v_cache, h, kv, hd, scale, first, &mut ctx,
+            );
+            let y = apply_new(b.o.as_ref(), &ctx)?;
+            x.iter_mut().zip(&y).for_each(|(x, y)| *x += y);
+            let m = rms_norm(&x, &b.post_norm, eps);
+            let mut g = apply_new(b.gate.as_ref(), &m)?;
+            let u = apply_new(b.up.as_ref(), &m)?;
+            g.iter_mut()
+                .zip(&u)
+                .for_each(|(g, u)| *g = activate(self.act, *g) * u);
+            let y = apply_new(b.down.as_ref(), &g)?;
+            x.iter_mut().zip(&y).for_each(|(x, y)| *x += y);
+        }
+        let x = rms_norm(&x, &self.norm, eps);
+        let logits = apply_new(self.head.as_ref(), &x)?;
+        self.pos += 1;
+        Ok(logits)
+    }
+}
