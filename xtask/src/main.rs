@@ -24,14 +24,16 @@ enum Command {
     Sparsity(cmd::sparsity::Args),
     /// Prune one linear layer (weight + calibration activations) with magnitude, Wanda, Wanda variant or SparseGPT.
     PruneLayer(cmd::prune_layer::Args),
-    /// Prune a whole GPT-2 / Mamba (sequential calibration), report per-layer errors and perplexity, save an HF directory.
+    /// Prune a whole GPT-2 / Mamba / OPT / Llama (sequential calibration), report per-layer errors and perplexity, save an HF directory.
     Prune(cmd::prune::Args),
-    /// TEAL-style MLP-input activation sparsity: calibrated thresholds, held-out perplexity vs sparsity.
+    /// TEAL-style activation sparsity (MLP inputs; every linear input for OPT / Llama): calibrated thresholds, held-out perplexity vs sparsity.
     SparseDecode(cmd::sparse_decode::Args),
     /// Compare two pruning masks (or pruned weights): Jaccard, Hamming, cosine per feature and layer.
     CompareMasks(cmd::compare_masks::Args),
     /// Benchmark the masked (sparse) GEMV against dense on LLM-sized shapes.
     BenchGemv(cmd::bench_gemv::Args),
+    /// End-to-end LLM-size decode benchmark (TinyLlama shape): ours dense / sparse vs transformers' generate.
+    DecodeBench(cmd::decode_bench::Args),
     /// Run a model on input ids and dump logits, hidden states and every hook site to safetensors.
     Dump(cmd::dump::Args),
     /// Train (or load from the cache) the built-in demo GPT-2 and Mamba on the synthetic corpus.
@@ -56,6 +58,7 @@ fn main() -> anyhow::Result<()> {
         Command::SparseDecode(a) => cmd::sparse_decode::run(a),
         Command::CompareMasks(a) => cmd::compare_masks::run(a),
         Command::BenchGemv(a) => cmd::bench_gemv::run(a),
+        Command::DecodeBench(a) => cmd::decode_bench::run(a),
         Command::Dump(a) => cmd::dump::run(a),
         Command::TrainDemo(a) => cmd::train_demo::run(a),
         Command::Analyze(a) => cmd::analyze::run(a),

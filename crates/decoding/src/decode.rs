@@ -12,13 +12,15 @@
 //! with them they equal the forward pass under the same [`sparsity_models::Edit::Threshold`] intervention,
 //! so perplexity measured either way agrees.
 
+use std::cell::RefCell;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use ndarray::{Array2, ArrayView1, ArrayViewMut1};
 use serde::{Deserialize, Serialize};
 use sparsity_kernels::SparseLinear;
+pub use sparsity_kernels::bench::WeightDtype;
 
 use crate::sparse_decode::Thresholds;
 use sparsity_models::error::{ModelError, Result};
@@ -46,13 +48,70 @@ struct Counters {
     total: AtomicUsize,
 }
 
-/// A linear layer on the kernels' GEMV, masked when it has a τ.
+/// The kernel's weight storage, by element type.
+#[derive(Debug)]
+enum Weights {
+    F32(SparseLinear<f32>),
+    Bf16(SparseLinear<half::bf16>),
+    F16(SparseLinear<half::f16>),
+}
+
+impl Weights {
+    fn new(wt: Array2<f32>, dtype: WeightDtype, name: &str) -> Result<Self> {
+        Ok(match dtype {
+            WeightDtype::F32 => {
+                Self::F32(SparseLinear::from_transposed(wt, 0.0).map_err(kerr(name))?)
+            }
+            WeightDtype::Bf16 => Self::Bf16(
+                SparseLinear::from_transposed(wt.mapv(half::bf16::from_f32), 0.0)
+                    .map_err(kerr(name))?,
+            ),
+            WeightDtype::F16 => Self::F16(
+                SparseLinear::from_transposed(wt.mapv(half::f16::from_f32), 0.0)
+                    .map_err(kerr(name))?,
+            ),
+        })
+    }
+
+    fn out_features(&self) -> usize {
+        match self {
+            Self::F32(w) => w.out_features(),
+            Self::Bf16(w) => w.out_features(),
+            Self::F16(w) => w.out_features(),
+        }
+    }
+
+    fn masked(&self, x: ArrayView1<'_, f32>, tau: f32, y: ArrayViewMut1<'_, f32>) -> Result<usize> {
+        let stats = match self {
+            Self::F32(w) => w.gemv_masked(x, tau, y),
+            Self::Bf16(w) => w.gemv_masked(x, tau, y),
+            Self::F16(w) => w.gemv_masked(x, tau, y),
+        }
+        .map_err(kerr("masked gemv"))?;
+        Ok(stats.kept_inputs)
+    }
+
+    fn dense(&self, x: ArrayView1<'_, f32>, y: ArrayViewMut1<'_, f32>) -> Result<()> {
+        match self {
+            Self::F32(w) => w.gemv_dense(x, y),
+            Self::Bf16(w) => w.gemv_dense(x, y),
+            Self::F16(w) => w.gemv_dense(x, y),
+        }
+        .map_err(kerr("dense gemv"))
+    }
+}
+
+/// τ of one masked layer, shared with the [`Decoder`] so thresholds can change between runs
+/// (f32 bits; NaN = dense).
+type SharedTau = Arc<AtomicU32>;
+
+/// A linear layer on the kernels' GEMV, masked while its τ is set.
 #[derive(Debug)]
 struct KernelLinear {
-    w: SparseLinear<f32>,
+    w: Weights,
     bias: Option<Vec<f32>>,
-    /// τ of the masked path (`None`: dense).
-    tau: Option<f32>,
+    /// τ of the masked path (NaN: dense); `None` for layers that are never masked.
+    tau: Option<SharedTau>,
     counters: Arc<Counters>,
 }
 
@@ -63,21 +122,18 @@ impl StepLinear for KernelLinear {
 
     fn apply(&self, x: &[f32], y: &mut [f32]) -> Result<()> {
         let xv = ArrayView1::from(x);
-        match self.tau {
+        let tau = self
+            .tau
+            .as_ref()
+            .map(|t| f32::from_bits(t.load(Ordering::Relaxed)))
+            .filter(|t| !t.is_nan());
+        match tau {
             Some(t) => {
-                let kept = self
-                    .w
-                    .gemv_masked(xv, t, ArrayViewMut1::from(&mut *y))
-                    .map_err(kerr("masked gemv"))?
-                    .kept_inputs;
+                let kept = self.w.masked(xv, t, ArrayViewMut1::from(&mut *y))?;
                 self.counters.kept.fetch_add(kept, Ordering::Relaxed);
                 self.counters.total.fetch_add(x.len(), Ordering::Relaxed);
             }
-            None => {
-                self.w
-                    .gemv_dense(xv, ArrayViewMut1::from(&mut *y))
-                    .map_err(kerr("dense gemv"))?;
-            }
+            None => self.w.dense(xv, ArrayViewMut1::from(&mut *y))?,
         }
         if let Some(b) = &self.bias {
             y.iter_mut().zip(b).for_each(|(v, b)| *v += b);
@@ -86,35 +142,36 @@ impl StepLinear for KernelLinear {
     }
 }
 
-/// Builds [`KernelLinear`]s, with τ from the thresholds for the masked sites.
-struct KernelFactory<'a> {
-    thresholds: Option<&'a Thresholds>,
+/// Builds [`KernelLinear`]s, registering the τ of every layer with an input site.
+struct KernelFactory {
+    dtype: WeightDtype,
+    taus: RefCell<Vec<(String, SharedTau)>>,
     counters: Arc<Counters>,
 }
 
-impl LinearFactory for KernelFactory<'_> {
+impl LinearFactory for KernelFactory {
     fn linear(&self, spec: LinearSpec) -> Result<Box<dyn StepLinear>> {
-        let tau = match (self.thresholds, &spec.input_site) {
-            (Some(t), Some(site)) => Some(t.per_site.get(site).copied().ok_or_else(|| {
-                ModelError::Invalid(format!("decoder: no threshold for site `{site}`"))
-            })?),
-            _ => None,
-        };
         let name = spec.name.as_str();
-        let w = match spec.layout {
+        let wt = match spec.layout {
             WeightLayout::InOut => {
-                let wt = Array2::from_shape_vec((spec.in_features, spec.out_features), spec.weight)
-                    .map_err(|e| ModelError::Invalid(format!("{name}: {e}")))?;
-                SparseLinear::from_transposed(wt, tau.unwrap_or(0.0)).map_err(kerr(name))?
+                Array2::from_shape_vec((spec.in_features, spec.out_features), spec.weight)
+                    .map_err(|e| ModelError::Invalid(format!("{name}: {e}")))?
             }
             WeightLayout::OutIn => {
-                let w = Array2::from_shape_vec((spec.out_features, spec.in_features), spec.weight)
-                    .map_err(|e| ModelError::Invalid(format!("{name}: {e}")))?;
-                SparseLinear::from_weight(w.view(), tau.unwrap_or(0.0)).map_err(kerr(name))?
+                Array2::from_shape_vec((spec.out_features, spec.in_features), spec.weight)
+                    .map_err(|e| ModelError::Invalid(format!("{name}: {e}")))?
+                    .reversed_axes()
+                    .as_standard_layout()
+                    .into_owned()
             }
         };
+        let tau = spec.input_site.map(|site| {
+            let t: SharedTau = Arc::new(AtomicU32::new(f32::NAN.to_bits()));
+            self.taus.borrow_mut().push((site, Arc::clone(&t)));
+            t
+        });
         Ok(Box::new(KernelLinear {
-            w,
+            w: Weights::new(wt, self.dtype, name)?,
             bias: spec.bias,
             tau,
             counters: Arc::clone(&self.counters),
@@ -128,22 +185,58 @@ impl LinearFactory for KernelFactory<'_> {
 pub struct Decoder {
     inner: Box<dyn StepDecoder>,
     counters: Arc<Counters>,
+    /// (input site, τ) of every maskable layer.
+    taus: Vec<(String, SharedTau)>,
 }
 
 impl Decoder {
-    /// A dense decoder (`thresholds = None`) or one masking the MLP inputs with the per-site τ of
+    /// A dense decoder (`thresholds = None`) or one masking the TEAL sites with the per-site τ of
     /// `thresholds` (sites as in [`crate::sparse_decode::mlp_input_sites`]; a missing site is an
-    /// error).
+    /// error), with f32 weights.
     pub fn new(model: &CausalLm, thresholds: Option<&Thresholds>) -> Result<Self> {
+        Self::with_weights(model, thresholds, WeightDtype::F32)
+    }
+
+    /// As [`Decoder::new`], with the weights stored as `dtype` (bf16 / f16 halve the bytes each
+    /// token reads; products and sums stay f32).
+    pub fn with_weights(
+        model: &CausalLm,
+        thresholds: Option<&Thresholds>,
+        dtype: WeightDtype,
+    ) -> Result<Self> {
         let counters = Arc::new(Counters::default());
         let factory = KernelFactory {
-            thresholds,
+            dtype,
+            taus: RefCell::new(Vec::new()),
             counters: Arc::clone(&counters),
         };
-        Ok(Self {
-            inner: model.inner().step_decoder(&factory)?,
+        let inner = model.inner().step_decoder(&factory)?;
+        let mut decoder = Self {
+            inner,
             counters,
-        })
+            taus: factory.taus.into_inner(),
+        };
+        decoder.set_thresholds(thresholds)?;
+        Ok(decoder)
+    }
+
+    /// Masks the TEAL sites with the τ of `thresholds` from the next step on (`None`: dense).
+    /// A site of this model missing from `thresholds` is an error, and nothing changes.
+    pub fn set_thresholds(&mut self, thresholds: Option<&Thresholds>) -> Result<()> {
+        let values = self
+            .taus
+            .iter()
+            .map(|(site, _)| match thresholds {
+                None => Ok(f32::NAN),
+                Some(t) => t.per_site.get(site).copied().ok_or_else(|| {
+                    ModelError::Invalid(format!("decoder: no threshold for site `{site}`"))
+                }),
+            })
+            .collect::<Result<Vec<f32>>>()?;
+        for ((_, t), v) in self.taus.iter().zip(values) {
+            t.store(v.to_bits(), Ordering::Relaxed);
+        }
+        Ok(())
     }
 
     /// Clears the caches / states (a new sequence) and the kept-input counters.

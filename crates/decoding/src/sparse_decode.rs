@@ -2,9 +2,12 @@
 //! Activation Sparsity in Large Language Models"): per-site magnitude thresholds calibrated on
 //! text for a target sparsity, applied with [`Edit::Threshold`], and the perplexity they cost.
 //!
-//! Sites (the inputs of the MLP's linear layers): GPT-2 `mlp_in.{l}` (input of `c_fc`) and
+//! Sites (the inputs of the linear layers the family marks for TEAL, see
+//! [`sparsity_models::LinearLayer::mlp_input`]): GPT-2 `mlp_in.{l}` (input of `c_fc`) and
 //! `mlp_act.{l}` (input of `c_proj`); Mamba `mixer_in.{l}` (input of `in_proj`) and
-//! `mixer_gated.{l}` (input of `out_proj`). The threshold of a site for target sparsity p is
+//! `mixer_gated.{l}` (input of `out_proj`); OPT and the Llama family every linear layer's input,
+//! TEAL's own set: `attn_in.{l}` (q/k/v), `attn_ctx.{l}` (o), `mlp_in.{l}` (fc1 / gate and up) and
+//! `mlp_act.{l}` (fc2 / down). The threshold of a site for target sparsity p is
 //! numpy's linear-interpolation quantile p of |x| over every calibration token and channel of
 //! the **dense** model at that site (TEAL's recipe), so that |x| ≤ τ holds for a fraction p of the
 //! calibration entries. The sweep then measures, with all sites masked at once, the sparsity
@@ -524,7 +527,7 @@ pub fn plot_sweep(path: &std::path::Path, reports: &[(String, SparseDecodeReport
         root.fill(&WHITE).map_err(|x| e(&x))?;
         let mut chart = ChartBuilder::on(&root)
             .caption(
-                "TEAL-style MLP-input sparsity: held-out perplexity / dense",
+                "TEAL-style activation sparsity: held-out perplexity / dense",
                 ("sans-serif", 20),
             )
             .margin(14)

@@ -8,13 +8,15 @@
 //!   deterministic shards, Slurm script, statistics report and figures);
 //! - [`prune`]: whole-model pruning, one layer file, mask comparison;
 //! - [`results`]: the Parquet results store;
-//! - [`sparse_decode`]: TEAL-style MLP-input sparsity sweeps and decode speed;
+//! - [`sparse_decode`]: TEAL-style activation sparsity sweeps and decode speed;
+//! - [`decode_bench`]: the LLM-size end-to-end decode benchmark against transformers;
 //! - [`sparsity`]: the sparsity report of one activation tensor;
 //! - [`source`]: which models and texts a run uses (the built-in demo or model directories).
 
 pub mod analyze;
 pub mod bench;
 pub mod cluster;
+pub mod decode_bench;
 pub mod dsa_sweep;
 pub mod error;
 pub mod prune;

@@ -25,7 +25,7 @@ use crate::source::{resolve_models, texts_or};
 /// A whole-model pruning run.
 #[derive(Debug, Clone)]
 pub struct PruneRun {
-    /// Model directory, hub id, or `demo-gpt2` / `demo-mamba`.
+    /// Model directory, hub id, or `demo-gpt2` / `demo-mamba` / `demo-opt` / `demo-llama`.
     pub model: String,
     /// Demo model cache.
     pub demo_cache: PathBuf,

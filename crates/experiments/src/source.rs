@@ -12,6 +12,14 @@ use crate::error::{ExperimentError, Result, StepContext};
 /// The demo model names (`demo-gpt2`, `demo-mamba`) accepted wherever a model is.
 pub const DEMO_MODELS: [&str; 2] = ["demo-gpt2", "demo-mamba"];
 
+/// The extra demo models (`demo-opt`, `demo-llama`): trained on request on the same corpus and
+/// tokenizer, never part of the default pair.
+pub const EXTRA_DEMO_MODELS: [&str; 2] = ["demo-opt", "demo-llama"];
+
+fn is_demo(id: &str) -> bool {
+    DEMO_MODELS.contains(&id) || EXTRA_DEMO_MODELS.contains(&id)
+}
+
 /// Resolved models with the texts that go with them.
 #[derive(Debug, Clone)]
 pub struct ModelSet {
@@ -33,11 +41,11 @@ impl ModelSet {
     }
 }
 
-/// Resolves `ids`: none → both demo models; `demo-gpt2` / `demo-mamba` → that demo model (from
-/// `demo_cache`, trained on first use); anything else a directory or a cached hub id. Demo and
-/// other models cannot be mixed (their texts differ).
+/// Resolves `ids`: none → both demo models; `demo-gpt2` / `demo-mamba` / `demo-opt` /
+/// `demo-llama` → that demo model (from `demo_cache`, trained on first use); anything else a
+/// directory or a cached hub id. Demo and other models cannot be mixed (their texts differ).
 pub fn resolve_models(ids: &[String], demo_cache: &Path) -> Result<ModelSet> {
-    let wants_demo = ids.is_empty() || ids.iter().all(|i| DEMO_MODELS.contains(&i.as_str()));
+    let wants_demo = ids.is_empty() || ids.iter().all(|i| is_demo(i));
     if wants_demo {
         let demo = sparsity_demo::ensure_demo_models(demo_cache)
             .step("preparing the built-in demo models")?;
@@ -51,17 +59,34 @@ pub fn resolve_models(ids: &[String], demo_cache: &Path) -> Result<ModelSet> {
             (DEMO_MODELS[0], demo.gpt2_dir.clone()),
             (DEMO_MODELS[1], demo.mamba_dir.clone()),
         ];
-        let models = all
+        let mut models: Vec<(String, std::path::PathBuf)> = all
             .into_iter()
             .filter(|(n, _)| ids.is_empty() || ids.iter().any(|i| i == n))
             .map(|(n, d)| (n.to_string(), d))
             .collect();
+        for id in ids
+            .iter()
+            .filter(|i| EXTRA_DEMO_MODELS.contains(&i.as_str()))
+        {
+            let which: sparsity_demo::ExtraDemo = id
+                .trim_start_matches("demo-")
+                .parse()
+                .map_err(|e: String| ExperimentError::invalid("--model", e))?;
+            let extra = sparsity_demo::ensure_extra_demo(demo_cache, which)
+                .with_step(|| format!("preparing the demo model `{id}`"))?;
+            tracing::info!(
+                model = %id,
+                val_loss = extra.record.record.val_loss,
+                "extra demo model (validation loss, nats/token)"
+            );
+            models.push((id.clone(), extra.dir));
+        }
         return Ok(ModelSet {
             models,
             demo: Some(demo),
         });
     }
-    if let Some(d) = ids.iter().find(|i| DEMO_MODELS.contains(&i.as_str())) {
+    if let Some(d) = ids.iter().find(|i| is_demo(i)) {
         return Err(ExperimentError::invalid(
             "--model",
             format!("`{d}` cannot be mixed with other models (their texts differ)"),

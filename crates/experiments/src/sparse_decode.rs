@@ -1,4 +1,4 @@
-//! `cargo xtask sparse-decode`: TEAL-style MLP-input sparsity per model and allocation —
+//! `cargo xtask sparse-decode`: TEAL-style activation sparsity per model and allocation —
 //! calibrated thresholds, held-out perplexity and achieved sparsity, and (optionally) decode
 //! speed on the kernels' masked GEMV — with its JSON, figure and Markdown table.
 
@@ -191,7 +191,7 @@ fn timed_decode(
 /// The Markdown table of `sparse_decode.md`.
 pub fn markdown(models: &[ModelEntry]) -> String {
     let mut md = String::from(
-        "# TEAL-style MLP-input sparsity\n\n`achieved`: fraction of MLP-input entries zeroed on the held-out text; `weights skipped`: the per-site fractions weighted by the size of the weight each site feeds (what a masked GEMV does not read).\n\n| model (allocation) | target | achieved | weights skipped | perplexity | vs dense | decode tok/s | speed-up |\n|---|---|---|---|---|---|---|---|\n",
+        "# TEAL-style activation sparsity\n\nMasked sites: the MLP inputs of GPT-2 and Mamba; every linear layer's input (q/k/v, o, MLP in, MLP out) of OPT and the Llama family. `achieved`: fraction of masked-site entries zeroed on the held-out text (exact zeros included: OPT's ReLU gives many at target 0); `weights skipped`: the per-site fractions weighted by the size of the weight each site feeds (what a masked GEMV does not read).\n\n| model (allocation) | target | achieved | weights skipped | perplexity | vs dense | decode tok/s | speed-up |\n|---|---|---|---|---|---|---|---|\n",
     );
     for e in models {
         let (name, r, dec) = (&e.name, &e.report, e.decode.as_ref());

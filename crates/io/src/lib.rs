@@ -40,4 +40,4 @@ pub use atomic::write_atomic;
 pub use bits::BitMatrix;
 pub use error::{IoError, Result};
 #[cfg(feature = "safetensors")]
-pub use tensors::{OutTensor, SafetensorsFile, decode_f32, decode_f64};
+pub use tensors::{OutTensor, SafetensorsFile, decode_f32, decode_f64, write_f32_streaming};

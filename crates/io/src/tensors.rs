@@ -472,3 +472,98 @@ mod tests {
         Ok(())
     }
 }
+
+/// Writes f32 tensors `(name, shape, values)` as a safetensors file at `path`, streamed: the
+/// header, then each tensor's little-endian bytes through a buffered writer, into a temporary
+/// file renamed over `path` (atomic as [`crate::write_atomic`]). Unlike [`serialize`] nothing is
+/// copied in memory, so a model of several GB is written with no extra allocation. A name
+/// given twice or a shape that does not match its values is an error naming the tensor.
+pub fn write_f32_streaming(
+    path: &Path,
+    tensors: &[(&str, &[usize], &[f32])],
+    metadata: Option<&HashMap<String, String>>,
+) -> Result<()> {
+    use std::io::Write;
+    let mut header = serde_json::Map::new();
+    if let Some(m) = metadata {
+        header.insert("__metadata__".into(), serde_json::json!(m));
+    }
+    let mut offset = 0usize;
+    for (name, shape, values) in tensors {
+        let numel = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+        if numel != Some(values.len()) {
+            return Err(IoError::Serialize {
+                path: path.to_path_buf(),
+                tensor: name.to_string(),
+                reason: format!("shape {shape:?} does not hold {} values", values.len()),
+            });
+        }
+        if header.contains_key(*name) || *name == "__metadata__" {
+            return Err(IoError::Serialize {
+                path: path.to_path_buf(),
+                tensor: name.to_string(),
+                reason: "name given twice (or reserved)".into(),
+            });
+        }
+        let end = offset + 4 * values.len();
+        header.insert(
+            name.to_string(),
+            serde_json::json!({"dtype": "F32", "shape": shape, "data_offsets": [offset, end]}),
+        );
+        offset = end;
+    }
+    let mut json = serde_json::to_vec(&header).map_err(|e| IoError::Serialize {
+        path: path.to_path_buf(),
+        tensor: String::new(),
+        reason: e.to_string(),
+    })?;
+    // the data starts 8-byte aligned, as safetensors writes it
+    while json.len() % 8 != 0 {
+        json.push(b' ');
+    }
+    crate::atomic::write_atomic_with(path, |file| {
+        let mut w = std::io::BufWriter::with_capacity(1 << 20, file);
+        w.write_all(&(json.len() as u64).to_le_bytes())?;
+        w.write_all(&json)?;
+        let mut buf = Vec::with_capacity(1 << 16);
+        for (_, _, values) in tensors {
+            for chunk in values.chunks(1 << 14) {
+                buf.clear();
+                for v in chunk {
+                    buf.extend_from_slice(&v.to_le_bytes());
+                }
+                w.write_all(&buf)?;
+            }
+        }
+        w.flush()
+    })
+}
+
+#[cfg(test)]
+mod streaming_tests {
+    use super::*;
+
+    #[test]
+    fn streamed_file_reads_back_and_bad_input_is_named() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("t.safetensors");
+        let a = [1.0f32, -2.5, 3.25, 0.0, 5.0, 6.0];
+        let b = [7.0f32];
+        let meta = HashMap::from([("format".to_string(), "pt".to_string())]);
+        write_f32_streaming(&path, &[("a", &[2, 3], &a), ("b", &[1], &b)], Some(&meta))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{e}"));
+        let st = SafeTensors::deserialize(&bytes).unwrap_or_else(|e| panic!("{e}"));
+        let ta = st.tensor("a").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(ta.shape(), &[2, 3]);
+        assert_eq!(decode_f32(ta.data(), Dtype::F32), Some(a.to_vec()));
+        let tb = st.tensor("b").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(decode_f32(tb.data(), Dtype::F32), Some(b.to_vec()));
+        let e = write_f32_streaming(&path, &[("bad", &[4], &a)], None).unwrap_err();
+        assert!(e.to_string().contains("bad"), "{e}");
+        let e = write_f32_streaming(&path, &[("a", &[1], &b), ("a", &[1], &b)], None).unwrap_err();
+        assert!(e.to_string().contains("twice"), "{e}");
+        // the earlier file is untouched by the failed writes
+        assert_eq!(std::fs::read(&path).unwrap_or_default(), bytes);
+    }
+}

@@ -6,8 +6,11 @@
 //! skipped input costs no memory traffic at all. The kernel
 //!
 //! 1. gathers the kept inputs `K = { j : |x_j| > τ }` (τ = 0 skips exact zeros),
-//! 2. splits the outputs into chunks, one rayon task each (a chunk of `y` stays in L1),
-//! 3. per chunk, AXPYs the kept rows four at a time:
+//! 2. for one vector on the pool, splits the kept inputs into one contiguous run per thread
+//!    (split-K: each thread streams whole rows of one block of `Wᵀ` into a private partial
+//!    `y`; the partials are added); otherwise (small batches, `split_k = false`) splits the
+//!    outputs into chunks, one rayon task each (a chunk of `y` stays in L1),
+//! 3. AXPYs the kept rows four at a time:
 //!    `y[c] += x_a·Wᵀ[a, c] + x_b·Wᵀ[b, c] + x_c·Wᵀ[c, c] + x_d·Wᵀ[d, c]`, in f32.
 //!
 //! The dense GEMV is the same kernel with every input kept (no threshold test), so the
@@ -38,6 +41,17 @@ pub struct GemvConfig {
     /// (criterion `gemv_small_*`: a 512 × 128 dense GEMV takes 5.9 µs on the calling thread and
     /// 12.0 µs through the pool; docs/benchmarks.md).
     pub min_parallel_work: usize,
+    /// Single-vector calls on the pool split the kept **inputs** among the threads (split-K):
+    /// each thread AXPYs whole rows of `Wᵀ` from one contiguous run of them into a private
+    /// partial `y`, and the partials are added. Each thread then streams one contiguous block of
+    /// `Wᵀ`, which the hardware prefetchers follow; splitting the outputs instead (`false`) reads
+    /// every row as a short segment at a stride of `out` (docs/benchmarks.md has both).
+    #[serde(default = "default_split_k")]
+    pub split_k: bool,
+}
+
+fn default_split_k() -> bool {
+    true
 }
 
 impl Default for GemvConfig {
@@ -46,6 +60,7 @@ impl Default for GemvConfig {
             chunk_outputs: 2048,
             parallel: true,
             min_parallel_work: 1 << 20,
+            split_k: true,
         }
     }
 }
@@ -157,6 +172,30 @@ fn accumulate<T: WeightElement>(
     config: &GemvConfig,
 ) {
     y.fill(0.0);
+    let threads = rayon::current_num_threads();
+    if batch == 1
+        && config.parallel
+        && config.split_k
+        && threads > 1
+        && kept.len() >= 8
+        && kept.len() * n_out >= config.min_parallel_work
+    {
+        // split-K: contiguous runs of kept rows per thread, whole rows each, partials added
+        let per = kept.len().div_ceil(threads).next_multiple_of(4);
+        let partials: Vec<Vec<f32>> = kept
+            .par_chunks(per)
+            .zip(coeff.par_chunks(per))
+            .map(|(k, c)| {
+                let mut acc = vec![0.0f32; n_out];
+                axpy_rows(&mut acc, w_t, n_out, 0, k, c);
+                acc
+            })
+            .collect();
+        for p in &partials {
+            y.iter_mut().zip(p).for_each(|(y, p)| *y += p);
+        }
+        return;
+    }
     let chunk = config.chunk_len(n_out);
     let n_chunks = n_out.div_ceil(chunk);
     // Regroup y [batch, n_out] into per-chunk lists of batch segments.
@@ -203,6 +242,37 @@ fn accumulate<T: WeightElement>(
         per_chunk.into_par_iter().enumerate().for_each(work);
     } else {
         per_chunk.into_iter().enumerate().for_each(work);
+    }
+}
+
+/// `acc += Σ_i coeff[i] · Wᵀ[kept[i], start..start + acc.len()]` for one vector, four rows at a
+/// time.
+fn axpy_rows<T: WeightElement>(
+    acc: &mut [f32],
+    w_t: &[T],
+    n_out: usize,
+    start: usize,
+    kept: &[usize],
+    coeff: &[f32],
+) {
+    let len = acc.len();
+    let row = |j: usize| &w_t[j * n_out + start..j * n_out + start + len];
+    let mut groups = kept.chunks_exact(4);
+    let mut cfs = coeff.chunks_exact(4);
+    for (idx, cf) in groups.by_ref().zip(cfs.by_ref()) {
+        let cf = [cf[0], cf[1], cf[2], cf[3]];
+        if cf != [0.0; 4] {
+            T::axpy4(
+                acc,
+                [row(idx[0]), row(idx[1]), row(idx[2]), row(idx[3])],
+                cf,
+            );
+        }
+    }
+    for (&j, &cf) in groups.remainder().iter().zip(cfs.remainder()) {
+        if cf != 0.0 {
+            T::axpy1(acc, row(j), cf);
+        }
     }
 }
 

@@ -69,14 +69,35 @@ fn check_type<T: WeightElement>(tol: f64) {
             let stats = gemv_masked_into(w_t.view(), x.view(), tau, y2.view_mut(), &cfg).unwrap();
             assert_close(&y2, &reference, &scale, tol, "sequential");
             // the rayon path forced on every size, with small chunks
-            let par = GemvConfig {
-                chunk_outputs: 16,
-                parallel: true,
-                min_parallel_work: 0,
-            };
-            let mut y3 = Array1::zeros(n_out);
-            gemv_masked_into(w_t.view(), x.view(), tau, y3.view_mut(), &par).unwrap();
-            assert_close(&y3, &reference, &scale, tol, "parallel");
+            for split_k in [false, true] {
+                let par = GemvConfig {
+                    chunk_outputs: 16,
+                    parallel: true,
+                    min_parallel_work: 0,
+                    split_k,
+                };
+                let mut y3 = Array1::zeros(n_out);
+                gemv_masked_into(w_t.view(), x.view(), tau, y3.view_mut(), &par).unwrap();
+                assert_close(
+                    &y3,
+                    &reference,
+                    &scale,
+                    tol,
+                    &format!("parallel split_k {split_k}"),
+                );
+                let mut yd = Array1::zeros(n_out);
+                gemv_dense_into(w_t.view(), x.view(), yd.view_mut(), &par).unwrap();
+                let (dense_ref, dense_scale) =
+                    reference_gemv_masked(w_t.view(), x.view(), 0.0).unwrap();
+                // exact zeros in x are skipped by the reference at τ = 0 and add 0 in the dense path
+                assert_close(
+                    &yd,
+                    &dense_ref,
+                    &dense_scale,
+                    tol,
+                    &format!("dense split_k {split_k}"),
+                );
+            }
             let kept = x.iter().filter(|v| v.abs() > tau).count();
             assert_eq!(stats.kept_inputs, kept);
             assert_eq!(stats.total_inputs, n_in);

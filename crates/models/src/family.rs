@@ -46,7 +46,9 @@ pub struct LinearLayer {
     pub shape: [usize; 2],
     /// Whether the Hugging Face tensor is stored [in, out] (GPT-2's Conv1D) rather than [out, in].
     pub hf_in_out: bool,
-    /// Whether TEAL-style decoding masks this layer's input (the MLP's linear layers).
+    /// Whether TEAL-style decoding masks this layer's input: the MLP's linear layers of GPT-2
+    /// and Mamba, every linear layer of OPT and the Llama family (TEAL's own set). The name is
+    /// historical.
     pub mlp_input: bool,
 }
 

@@ -696,7 +696,18 @@ pub(crate) fn save(dir: &Path, config: ModelConfig, tensors: Named) -> Result<()
     let cfg_path = dir.join("config.json");
     write(&cfg_path, config.to_json_string()?.as_bytes())?;
     let st_path = dir.join("model.safetensors");
-    write(&st_path, &safetensors_bytes(&tensors, &st_path)?)?;
+    let views: Vec<(&str, &[usize], &[f32])> = tensors
+        .iter()
+        .map(|(n, s, v)| (n.as_str(), s.as_slice(), v.as_slice()))
+        .collect();
+    let meta: HashMap<String, String> = [("format".to_string(), "pt".to_string())].into();
+    sparsity_io::write_f32_streaming(&st_path, &views, Some(&meta)).map_err(|e| match e {
+        sparsity_io::IoError::Io { source, .. } => ModelError::io(&st_path, source),
+        other => ModelError::Safetensors {
+            path: st_path.clone(),
+            message: other.to_string(),
+        },
+    })?;
     Ok(())
 }
 

@@ -41,6 +41,10 @@ pub struct Args {
     /// Outputs per rayon task in the CPU kernel.
     #[arg(long, default_value_t = 2048)]
     chunk_outputs: usize,
+    /// Split the outputs among the threads instead of the inputs (the kernel's pre-split-K
+    /// strategy, for comparison).
+    #[arg(long)]
+    no_split_k: bool,
     /// Python interpreter with numpy: also time numpy's `W @ x` with benches/peers/gemv_peer.py.
     #[arg(long)]
     python: Option<PathBuf>,
@@ -72,6 +76,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         seed: args.seed,
         kernel: GemvConfig {
             chunk_outputs: args.chunk_outputs,
+            split_k: !args.no_split_k,
             ..GemvConfig::default()
         },
         ndarray_peer: true,

@@ -4,6 +4,7 @@ pub mod analyze;
 pub mod bench_gemv;
 pub mod cluster;
 pub mod compare_masks;
+pub mod decode_bench;
 pub mod dsa_report;
 pub mod dsa_sweep;
 pub mod dump;

@@ -20,7 +20,7 @@ use sparsity_pruning::model::ModelPruneOptions;
 /// Arguments.
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Model directory, hub id, or `demo-gpt2` / `demo-mamba` (the built-in demo models).
+    /// Model directory, hub id, or `demo-gpt2` / `demo-mamba` / `demo-opt` / `demo-llama` (the built-in demo models; the last two are trained on first use).
     #[arg(long)]
     pub model: String,
     /// Pruning method: magnitude, wanda, wanda-variant or sparsegpt.
@@ -32,7 +32,7 @@ pub struct Args {
     /// N:M pattern, e.g. 2:4.
     #[arg(long)]
     pub nm: Option<String>,
-    /// Layer groups, comma separated: attention, mlp (GPT-2); in_proj, x_proj, dt_proj, out_proj
+    /// Layer groups, comma separated: attention, mlp (GPT-2, OPT, Llama); in_proj, x_proj, dt_proj, out_proj
     /// (Mamba); a group the model lacks is an error listing its groups. Default: all of them.
     #[arg(long, value_delimiter = ',')]
     pub layers: Vec<String>,

@@ -1,0 +1,481 @@
+//! `cargo xtask decode-bench`: end-to-end batch-1 greedy decoding of a Llama-shaped model with
+//! random weights at LLM size (TinyLlama-1.1B's shape by default) on the CPU: our dense decoder,
+//! our TEAL-sparse decoder at several activation sparsities, transformers' `generate` on the
+//! same weights (`benches/peers/decode_peer.py`, PyTorch CPU, same thread count) in the same run,
+//! and the memory-bandwidth floor.
+//!
+//! Protocol, per weight dtype (f32, bf16): one decoder is built and reused; for each level (dense,
+//! then each sparsity) the sequence is reset, the prompt is fed token by token (the prefill: our
+//! decoder has no batched prompt pass), then `new_tokens` tokens are generated greedily (argmax).
+//! Decode tokens/s = new tokens / time of the generation steps. The peer times `generate` with
+//! 1 and with `new_tokens` new tokens (greedy, `min_new_tokens` forcing the length) and reports
+//! (new_tokens − 1) / (t_N − t_1) as its decode rate, so prefill is excluded on both sides.
+//! Thresholds are calibrated on `calib_prompts` random prompts (uniform allocation, TEAL's
+//! recipe, [`sparsity_decoding::sparse_decode::calibrate_thresholds`]) over every linear
+//! layer's input (q/k/v, o, gate/up, down). The bandwidth floor is (bytes of every weight read
+//! per token) / (STREAM-copy bandwidth measured in the same run): no decoder that reads each
+//! weight once per token can beat it.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use burn::tensor::Device;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use sparsity_decoding::decode::{Decoder, WeightDtype};
+use sparsity_decoding::sparse_decode::{Thresholds, calibrate_thresholds};
+use sparsity_models::{CausalLm, Llama, LlamaConfig};
+
+use crate::error::{ExperimentError, Result, StepContext};
+use crate::results::git_revision;
+
+/// What to run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DecodeBenchConfig {
+    /// The model shape (random weights, N(0, 0.02²), unit norms).
+    pub model: LlamaConfig,
+    /// Seed of the weights, prompts and calibration prompts.
+    pub seed: u64,
+    /// Weight dtypes of our decoder (and of the peer's model).
+    pub dtypes: Vec<WeightDtype>,
+    /// Activation sparsities of the sparse decoder.
+    pub sparsities: Vec<f64>,
+    /// Prompt tokens.
+    pub prompt_len: usize,
+    /// Generated tokens.
+    pub new_tokens: usize,
+    /// Random prompts the thresholds are calibrated on (each `prompt_len` tokens).
+    pub calib_prompts: usize,
+    /// Buffer of the bandwidth probe, bytes.
+    pub bandwidth_bytes: usize,
+}
+
+impl DecodeBenchConfig {
+    /// TinyLlama-1.1B's shape: hidden 2048, 22 layers, intermediate 5632, 32 heads, 4 key/value
+    /// heads, vocabulary 32000; 128 prompt + 128 new tokens; f32 and bf16; 25/40/50/65 %.
+    pub fn tinyllama() -> Self {
+        Self {
+            model: LlamaConfig {
+                vocab_size: 32000,
+                hidden_size: 2048,
+                intermediate_size: 5632,
+                num_hidden_layers: 22,
+                num_attention_heads: 32,
+                num_key_value_heads: Some(4),
+                max_position_embeddings: 2048,
+                rms_norm_eps: 1e-5,
+                ..LlamaConfig::default()
+            },
+            seed: 0,
+            dtypes: vec![WeightDtype::F32, WeightDtype::Bf16],
+            sparsities: vec![0.25, 0.4, 0.5, 0.65],
+            prompt_len: 128,
+            new_tokens: 128,
+            calib_prompts: 4,
+            bandwidth_bytes: 1 << 30,
+        }
+    }
+
+    fn validate(&self) -> Result<()> {
+        if self.prompt_len == 0 || self.new_tokens < 2 {
+            return Err(ExperimentError::invalid(
+                "--prompt-len / --new-tokens",
+                "need a prompt and at least 2 new tokens",
+            ));
+        }
+        if self.prompt_len + self.new_tokens > self.model.max_position_embeddings {
+            return Err(ExperimentError::invalid(
+                "--prompt-len / --new-tokens",
+                format!(
+                    "{} + {} tokens exceed the model's {} positions",
+                    self.prompt_len, self.new_tokens, self.model.max_position_embeddings
+                ),
+            ));
+        }
+        if self.dtypes.is_empty() {
+            return Err(ExperimentError::invalid(
+                "--dtypes",
+                "no weight dtype given",
+            ));
+        }
+        if let Some(p) = self.sparsities.iter().find(|p| !(**p > 0.0 && **p < 1.0)) {
+            return Err(ExperimentError::invalid(
+                "--sparsities",
+                format!("{p} is not in (0, 1)"),
+            ));
+        }
+        self.model
+            .validate(Path::new("<decode-bench model>"))
+            .step("the benchmark's model shape")
+    }
+
+    /// Bytes of weights one generated token reads at `dtype`: every linear layer of every block
+    /// and the head, plus one embedding row (norms are negligible and omitted).
+    pub fn weight_bytes_per_token(&self, dtype: WeightDtype) -> f64 {
+        let c = &self.model;
+        let hd = c.head_dim();
+        let per_layer = c.hidden_size * c.num_attention_heads * hd * 2
+            + c.hidden_size * c.kv_heads() * hd * 2
+            + 3 * c.hidden_size * c.intermediate_size;
+        let elements =
+            per_layer * c.num_hidden_layers + c.vocab_size * c.hidden_size + c.hidden_size;
+        elements as f64 * element_bytes(dtype)
+    }
+}
+
+fn element_bytes(dtype: WeightDtype) -> f64 {
+    match dtype {
+        WeightDtype::F32 => 4.0,
+        WeightDtype::Bf16 | WeightDtype::F16 => 2.0,
+    }
+}
+
+/// One measured configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DecodeBenchRow {
+    /// `ours` or `transformers`.
+    pub engine: String,
+    /// Weight dtype.
+    pub dtype: WeightDtype,
+    /// Target activation sparsity (`None`: dense).
+    pub sparsity: Option<f64>,
+    /// Fraction of the masked layers' inputs actually skipped during generation.
+    pub achieved_sparsity: Option<f64>,
+    /// Prompt processing, seconds.
+    pub prefill_seconds: f64,
+    /// Generated tokens per second (prefill excluded).
+    pub decode_tokens_per_second: f64,
+    /// The generated ids.
+    pub generated: Vec<u32>,
+}
+
+/// The memory-bandwidth floor of one dtype.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BandwidthFloor {
+    /// Weight dtype.
+    pub dtype: WeightDtype,
+    /// Weight bytes read per generated token.
+    pub bytes_per_token: f64,
+    /// bandwidth / bytes per token, with the STREAM-copy bandwidth.
+    pub floor_tokens_per_second: f64,
+}
+
+/// What a run measured.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DecodeBenchReport {
+    /// Code revision.
+    pub git_revision: String,
+    /// The options.
+    pub config: DecodeBenchConfig,
+    /// Rayon threads of our decoder.
+    pub threads: usize,
+    /// STREAM copy bandwidth, GB/s (read + write bytes).
+    pub copy_gbs: f64,
+    /// Read-only bandwidth, GB/s.
+    pub read_gbs: f64,
+    /// Bandwidth floors per dtype.
+    pub floors: Vec<BandwidthFloor>,
+    /// Every measured configuration.
+    pub rows: Vec<DecodeBenchRow>,
+    /// Why the peer rows are missing, when they are.
+    pub peer_note: Option<String>,
+}
+
+/// How to run the transformers peer.
+#[derive(Debug, Clone)]
+pub struct TorchPeer {
+    /// Python with torch and transformers (benches/peers/requirements-torch.txt).
+    pub python: PathBuf,
+    /// `benches/peers/decode_peer.py`.
+    pub script: PathBuf,
+}
+
+#[derive(Debug, Deserialize)]
+struct PeerOutput {
+    prefill_seconds: f64,
+    decode_tokens_per_second: f64,
+    generated: Vec<u32>,
+}
+
+fn random_ids(rng: &mut ChaCha8Rng, vocab: usize, n: usize) -> Vec<u32> {
+    (0..n).map(|_| rng.random_range(0..vocab as u32)).collect()
+}
+
+fn argmax(v: &[f32]) -> u32 {
+    let mut best = 0usize;
+    for (i, x) in v.iter().enumerate() {
+        if *x > v[best] {
+            best = i;
+        }
+    }
+    best as u32
+}
+
+/// Prefill then greedy generation on `decoder`: (prefill seconds, decode tokens/s, ids).
+fn generate(
+    decoder: &mut Decoder,
+    prompt: &[u32],
+    new_tokens: usize,
+) -> Result<(f64, f64, Vec<u32>)> {
+    decoder.reset();
+    let t0 = Instant::now();
+    let mut logits = Vec::new();
+    for &t in prompt {
+        logits = decoder.step(t).step("prefill")?;
+    }
+    let prefill = t0.elapsed().as_secs_f64();
+    let mut out = vec![argmax(&logits)];
+    let t1 = Instant::now();
+    while out.len() < new_tokens {
+        let last = out[out.len() - 1];
+        logits = decoder.step(last).step("decoding")?;
+        out.push(argmax(&logits));
+    }
+    let secs = t1.elapsed().as_secs_f64();
+    Ok((prefill, (new_tokens - 1) as f64 / secs.max(1e-12), out))
+}
+
+/// Runs the benchmark: the model is built and saved under `work_dir` (for the peer), thresholds
+/// calibrated, then ours and the peer measured per dtype. Progress as `tracing` spans.
+pub fn run_decode_bench(
+    config: &DecodeBenchConfig,
+    peer: Option<&TorchPeer>,
+    work_dir: &Path,
+    device: &Device,
+) -> Result<DecodeBenchReport> {
+    config.validate()?;
+    let total = config.dtypes.len() * (config.sparsities.len() + 1 + usize::from(peer.is_some()));
+    let span = tracing::info_span!(
+        "decode-bench",
+        progress_total = total as u64,
+        progress_unit = "runs"
+    );
+    let _enter = span.enter();
+    let probe = sparsity_kernels::bench::measure_bandwidth(config.bandwidth_bytes, 5);
+    tracing::info!(
+        copy_gbs = probe.copy_gbs,
+        read_gbs = probe.read_gbs,
+        "bandwidth"
+    );
+    let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
+    let vocab = config.model.vocab_size;
+    let prompt = random_ids(&mut rng, vocab, config.prompt_len);
+    let calib: Vec<Vec<u32>> = (0..config.calib_prompts)
+        .map(|_| random_ids(&mut rng, vocab, config.prompt_len))
+        .collect();
+    tracing::info!("building the model");
+    let model =
+        CausalLm::new(Llama::init(&config.model, config.seed, device).step("building the model")?);
+    let model_dir = work_dir.join("model");
+    if peer.is_some() {
+        tracing::info!(dir = %model_dir.display(), "saving the weights for the peer");
+        model.save_pretrained(&model_dir).step("saving the model")?;
+        let prompt_path = work_dir.join("prompt.json");
+        crate::write_json(&prompt_path, &prompt)?;
+    }
+    tracing::info!("calibrating thresholds");
+    let thresholds: Vec<Thresholds> = if config.sparsities.is_empty() || calib.is_empty() {
+        Vec::new()
+    } else {
+        calibrate_thresholds(&model, &calib, &config.sparsities, 1, device)
+            .step("calibrating thresholds")?
+    };
+    let mut rows = Vec::new();
+    let mut peer_note = None;
+    for &dtype in &config.dtypes {
+        let mut decoder =
+            Decoder::with_weights(&model, None, dtype).step("building the decoder")?;
+        let levels: Vec<Option<&Thresholds>> = std::iter::once(None)
+            .chain(thresholds.iter().map(Some))
+            .collect();
+        for th in levels {
+            decoder.set_thresholds(th).step("setting thresholds")?;
+            let (prefill, tps, generated) = generate(&mut decoder, &prompt, config.new_tokens)?;
+            let kept = decoder.kept_inputs();
+            let row = DecodeBenchRow {
+                engine: "ours".into(),
+                dtype,
+                sparsity: th.map(|t| t.target),
+                achieved_sparsity: th.map(|_| 1.0 - kept.kept as f64 / kept.total.max(1) as f64),
+                prefill_seconds: prefill,
+                decode_tokens_per_second: tps,
+                generated,
+            };
+            tracing::info!(?dtype, sparsity = ?row.sparsity, tokens_per_second = tps, "ours");
+            tracing::trace!(target: sparsity_models::PROGRESS, progress_inc = 1u64);
+            rows.push(row);
+        }
+        drop(decoder);
+        if let Some(p) = peer {
+            match run_peer(p, &model_dir, &work_dir.join("prompt.json"), dtype, config) {
+                Ok(out) => {
+                    tracing::info!(
+                        ?dtype,
+                        tokens_per_second = out.decode_tokens_per_second,
+                        "transformers"
+                    );
+                    rows.push(DecodeBenchRow {
+                        engine: "transformers".into(),
+                        dtype,
+                        sparsity: None,
+                        achieved_sparsity: None,
+                        prefill_seconds: out.prefill_seconds,
+                        decode_tokens_per_second: out.decode_tokens_per_second,
+                        generated: out.generated,
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "the transformers peer failed");
+                    peer_note = Some(e.to_string());
+                }
+            }
+            tracing::trace!(target: sparsity_models::PROGRESS, progress_inc = 1u64);
+        }
+    }
+    if peer.is_none() {
+        peer_note = Some("no --python given: transformers not measured".into());
+    }
+    let floors = config
+        .dtypes
+        .iter()
+        .map(|&dtype| {
+            let bytes = config.weight_bytes_per_token(dtype);
+            BandwidthFloor {
+                dtype,
+                bytes_per_token: bytes,
+                floor_tokens_per_second: probe.copy_gbs * 1e9 / bytes,
+            }
+        })
+        .collect();
+    Ok(DecodeBenchReport {
+        git_revision: git_revision(),
+        config: config.clone(),
+        threads: probe.threads,
+        copy_gbs: probe.copy_gbs,
+        read_gbs: probe.read_gbs,
+        floors,
+        rows,
+        peer_note,
+    })
+}
+
+fn run_peer(
+    peer: &TorchPeer,
+    model_dir: &Path,
+    prompt: &Path,
+    dtype: WeightDtype,
+    config: &DecodeBenchConfig,
+) -> Result<PeerOutput> {
+    let threads = rayon_threads();
+    let out = Command::new(&peer.python)
+        .arg(&peer.script)
+        .arg("--model")
+        .arg(model_dir)
+        .arg("--prompt")
+        .arg(prompt)
+        .arg("--dtype")
+        .arg(match dtype {
+            WeightDtype::F32 => "f32",
+            WeightDtype::Bf16 => "bf16",
+            WeightDtype::F16 => "f16",
+        })
+        .arg("--new-tokens")
+        .arg(config.new_tokens.to_string())
+        .arg("--threads")
+        .arg(threads.to_string())
+        .env("OMP_NUM_THREADS", threads.to_string())
+        .output()
+        .with_step(|| format!("running {}", peer.script.display()))?;
+    if !out.status.success() {
+        return Err(ExperimentError::invalid(
+            "--python",
+            format!(
+                "{} failed: {}",
+                peer.script.display(),
+                String::from_utf8_lossy(&out.stderr)
+                    .lines()
+                    .last()
+                    .unwrap_or("")
+            ),
+        ));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .unwrap_or("");
+    serde_json::from_str(line)
+        .with_step(|| format!("reading the output of {}", peer.script.display()))
+}
+
+fn rayon_threads() -> usize {
+    std::env::var("RAYON_NUM_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
+impl DecodeBenchReport {
+    /// The Markdown table: tokens/s, ratios to our dense decoder and to transformers, and the
+    /// bandwidth floor, per dtype.
+    pub fn table(&self) -> String {
+        let mut s = String::from(
+            "| dtype | engine | activation sparsity (target / achieved) | prefill s | decode tok/s | vs our dense | vs transformers | % of bandwidth floor | same tokens as our dense |\n|---|---|---|---|---|---|---|---|---|\n",
+        );
+        for f in &self.floors {
+            let rows: Vec<&DecodeBenchRow> =
+                self.rows.iter().filter(|r| r.dtype == f.dtype).collect();
+            let dense = rows
+                .iter()
+                .find(|r| r.engine == "ours" && r.sparsity.is_none())
+                .copied();
+            let peer = rows.iter().find(|r| r.engine == "transformers").copied();
+            for r in &rows {
+                let ratio = |base: Option<&DecodeBenchRow>| {
+                    base.map_or("–".to_string(), |b| {
+                        format!(
+                            "{:.2}×",
+                            r.decode_tokens_per_second / b.decode_tokens_per_second
+                        )
+                    })
+                };
+                let same = dense.map_or("–".to_string(), |d| {
+                    let n = d
+                        .generated
+                        .iter()
+                        .zip(&r.generated)
+                        .take_while(|(a, b)| a == b)
+                        .count();
+                    format!("{n}/{}", d.generated.len())
+                });
+                let level = match (r.sparsity, r.achieved_sparsity) {
+                    (Some(t), Some(a)) => format!("{:.0} % / {:.1} %", 100.0 * t, 100.0 * a),
+                    _ => "dense".into(),
+                };
+                s.push_str(&format!(
+                    "| {:?} | {} | {} | {:.2} | {:.3} | {} | {} | {:.0} % | {} |\n",
+                    r.dtype,
+                    r.engine,
+                    level,
+                    r.prefill_seconds,
+                    r.decode_tokens_per_second,
+                    ratio(dense),
+                    ratio(peer),
+                    100.0 * r.decode_tokens_per_second / f.floor_tokens_per_second,
+                    same,
+                ));
+            }
+            s.push_str(&format!(
+                "| {:?} | bandwidth floor | {:.2} GB/token at {:.1} GB/s copy | | {:.3} | | | 100 % | |\n",
+                f.dtype,
+                f.bytes_per_token / 1e9,
+                self.copy_gbs,
+                f.floor_tokens_per_second
+            ));
+        }
+        s
+    }
+}
