@@ -41,10 +41,14 @@ impl ExtraDemo {
         }
     }
 
-    /// The training options (GPT-2's demo schedule: 1200 steps of 8 × 64 tokens).
+    /// The training options: GPT-2's demo schedule (8 × 64 tokens per step, AdamW, warm-up +
+    /// cosine), 1200 steps for OPT and 2400 for the Llama.
     pub fn train_config(self, seed: u64) -> TrainConfig {
         let mut t = DemoConfig::new(seed).gpt2_train;
         t.seed = seed;
+        if self == Self::Llama {
+            t.set_steps(2400);
+        }
         t
     }
 
