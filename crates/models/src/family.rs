@@ -141,6 +141,21 @@ pub trait HookedLm: std::fmt::Debug + Send + Sync + Any {
             self.family()
         )))
     }
+    /// Logits without any hook, for ids [batch, seq] and an optional mask (all ones when
+    /// `None`): [`HookedLm::forward_hooked`] with nothing recorded or edited.
+    fn plain_logits(
+        &self,
+        input_ids: Tensor<2, Int>,
+        attention_mask: Option<Tensor<2>>,
+    ) -> Result<Tensor<3>> {
+        let mask = attention_mask.unwrap_or_else(|| {
+            let [b, s] = input_ids.dims();
+            Tensor::ones([b, s], &input_ids.device())
+        });
+        let capture = crate::sites::Capture::none();
+        let mut hooks = Hooks::new(&capture, None, mask.clone());
+        self.forward_hooked(input_ids, mask, &mut hooks)
+    }
     /// `self` as [`Any`], for analyses that need one family's internals.
     fn as_any(&self) -> &dyn Any;
     /// `self` as mutable [`Any`].

@@ -28,7 +28,7 @@ use crate::config::{Gpt2Config, MambaConfig, ModelConfig};
 use crate::error::{ModelError, Result};
 use crate::gpt2::{Conv1D, Gpt2, Gpt2Block, LayerNorm};
 use crate::lm::CausalLm;
-use crate::mamba::{Dense, Mamba, MambaBlock, MambaMixer};
+use crate::mamba::{Mamba, MambaBlock, MambaMixer};
 use crate::util::tensor_to_vec;
 
 struct Entry {
@@ -264,6 +264,21 @@ impl TensorStore {
         Ok(p(transpose(&v, d_out, d_in), [d_in, d_out], device))
     }
 
+    /// An `nn.Linear` `{name}.weight` [out, in] (held [in, out]) with `{name}.bias` when `bias`.
+    pub(crate) fn dense(
+        &mut self,
+        name: &str,
+        d_in: usize,
+        d_out: usize,
+        bias: bool,
+        device: &Device,
+    ) -> Result<crate::nn::Dense> {
+        Ok(crate::nn::Dense {
+            weight: self.linear_t(&format!("{name}.weight"), d_in, d_out, device)?,
+            bias: self.opt1(&format!("{name}.bias"), d_out, bias, device)?,
+        })
+    }
+
     pub(crate) fn opt1(
         &mut self,
         name: &str,
@@ -470,10 +485,7 @@ pub fn mamba_from_store(
     let mut layers = Vec::new();
     for l in 0..config.num_hidden_layers {
         let m = format!("backbone.layers.{l}.mixer");
-        let in_proj = Dense {
-            weight: store.linear_t(&format!("{m}.in_proj.weight"), hd, 2 * e, device)?,
-            bias: store.opt1(&format!("{m}.in_proj.bias"), 2 * e, config.use_bias, device)?,
-        };
+        let in_proj = store.dense(&format!("{m}.in_proj"), hd, 2 * e, config.use_bias, device)?;
         let conv_weight = p(
             store.take(&format!("{m}.conv1d.weight"), &[e, 1, k])?,
             [e, k],
@@ -481,16 +493,10 @@ pub fn mamba_from_store(
         );
         let conv_bias = store.opt1(&format!("{m}.conv1d.bias"), e, config.use_conv_bias, device)?;
         let x_proj = store.linear_t(&format!("{m}.x_proj.weight"), e, r + 2 * n, device)?;
-        let dt_proj = Dense {
-            weight: store.linear_t(&format!("{m}.dt_proj.weight"), r, e, device)?,
-            bias: Some(store.param1(&format!("{m}.dt_proj.bias"), e, device)?),
-        };
+        let dt_proj = store.dense(&format!("{m}.dt_proj"), r, e, true, device)?;
         let a_log = store.param2(&format!("{m}.A_log"), [e, n], device)?;
         let d = store.param1(&format!("{m}.D"), e, device)?;
-        let out_proj = Dense {
-            weight: store.linear_t(&format!("{m}.out_proj.weight"), e, hd, device)?,
-            bias: store.opt1(&format!("{m}.out_proj.bias"), hd, config.use_bias, device)?,
-        };
+        let out_proj = store.dense(&format!("{m}.out_proj"), e, hd, config.use_bias, device)?;
         let norm = store.param1(&format!("backbone.layers.{l}.norm.weight"), hd, device)?;
         layers.push(MambaBlock {
             norm,
@@ -574,6 +580,15 @@ pub(crate) fn push<const D: usize>(
     Ok(())
 }
 
+/// `{name}.weight` in the `nn.Linear` layout [out, in] and `{name}.bias` when the layer has one.
+pub(crate) fn push_dense(out: &mut Named, name: &str, d: &crate::nn::Dense) -> Result<()> {
+    push_t(out, format!("{name}.weight"), &d.weight)?;
+    if let Some(b) = &d.bias {
+        push(out, format!("{name}.bias"), b)?;
+    }
+    Ok(())
+}
+
 pub(crate) fn push_t(out: &mut Named, name: String, t: &Param<Tensor<2>>) -> Result<()> {
     let v = t.val();
     let [rows, cols] = v.dims();
@@ -620,10 +635,7 @@ fn mamba_tensors(m: &Mamba) -> Result<Named> {
     for (l, b) in m.layers.iter().enumerate() {
         let x = &b.mixer;
         let pre = format!("backbone.layers.{l}.mixer");
-        push_t(&mut out, format!("{pre}.in_proj.weight"), &x.in_proj.weight)?;
-        if let Some(bias) = &x.in_proj.bias {
-            push(&mut out, format!("{pre}.in_proj.bias"), bias)?;
-        }
+        push_dense(&mut out, &format!("{pre}.in_proj"), &x.in_proj)?;
         let cw = x.conv_weight.val();
         let [e, k] = cw.dims();
         out.push((
@@ -635,20 +647,10 @@ fn mamba_tensors(m: &Mamba) -> Result<Named> {
             push(&mut out, format!("{pre}.conv1d.bias"), bias)?;
         }
         push_t(&mut out, format!("{pre}.x_proj.weight"), &x.x_proj)?;
-        push_t(&mut out, format!("{pre}.dt_proj.weight"), &x.dt_proj.weight)?;
-        if let Some(bias) = &x.dt_proj.bias {
-            push(&mut out, format!("{pre}.dt_proj.bias"), bias)?;
-        }
+        push_dense(&mut out, &format!("{pre}.dt_proj"), &x.dt_proj)?;
         push(&mut out, format!("{pre}.A_log"), &x.a_log)?;
         push(&mut out, format!("{pre}.D"), &x.d)?;
-        push_t(
-            &mut out,
-            format!("{pre}.out_proj.weight"),
-            &x.out_proj.weight,
-        )?;
-        if let Some(bias) = &x.out_proj.bias {
-            push(&mut out, format!("{pre}.out_proj.bias"), bias)?;
-        }
+        push_dense(&mut out, &format!("{pre}.out_proj"), &x.out_proj)?;
         push(
             &mut out,
             format!("backbone.layers.{l}.norm.weight"),

@@ -112,6 +112,15 @@ pub fn check_token(token: u32, vocab: usize, pos: usize) -> Result<usize> {
     Ok(t)
 }
 
+/// [`check_token`], then the error for position `pos` at or past `max` positions.
+pub fn check_step(token: u32, vocab: usize, pos: usize, max: usize) -> Result<usize> {
+    let t = check_token(token, vocab, pos)?;
+    if pos >= max {
+        return Err(ModelError::SequenceTooLong { seq: pos + 1, max });
+    }
+    Ok(t)
+}
+
 /// The activation applied to one value (f32; exact erf through `libm` for `gelu`).
 pub fn activate(a: Activation, x: f32) -> f32 {
     let sig = |v: f32| 1.0 / (1.0 + (-v).exp());

@@ -2,9 +2,9 @@
 
 use super::Gpt2;
 use crate::config::Activation;
-use crate::error::{ModelError, Result};
+use crate::error::Result;
 use crate::step::{
-    LinearFactory, StepDecoder, StepLinear, activate, check_token, layer_norm, param_values,
+    LinearFactory, StepDecoder, StepLinear, activate, check_step, layer_norm, param_values,
     spec_head, spec_in_out,
 };
 
@@ -86,13 +86,7 @@ impl StepDecoder for Gpt2Step {
 
     fn step(&mut self, token: u32) -> Result<Vec<f32>> {
         let (d, eps, pos) = (self.hidden, self.eps, self.pos);
-        let t = check_token(token, self.head.out_features(), pos)?;
-        if pos >= self.n_positions {
-            return Err(ModelError::SequenceTooLong {
-                seq: pos + 1,
-                max: self.n_positions,
-            });
-        }
+        let t = check_step(token, self.head.out_features(), pos, self.n_positions)?;
         let mut x: Vec<f32> = (0..d)
             .map(|i| self.wte[t * d + i] + self.wpe[pos * d + i])
             .collect();

@@ -144,13 +144,7 @@ impl Gpt2 {
         input_ids: Tensor<2, Int>,
         attention_mask: Option<Tensor<2>>,
     ) -> Result<Gpt2Output> {
-        let mask = attention_mask.unwrap_or_else(|| {
-            let [b, s] = input_ids.dims();
-            Tensor::ones([b, s], &input_ids.device())
-        });
-        let capture = crate::sites::Capture::none();
-        let mut hooks = Hooks::new(&capture, None, mask.clone());
-        let logits = self.forward_hooked(input_ids, mask, &mut hooks)?;
+        let logits = crate::family::HookedLm::plain_logits(self, input_ids, attention_mask)?;
         Ok(Gpt2Output { logits })
     }
 

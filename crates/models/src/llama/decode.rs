@@ -6,9 +6,9 @@ use std::path::Path;
 use super::Llama;
 use crate::attention::{apply_rope_row, rope_row};
 use crate::config::Activation;
-use crate::error::{ModelError, Result};
+use crate::error::Result;
 use crate::step::{
-    LinearFactory, StepDecoder, StepLinear, activate, apply_new, cached_attention, check_token,
+    LinearFactory, StepDecoder, StepLinear, activate, apply_new, cached_attention, check_step,
     param_values, rms_norm, spec_dense, spec_head,
 };
 
@@ -98,13 +98,7 @@ impl StepDecoder for LlamaStep {
 
     fn step(&mut self, token: u32) -> Result<Vec<f32>> {
         let (d, pos, eps) = (self.hidden, self.pos, self.eps);
-        let t = check_token(token, self.head.out_features(), pos)?;
-        if pos >= self.max_positions {
-            return Err(ModelError::SequenceTooLong {
-                seq: pos + 1,
-                max: self.max_positions,
-            });
-        }
+        let t = check_step(token, self.head.out_features(), pos, self.max_positions)?;
         let (h, kv, hd) = (self.heads, self.kv_heads, self.head_dim);
         let (cos, sin) = rope_row(pos as f32, &self.inv_freq);
         let scale = (hd as f32).powf(-0.5);

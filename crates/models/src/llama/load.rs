@@ -10,7 +10,7 @@ use burn::tensor::Device;
 use super::{Llama, LlamaBlock, LlamaConfig};
 use crate::config::ModelConfig;
 use crate::error::Result;
-use crate::loader::{Named, TensorStore, check_dim, check_layer_count, push, push_t, save};
+use crate::loader::{Named, TensorStore, check_dim, check_layer_count, push, push_dense, save};
 use crate::nn::Dense;
 
 impl Llama {
@@ -58,11 +58,8 @@ impl Llama {
             0,
         )?;
         let embed_tokens = store.param2(emb, [config.vocab_size, d], device)?;
-        let dense = |store: &mut TensorStore, name: &str, d_in, d_out, bias| -> Result<Dense> {
-            Ok(Dense {
-                weight: store.linear_t(&format!("{name}.weight"), d_in, d_out, device)?,
-                bias: store.opt1(&format!("{name}.bias"), d_out, bias, device)?,
-            })
+        let dense = |store: &mut TensorStore, name: &str, d_in, d_out, bias| {
+            store.dense(name, d_in, d_out, bias, device)
         };
         let mut blocks = Vec::with_capacity(config.num_hidden_layers);
         for l in 0..config.num_hidden_layers {
@@ -103,13 +100,7 @@ impl Llama {
 
     fn tensors(&self) -> Result<Named> {
         let mut out = Named::new();
-        let dense = |out: &mut Named, name: String, x: &Dense| -> Result<()> {
-            push_t(out, format!("{name}.weight"), &x.weight)?;
-            if let Some(b) = &x.bias {
-                push(out, format!("{name}.bias"), b)?;
-            }
-            Ok(())
-        };
+        let dense = |out: &mut Named, name: String, x: &Dense| push_dense(out, &name, x);
         push(
             &mut out,
             "model.embed_tokens.weight".into(),

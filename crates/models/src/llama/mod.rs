@@ -208,10 +208,8 @@ impl crate::trainable::CausalLmTrain for Llama {
         &self,
         input_ids: Tensor<2, Int>,
     ) -> std::result::Result<Tensor<3>, Box<dyn std::error::Error + Send + Sync>> {
-        let [b, s] = input_ids.dims();
-        let mask = Tensor::ones([b, s], &input_ids.device());
-        let capture = crate::sites::Capture::none();
-        let mut hooks = Hooks::new(&capture, None, mask.clone());
-        Ok(self.forward_hooked(input_ids, mask, &mut hooks)?)
+        Ok(crate::family::HookedLm::plain_logits(
+            self, input_ids, None,
+        )?)
     }
 }

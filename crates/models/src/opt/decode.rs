@@ -3,9 +3,9 @@
 use super::Opt;
 use super::config::{OPT_LAYER_NORM_EPS, POSITION_OFFSET};
 use crate::config::Activation;
-use crate::error::{ModelError, Result};
+use crate::error::Result;
 use crate::step::{
-    LinearFactory, StepDecoder, StepLinear, activate, apply_new, cached_attention, check_token,
+    LinearFactory, StepDecoder, StepLinear, activate, apply_new, cached_attention, check_step,
     layer_norm, param_values, spec_dense, spec_head,
 };
 
@@ -102,13 +102,7 @@ impl StepDecoder for OptStep {
 
     fn step(&mut self, token: u32) -> Result<Vec<f32>> {
         let (d, e, pos) = (self.hidden, self.embed_dim, self.pos);
-        let t = check_token(token, self.head.out_features(), pos)?;
-        if pos >= self.max_positions {
-            return Err(ModelError::SequenceTooLong {
-                seq: pos + 1,
-                max: self.max_positions,
-            });
-        }
+        let t = check_step(token, self.head.out_features(), pos, self.max_positions)?;
         let eps = OPT_LAYER_NORM_EPS;
         let tok = &self.embed[t * e..(t + 1) * e];
         let mut x = match &self.project_in {

@@ -9,7 +9,7 @@ use super::config::POSITION_OFFSET;
 use super::{Opt, OptBlock, OptConfig};
 use crate::config::ModelConfig;
 use crate::error::Result;
-use crate::loader::{Named, TensorStore, check_dim, check_layer_count, push, push_t, save};
+use crate::loader::{Named, TensorStore, check_dim, check_layer_count, push, push_dense, save};
 use crate::nn::{Dense, LayerNorm};
 
 impl Opt {
@@ -56,11 +56,8 @@ impl Opt {
             [config.max_position_embeddings + POSITION_OFFSET, d],
             device,
         )?;
-        let dense = |store: &mut TensorStore, name: &str, d_in, d_out, bias| -> Result<Dense> {
-            Ok(Dense {
-                weight: store.linear_t(&format!("{name}.weight"), d_in, d_out, device)?,
-                bias: store.opt1(&format!("{name}.bias"), d_out, bias, device)?,
-            })
+        let dense = |store: &mut TensorStore, name: &str, d_in, d_out, bias| {
+            store.dense(name, d_in, d_out, bias, device)
         };
         let norm = |store: &mut TensorStore, name: &str| -> Result<LayerNorm> {
             if affine {
@@ -125,13 +122,7 @@ impl Opt {
         let mut out = Named::new();
         let pre = "model.decoder.";
         let affine = self.config.layer_norm_elementwise_affine;
-        let dense = |out: &mut Named, name: String, x: &Dense| -> Result<()> {
-            push_t(out, format!("{name}.weight"), &x.weight)?;
-            if let Some(b) = &x.bias {
-                push(out, format!("{name}.bias"), b)?;
-            }
-            Ok(())
-        };
+        let dense = |out: &mut Named, name: String, x: &Dense| push_dense(out, &name, x);
         let norm = |out: &mut Named, name: String, n: &LayerNorm| -> Result<()> {
             if affine {
                 push(out, format!("{name}.weight"), &n.weight)?;
