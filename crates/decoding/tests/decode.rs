@@ -242,3 +242,66 @@ fn cpu_decoder_equals_the_forward_pass_dense_and_masked() {
         assert!(e.to_string().contains(&v.to_string()), "{name}: {e}");
     }
 }
+
+/// `set_thresholds` on a built decoder gives exactly what a decoder built with those thresholds
+/// gives; a site missing from the thresholds is an error that changes nothing; bf16 / f16
+/// weights stay within their rounding of the f32 decoder.
+#[test]
+fn thresholds_set_in_place_and_half_precision_weights() {
+    use sparsity_decoding::decode::{Decoder, WeightDtype};
+    use sparsity_decoding::sparse_decode::calibrate_thresholds;
+    let device = cpu_device();
+    for name in ["llama-tiny", "opt-tiny"] {
+        let model = load(name);
+        let v = model.vocab_size() as u32;
+        let seq: Vec<u32> = (0..10u32).map(|t| (t * 71 + 5) % v).collect();
+        let calib: Vec<Vec<u32>> = (0..3u32)
+            .map(|i| (0..12u32).map(|t| (i * 97 + t * 31 + 1) % v).collect())
+            .collect();
+        let th = calibrate_thresholds(&model, &calib, &[0.5], 2, &device).unwrap();
+        let run = |dec: &mut Decoder| -> Vec<f32> {
+            dec.reset();
+            seq.iter().flat_map(|&t| dec.step(t).unwrap()).collect()
+        };
+        let mut fresh = Decoder::new(&model, Some(&th[0])).unwrap();
+        let mut reused = Decoder::new(&model, None).unwrap();
+        let dense = run(&mut reused);
+        reused.set_thresholds(Some(&th[0])).unwrap();
+        assert_eq!(run(&mut fresh), run(&mut reused), "{name}");
+        reused.set_thresholds(None).unwrap();
+        assert_eq!(run(&mut reused), dense, "{name}: back to dense");
+        let mut missing = th[0].clone();
+        let first = missing.per_site.keys().next().cloned().unwrap();
+        missing.per_site.remove(&first);
+        let e = reused.set_thresholds(Some(&missing)).unwrap_err();
+        assert!(e.to_string().contains(&first), "{e}");
+        assert_eq!(
+            run(&mut reused),
+            dense,
+            "{name}: a failed set changes nothing"
+        );
+        let scale = dense.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+        for dtype in [WeightDtype::Bf16, WeightDtype::F16] {
+            let mut half = Decoder::with_weights(&model, None, dtype).unwrap();
+            let got = run(&mut half);
+            let worst = got
+                .iter()
+                .zip(&dense)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0f32, f32::max);
+            let tol = if dtype == WeightDtype::Bf16 {
+                0.05
+            } else {
+                0.01
+            };
+            assert!(
+                worst <= tol * scale,
+                "{name} {dtype:?}: {worst} vs scale {scale}"
+            );
+            assert!(
+                worst > 0.0,
+                "{name} {dtype:?}: the weights were not rounded"
+            );
+        }
+    }
+}
