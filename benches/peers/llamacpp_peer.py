@@ -91,8 +91,11 @@ def main():
     a = ap.parse_args()
     import llama_cpp
     path = os.path.join(a.gguf_dir or a.model, f"model-{a.dtype}.gguf")
-    if not os.path.exists(path):
-        write_gguf(a.model, path, a.dtype)
+    weights = os.path.join(a.model, "model.safetensors")
+    # a GGUF older than the weights is stale (the benchmark rewrites the model every run)
+    if not os.path.exists(path) or os.path.getmtime(path) < os.path.getmtime(weights):
+        write_gguf(a.model, path + ".tmp", a.dtype)
+        os.replace(path + ".tmp", path)
     ids = json.load(open(a.prompt))
     llm = llama_cpp.Llama(model_path=path, n_ctx=len(ids) + a.new_tokens + 8, n_threads=a.threads,
                           n_threads_batch=a.threads, n_batch=512, verbose=False, logits_all=False)

@@ -183,13 +183,21 @@ pub struct DecodeBenchReport {
     pub peer_note: Option<String>,
 }
 
-/// How to run the transformers peer.
+/// How to run a peer: a Python script taking `--model --prompt --dtype --new-tokens --threads`
+/// and printing one JSON line (`benches/peers/decode_peer.py` for transformers,
+/// `benches/peers/llamacpp_peer.py` for llama.cpp).
 #[derive(Debug, Clone)]
-pub struct TorchPeer {
-    /// Python with torch and transformers (benches/peers/requirements-torch.txt).
+pub struct Peer {
+    /// The engine's name in the table (`transformers`, `llama.cpp`).
+    pub name: String,
+    /// Python with the peer's requirements (benches/peers/requirements-*.txt).
     pub python: PathBuf,
-    /// `benches/peers/decode_peer.py`.
+    /// The script.
     pub script: PathBuf,
+    /// Run the bf16 rows with f16 weights (llama.cpp: f16 is its usual half format).
+    pub half_as_f16: bool,
+    /// Extra arguments (e.g. `--gguf-dir`).
+    pub extra_args: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -237,16 +245,17 @@ fn generate(
     Ok((prefill, (new_tokens - 1) as f64 / secs.max(1e-12), out))
 }
 
-/// Runs the benchmark: the model is built and saved under `work_dir` (for the peer), thresholds
-/// calibrated, then ours and the peer measured per dtype. Progress as `tracing` spans.
+/// Runs the benchmark: the model is built and saved under `work_dir` (for the peers),
+/// thresholds calibrated, then ours and each peer measured per dtype. Progress as `tracing`
+/// spans.
 pub fn run_decode_bench(
     config: &DecodeBenchConfig,
-    peer: Option<&TorchPeer>,
+    peers: &[Peer],
     work_dir: &Path,
     device: &Device,
 ) -> Result<DecodeBenchReport> {
     config.validate()?;
-    let total = config.dtypes.len() * (config.sparsities.len() + 1 + usize::from(peer.is_some()));
+    let total = config.dtypes.len() * (config.sparsities.len() + 1 + peers.len());
     let span = tracing::info_span!(
         "decode-bench",
         progress_total = total as u64,
@@ -269,8 +278,8 @@ pub fn run_decode_bench(
     let model =
         CausalLm::new(Llama::init(&config.model, config.seed, device).step("building the model")?);
     let model_dir = work_dir.join("model");
-    if peer.is_some() {
-        tracing::info!(dir = %model_dir.display(), "saving the weights for the peer");
+    if !peers.is_empty() {
+        tracing::info!(dir = %model_dir.display(), "saving the weights for the peers");
         model.save_pretrained(&model_dir).step("saving the model")?;
         let prompt_path = work_dir.join("prompt.json");
         crate::write_json(&prompt_path, &prompt)?;
@@ -283,7 +292,7 @@ pub fn run_decode_bench(
             .step("calibrating thresholds")?
     };
     let mut rows = Vec::new();
-    let mut peer_note = None;
+    let mut peer_notes: Vec<String> = Vec::new();
     for &dtype in &config.dtypes {
         let mut decoder =
             Decoder::with_weights(&model, None, dtype).step("building the decoder")?;
@@ -308,17 +317,29 @@ pub fn run_decode_bench(
             rows.push(row);
         }
         drop(decoder);
-        if let Some(p) = peer {
-            match run_peer(p, &model_dir, &work_dir.join("prompt.json"), dtype, config) {
+        for p in peers {
+            let peer_dtype = if p.half_as_f16 && dtype == WeightDtype::Bf16 {
+                WeightDtype::F16
+            } else {
+                dtype
+            };
+            match run_peer(
+                p,
+                &model_dir,
+                &work_dir.join("prompt.json"),
+                peer_dtype,
+                config,
+            ) {
                 Ok(out) => {
                     tracing::info!(
-                        ?dtype,
+                        ?peer_dtype,
                         tokens_per_second = out.decode_tokens_per_second,
-                        "transformers"
+                        "{}",
+                        p.name
                     );
                     rows.push(DecodeBenchRow {
-                        engine: "transformers".into(),
-                        dtype,
+                        engine: p.name.clone(),
+                        dtype: peer_dtype,
                         sparsity: None,
                         achieved_sparsity: None,
                         prefill_seconds: out.prefill_seconds,
@@ -327,16 +348,17 @@ pub fn run_decode_bench(
                     });
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, "the transformers peer failed");
-                    peer_note = Some(e.to_string());
+                    tracing::warn!(error = %e, "the {} peer failed", p.name);
+                    peer_notes.push(format!("{} ({peer_dtype:?}): {e}", p.name));
                 }
             }
             tracing::trace!(target: sparsity_models::PROGRESS, progress_inc = 1u64);
         }
     }
-    if peer.is_none() {
-        peer_note = Some("no --python given: transformers not measured".into());
+    if peers.is_empty() {
+        peer_notes.push("no --python given: no peer measured".into());
     }
+    let peer_note = (!peer_notes.is_empty()).then(|| peer_notes.join("; "));
     let floors = config
         .dtypes
         .iter()
@@ -362,7 +384,7 @@ pub fn run_decode_bench(
 }
 
 fn run_peer(
-    peer: &TorchPeer,
+    peer: &Peer,
     model_dir: &Path,
     prompt: &Path,
     dtype: WeightDtype,
@@ -385,6 +407,7 @@ fn run_peer(
         .arg(config.new_tokens.to_string())
         .arg("--threads")
         .arg(threads.to_string())
+        .args(&peer.extra_args)
         .env("OMP_NUM_THREADS", threads.to_string())
         .output()
         .with_step(|| format!("running {}", peer.script.display()))?;
@@ -426,8 +449,12 @@ impl DecodeBenchReport {
             "| dtype | engine | activation sparsity (target / achieved) | prefill s | decode tok/s | vs our dense | vs transformers | % of bandwidth floor | same tokens as our dense |\n|---|---|---|---|---|---|---|---|---|\n",
         );
         for f in &self.floors {
-            let rows: Vec<&DecodeBenchRow> =
-                self.rows.iter().filter(|r| r.dtype == f.dtype).collect();
+            // rows of the same weight width (llama.cpp's f16 rows sit with bf16)
+            let rows: Vec<&DecodeBenchRow> = self
+                .rows
+                .iter()
+                .filter(|r| element_bytes(r.dtype) == element_bytes(f.dtype))
+                .collect();
             let dense = rows
                 .iter()
                 .find(|r| r.engine == "ours" && r.sparsity.is_none())

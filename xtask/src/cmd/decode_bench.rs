@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use sparsity_decoding::decode::WeightDtype;
-use sparsity_experiments::decode_bench::{DecodeBenchConfig, TorchPeer, run_decode_bench};
+use sparsity_experiments::decode_bench::{DecodeBenchConfig, Peer, run_decode_bench};
 
 /// Arguments.
 #[derive(clap::Args, Debug)]
@@ -34,7 +34,11 @@ pub struct Args {
     /// transformers' `generate` on the same weights.
     #[arg(long)]
     python: Option<PathBuf>,
-    /// Threads of both engines (default: all cores).
+    /// Python with llama-cpp-python + gguf (benches/peers/requirements-llamacpp.txt): also time
+    /// llama.cpp on a GGUF of the same weights (f16 for the bf16 rows).
+    #[arg(long)]
+    llamacpp_python: Option<PathBuf>,
+    /// Threads of every engine (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
     /// Where the model is saved for the peer (about 4.4 GB).
@@ -60,14 +64,28 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     config.prompt_len = args.prompt_len;
     config.new_tokens = args.new_tokens;
     config.seed = args.seed;
-    let peer = args.python.map(|python| TorchPeer {
+    let mut peers: Vec<Peer> = args
+        .python
+        .map(|python| Peer {
+            name: "transformers".into(),
+            python,
+            script: PathBuf::from("benches/peers/decode_peer.py"),
+            half_as_f16: false,
+            extra_args: Vec::new(),
+        })
+        .into_iter()
+        .collect();
+    peers.extend(args.llamacpp_python.map(|python| Peer {
+        name: "llama.cpp".into(),
         python,
-        script: PathBuf::from("benches/peers/decode_peer.py"),
-    });
+        script: PathBuf::from("benches/peers/llamacpp_peer.py"),
+        half_as_f16: true,
+        extra_args: vec!["--gguf-dir".into(), args.work_dir.display().to_string()],
+    }));
     std::fs::create_dir_all(&args.work_dir)
         .with_context(|| format!("creating {}", args.work_dir.display()))?;
     let device = sparsity_models::cpu_device();
-    let report = run_decode_bench(&config, peer.as_ref(), &args.work_dir, &device)?;
+    let report = run_decode_bench(&config, &peers, &args.work_dir, &device)?;
     let table = report.table();
     std::fs::create_dir_all(&args.out_dir)
         .with_context(|| format!("creating {}", args.out_dir.display()))?;
