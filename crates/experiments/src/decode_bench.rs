@@ -211,14 +211,21 @@ fn random_ids(rng: &mut ChaCha8Rng, vocab: usize, n: usize) -> Vec<u32> {
     (0..n).map(|_| rng.random_range(0..vocab as u32)).collect()
 }
 
-fn argmax(v: &[f32]) -> u32 {
+/// The greedy token; a non-finite logit is an error (a NaN would otherwise pick an arbitrary id).
+fn argmax(v: &[f32], step: usize) -> Result<u32> {
+    if let Some(i) = v.iter().position(|x| !x.is_finite()) {
+        return Err(ExperimentError::invalid(
+            "decode-bench",
+            format!("logit {i} at generation step {step} is not finite"),
+        ));
+    }
     let mut best = 0usize;
     for (i, x) in v.iter().enumerate() {
         if *x > v[best] {
             best = i;
         }
     }
-    best as u32
+    Ok(best as u32)
 }
 
 /// Prefill then greedy generation on `decoder`: (prefill seconds, decode tokens/s, ids).
@@ -234,12 +241,12 @@ fn generate(
         logits = decoder.step(t).step("prefill")?;
     }
     let prefill = t0.elapsed().as_secs_f64();
-    let mut out = vec![argmax(&logits)];
+    let mut out = vec![argmax(&logits, 0)?];
     let t1 = Instant::now();
     while out.len() < new_tokens {
         let last = out[out.len() - 1];
         logits = decoder.step(last).step("decoding")?;
-        out.push(argmax(&logits));
+        out.push(argmax(&logits, out.len())?);
     }
     let secs = t1.elapsed().as_secs_f64();
     Ok((prefill, (new_tokens - 1) as f64 / secs.max(1e-12), out))
@@ -329,6 +336,7 @@ pub fn run_decode_bench(
                 &work_dir.join("prompt.json"),
                 peer_dtype,
                 config,
+                probe.threads,
             ) {
                 Ok(out) => {
                     tracing::info!(
@@ -389,8 +397,8 @@ fn run_peer(
     prompt: &Path,
     dtype: WeightDtype,
     config: &DecodeBenchConfig,
+    threads: usize,
 ) -> Result<PeerOutput> {
-    let threads = rayon_threads();
     let out = Command::new(&peer.python)
         .arg(&peer.script)
         .arg("--model")
@@ -432,13 +440,6 @@ fn run_peer(
         .unwrap_or("");
     serde_json::from_str(line)
         .with_step(|| format!("reading the output of {}", peer.script.display()))
-}
-
-fn rayon_threads() -> usize {
-    std::env::var("RAYON_NUM_THREADS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
 impl DecodeBenchReport {

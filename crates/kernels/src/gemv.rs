@@ -180,17 +180,18 @@ fn accumulate<T: WeightElement>(
         && kept.len() >= 8
         && kept.len() * n_out >= config.min_parallel_work
     {
-        // split-K: contiguous runs of kept rows per thread, whole rows each, partials added
+        // split-K: contiguous runs of kept rows per thread, whole rows each; the first run
+        // accumulates into `y` itself, the others into partials added at the end
         let per = kept.len().div_ceil(threads).next_multiple_of(4);
-        let partials: Vec<Vec<f32>> = kept
-            .par_chunks(per)
-            .zip(coeff.par_chunks(per))
-            .map(|(k, c)| {
-                let mut acc = vec![0.0f32; n_out];
-                axpy_rows(&mut acc, w_t, n_out, 0, k, c);
-                acc
-            })
-            .collect();
+        let parts = kept.len().div_ceil(per);
+        let mut partials = vec![vec![0.0f32; n_out]; parts - 1];
+        let mut targets: Vec<&mut [f32]> = Vec::with_capacity(parts);
+        targets.push(&mut *y);
+        targets.extend(partials.iter_mut().map(Vec::as_mut_slice));
+        targets
+            .into_par_iter()
+            .zip(kept.par_chunks(per).zip(coeff.par_chunks(per)))
+            .for_each(|(acc, (k, c))| axpy_rows(acc, w_t, n_out, 0, k, c));
         for p in &partials {
             y.iter_mut().zip(p).for_each(|(y, p)| *y += p);
         }

@@ -4,8 +4,8 @@ use super::Gpt2;
 use crate::config::Activation;
 use crate::error::Result;
 use crate::step::{
-    LinearFactory, StepDecoder, StepLinear, activate, check_step, layer_norm, param_values,
-    spec_head, spec_in_out,
+    LinearFactory, StepDecoder, StepLinear, activate, cached_attention, check_step, layer_norm,
+    param_values, spec_head, spec_in_out,
 };
 
 #[derive(Debug)]
@@ -98,7 +98,6 @@ impl StepDecoder for Gpt2Step {
             b.c_attn.apply(&a, &mut qkv)?;
             b.k.extend_from_slice(&qkv[d..2 * d]);
             b.v.extend_from_slice(&qkv[2 * d..]);
-            let steps = pos + 1;
             let mut scale = if self.scale_weights {
                 1.0 / (dh as f32).sqrt()
             } else {
@@ -108,24 +107,7 @@ impl StepDecoder for Gpt2Step {
                 scale /= (l + 1) as f32;
             }
             let mut o = vec![0.0f32; d];
-            for hh in 0..h {
-                let q = &qkv[hh * dh..(hh + 1) * dh];
-                let scores: Vec<f32> = (0..steps)
-                    .map(|s| {
-                        let k = &b.k[s * d + hh * dh..s * d + (hh + 1) * dh];
-                        q.iter().zip(k).map(|(a, b)| a * b).sum::<f32>() * scale
-                    })
-                    .collect();
-                let m = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                let ex: Vec<f32> = scores.iter().map(|s| (s - m).exp()).collect();
-                let z: f32 = ex.iter().sum();
-                for (s, p) in ex.iter().enumerate() {
-                    let v = &b.v[s * d + hh * dh..s * d + (hh + 1) * dh];
-                    for (oi, vi) in o[hh * dh..(hh + 1) * dh].iter_mut().zip(v) {
-                        *oi += p / z * vi;
-                    }
-                }
-            }
+            cached_attention(&qkv[..d], &b.k, &b.v, h, h, dh, scale, 0, &mut o);
             let mut y = vec![0.0; d];
             b.attn_proj.apply(&o, &mut y)?;
             x.iter_mut().zip(&y).for_each(|(x, y)| *x += y);

@@ -10,7 +10,7 @@
 //! `cumsum(attention_mask) − 1` (clamped at 0), so left padding does not shift the real tokens' positions.
 
 use burn::module::{Module, Param};
-use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
+use burn::tensor::{Device, Int, Tensor};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
@@ -178,32 +178,11 @@ impl Gpt2 {
         let dh = c.head_dim();
         let eps = c.layer_norm_epsilon;
         let act: Activation = c.activation()?;
-        let device = input_ids.device();
 
-        let mut x = self.embed(input_ids, mask.clone());
+        // causal + padding mask; the fused causal kernel when nothing needs the probabilities
+        let keys = crate::attention::key_mask(&mask, None)?;
+        let mut x = self.embed(input_ids, mask);
         x = hooks.site3(|| "hidden_states.0".into(), x)?;
-
-        // masked[b, q, k] = key k is in the future of q, or key k is padding
-        let future: Vec<bool> = (0..s * s).map(|i| (i % s) > (i / s)).collect();
-        let future = Tensor::<3, Bool>::from_data(TensorData::new(future, [1, s, s]), &device);
-        let pad_key = mask.clone().lower_elem(0.5).reshape([b, 1, s]);
-        let masked = future
-            .expand([b, s, s])
-            .bool_or(pad_key.expand([b, s, s]))
-            .reshape([b, 1, s, s])
-            .expand([b, h, s, s]);
-
-        // Without padding, and when not differentiating, the attention runs as the backend's
-        // fused causal attention (softmax(q·kᵀ·scale + causal mask)·v) unless its probabilities
-        // are recorded or edited. With padding the explicit path keeps every query row finite
-        // (a left-padded row can have every key masked).
-        let padded = mask
-            .clone()
-            .lower_elem(0.5)
-            .any()
-            .try_into_scalar::<bool>()
-            .map_err(|e| ModelError::Backend(format!("reading the attention mask: {e:?}")))?;
-        let fused_ok = !padded && !x.is_autodiff();
 
         let n_layer = self.blocks.len();
         for (l, blk) in self.blocks.iter().enumerate() {
@@ -225,20 +204,8 @@ impl Gpt2 {
                     .swap_dims(1, 2)
             };
             let (q, k, v) = (split(0), split(1), split(2));
-            let ctx = if fused_ok && !hooks.touches(&format!("attn_probs.{l}")) {
-                let options = burn::tensor::ops::AttentionModuleOptions {
-                    scale: Some(scale),
-                    softcap: None,
-                    is_causal: true,
-                };
-                burn::tensor::module::attention(q, k, v, None, None, options)
-            } else {
-                let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(scale);
-                let scores = scores.mask_fill(masked.clone(), f32::MIN);
-                let probs = burn::tensor::activation::softmax(scores, 3);
-                let probs = hooks.site4(|| format!("attn_probs.{l}"), probs)?;
-                probs.matmul(v)
-            };
+            let ctx =
+                crate::attention::attend(q, k, v, scale, &keys, hooks, &format!("attn_probs.{l}"))?;
             let o = ctx.swap_dims(1, 2).reshape([b, s, d]);
             let o = hooks.site3(|| format!("attn_ctx.{l}"), o)?;
             x = x + blk.attn_c_proj.forward(o);
