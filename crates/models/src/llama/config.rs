@@ -264,10 +264,8 @@ impl LlamaConfig {
         }
         let theta = match params.get("rope_theta") {
             Some(_) => num(path, params, "rope_theta")?,
-            None => self.rope_theta.unwrap_or(match self.model_type.as_str() {
-                "qwen2" | "mistral" | "llama" => 10000.0,
-                _ => 10000.0,
-            }),
+            // transformers' default θ for all three model types
+            None => self.rope_theta.unwrap_or(10000.0),
         };
         if !(theta > 0.0 && theta.is_finite()) {
             return Err(ModelError::config(
