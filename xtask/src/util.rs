@@ -65,3 +65,15 @@ pub fn workspace_demo_cache() -> std::path::PathBuf {
         });
     sparsity_demo::demo::cache_dir_in_target(&target)
 }
+
+/// `--max-memory` and `--dry-run`, shared by the commands that allocate from their arguments.
+#[derive(clap::Args, Debug, Clone)]
+pub struct BudgetArgs {
+    /// Memory budget in bytes (suffixes K, M, G, T: powers of 1024); default: the memory the
+    /// system reports available. The command refuses to start when its estimate is larger.
+    #[arg(long, value_parser = sparsity_io::budget::parse_bytes)]
+    pub max_memory: Option<u64>,
+    /// Print the memory estimate (and the plan), then stop.
+    #[arg(long)]
+    pub dry_run: bool,
+}

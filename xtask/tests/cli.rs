@@ -298,3 +298,99 @@ fn cluster_end_to_end_on_a_planted_mask() {
         assert!(!run.status.success(), "{bad:?}");
     }
 }
+
+/// `cluster`, `bench-gemv` and `decode-bench` estimate their peak memory before allocating:
+/// `--dry-run` prints the estimate, and an estimate over `--max-memory` (or over the memory
+/// available, for absurd sizes) is refused with the estimate stated and nothing written.
+#[test]
+fn commands_sized_by_their_arguments_state_their_memory_estimate() {
+    let dir = tempfile::tempdir().unwrap();
+    let b: Vec<u8> = (0..64 * 48)
+        .flat_map(|i| ((i % 3) as f32).to_le_bytes())
+        .collect();
+    let t =
+        safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![64, 48], &b).unwrap();
+    let input = dir.path().join("w.safetensors");
+    safetensors::serialize_to_file([("w", t)], None, &input).unwrap();
+    let out = dir.path().join("out");
+    let cluster = |extra: &[&str]| {
+        xtask()
+            .args(["cluster", "--input"])
+            .arg(&input)
+            .args(["--tensor", "w", "--no-plots", "--out"])
+            .arg(&out)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let run = cluster(&["--dry-run"]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let plan = String::from_utf8_lossy(&run.stdout);
+    // 48 features of 64 bits: the f32 tensor alone is 64 × 48 × 4 = 12 KiB
+    assert!(
+        plan.contains("estimated peak memory") && plan.contains("tensor (f32): 12.000 KiB"),
+        "{plan}"
+    );
+    assert!(!out.exists(), "a dry run writes nothing");
+    let run = cluster(&["--max-memory", "10K"]);
+    assert!(!run.status.success());
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        err.contains("needs an estimated") && err.contains("10.000 KiB of --max-memory"),
+        "{err}"
+    );
+    assert!(!out.exists());
+
+    let started = std::time::Instant::now();
+    let run = xtask()
+        .args(["bench-gemv", "--shapes", "4000000000x4000000000", "--out"])
+        .arg(dir.path().join("gemv.json"))
+        .output()
+        .unwrap();
+    assert!(!run.status.success());
+    assert!(started.elapsed().as_secs_f64() < 10.0);
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        err.contains("bench-gemv")
+            && err.contains("needs an estimated")
+            && err.contains("weight copies"),
+        "{err}"
+    );
+    assert!(!dir.path().join("gemv.json").exists());
+    let run = xtask()
+        .args(["bench-gemv", "--rotate-mib", "18446744073709551615"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&run.stderr).contains("--rotate-mib"));
+
+    let run = xtask()
+        .args(["decode-bench", "--dry-run", "--layers", "2"])
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let plan = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        plan.contains("decode-bench of a 2 layer") && plan.contains("key/value caches"),
+        "{plan}"
+    );
+    let run = xtask()
+        .args(["decode-bench", "--layers", "2000000", "--work-dir"])
+        .arg(dir.path().join("work"))
+        .output()
+        .unwrap();
+    assert!(!run.status.success());
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        err.contains("needs an estimated") && err.contains("--layers"),
+        "{err}"
+    );
+    assert!(!dir.path().join("work").exists());
+}

@@ -41,13 +41,49 @@ pub struct NumpyPeer {
     pub script: PathBuf,
 }
 
+/// The GEMV benchmark's peak memory (f64: no shape overflows it): the bandwidth probe's two
+/// buffers, then per shape (one at a time) the rotated weight copies (at least 2, enough to
+/// fill `rotate_bytes`), an f32 copy of each for the `ndarray` peer.
+pub fn gemv_bench_memory(config: &GemvBenchConfig) -> sparsity_io::budget::MemoryEstimate {
+    use sparsity_kernels::bench::WeightDtype;
+    let elem = if matches!(config.dtype, WeightDtype::F32) {
+        4.0
+    } else {
+        2.0
+    };
+    let rotate = config.rotate_bytes as f64;
+    let largest = config
+        .shapes
+        .iter()
+        .map(|s| s.out_features as f64 * s.in_features as f64)
+        .fold(0.0, f64::max);
+    let copies = (rotate / (largest * elem).max(1.0)).ceil().max(2.0);
+    let mut e = sparsity_io::budget::MemoryEstimate::new(format!(
+        "bench-gemv ({} shapes, largest {largest:.3e} weights, {copies} copies)",
+        config.shapes.len()
+    ))
+    .part("bandwidth probe", rotate.max((1u64 << 28) as f64))
+    .part("weight copies", copies * largest * elem);
+    if config.ndarray_peer {
+        e = e.part("ndarray peer (f32)", copies * largest * 4.0);
+    }
+    e
+}
+
 /// Runs the benchmark (progress as `tracing` spans, one per shape), then the numpy peer on the
 /// same shapes, and writes the JSON to `out`. Returns the output and a text table.
 pub fn run_gemv_bench(
     config: &GemvBenchConfig,
     peer: Option<&NumpyPeer>,
     out: &Path,
+    max_memory: Option<u64>,
 ) -> Result<(GemvBenchOutput, String)> {
+    gemv_bench_memory(config)
+        .check(
+            max_memory,
+            "use smaller --shapes or --rotate-mib, or raise --max-memory",
+        )
+        .step("checking the memory budget")?;
     let mut span: Option<(String, tracing::Span, usize)> = None;
     let report = run_gemv_bench_with(config, &mut |p| {
         if span.as_ref().is_none_or(|(stage, _, _)| *stage != p.stage) {

@@ -28,6 +28,59 @@ pub struct ClusterRun {
     pub results_dir: PathBuf,
     /// Model label of the rows (default: the input's file stem).
     pub model: Option<String>,
+    /// Memory budget in bytes (`--max-memory`); `None`: the memory the system reports available.
+    pub max_memory: Option<u64>,
+}
+
+impl ClusterRun {
+    /// The run's peak memory, estimated from the file's header alone (nothing is loaded): the
+    /// file read whole, the tensor as f32 and as bits, the reference's distances to every
+    /// feature, and for the neighbourhood (reference + neighbours, at most every feature) its
+    /// features as f64 (the k-means and Ward inputs) and three all-pairs distance matrices
+    /// (exact metrics, Ward, the compared methods). Tensors are clustered one after another, so
+    /// the peak is the largest tensor's.
+    pub fn memory_estimate(&self) -> Result<sparsity_io::budget::MemoryEstimate> {
+        use sparsity_clustering::FeatureAxis;
+        let header = sparsity_io::read_header(&self.input)
+            .with_step(|| format!("reading the header of {}", self.input.display()))?;
+        let file = std::fs::metadata(&self.input)
+            .map(|m| m.len() as f64)
+            .unwrap_or(0.0);
+        let mut worst: Option<sparsity_io::budget::MemoryEstimate> = None;
+        for name in &self.tensors {
+            let meta = header.get(name).ok_or_else(|| {
+                crate::ExperimentError::invalid(
+                    "--tensor",
+                    format!("`{name}` is not a tensor of {}", self.input.display()),
+                )
+            })?;
+            let [rows, cols] = meta.shape[..] else {
+                return Err(crate::ExperimentError::invalid(
+                    "--tensor",
+                    format!("`{name}` has shape {:?}, not 2-D", meta.shape),
+                ));
+            };
+            let (features, bits) = match self.params.feature_axis {
+                FeatureAxis::Columns => (cols as f64, rows as f64),
+                FeatureAxis::Rows => (rows as f64, cols as f64),
+            };
+            let k = (self.params.neighbourhood.n_neighbours as f64 + 1.0).min(features);
+            let e = sparsity_io::budget::MemoryEstimate::new(format!(
+                "cluster of `{name}` ({} features of {} bits, {} neighbours)",
+                features, bits, self.params.neighbourhood.n_neighbours
+            ))
+            .part("file", file)
+            .part("tensor (f32)", 4.0 * features * bits)
+            .part("bit matrix", features * bits / 8.0)
+            .part("reference distances", 16.0 * features)
+            .part("neighbourhood features (f64)", 8.0 * k * bits)
+            .part("pairwise distances", 3.0 * 8.0 * k * k);
+            if worst.as_ref().is_none_or(|w| e.total() > w.total()) {
+                worst = Some(e);
+            }
+        }
+        worst.ok_or_else(|| crate::ExperimentError::invalid("--tensor", "no tensor given"))
+    }
 }
 
 /// What a run wrote.
@@ -45,6 +98,12 @@ pub struct ClusterOutcome {
 
 /// Runs the clustering of every tensor and writes the report, plots and rows.
 pub fn run_cluster(run: &ClusterRun) -> Result<ClusterOutcome> {
+    run.memory_estimate()?
+        .check(
+            run.max_memory,
+            "use fewer --neighbors, a smaller tensor, or raise --max-memory",
+        )
+        .step("checking the memory budget")?;
     std::fs::create_dir_all(&run.out)
         .with_step(|| format!("creating the output directory {}", run.out.display()))?;
     let meta = RunMeta::new(

@@ -50,6 +50,8 @@ pub struct DecodeBenchConfig {
     pub calib_prompts: usize,
     /// Buffer of the bandwidth probe, bytes.
     pub bandwidth_bytes: usize,
+    /// Memory budget in bytes (`--max-memory`); `None`: the memory the system reports available.
+    pub max_memory: Option<u64>,
 }
 
 impl DecodeBenchConfig {
@@ -75,7 +77,58 @@ impl DecodeBenchConfig {
             new_tokens: 128,
             calib_prompts: 4,
             bandwidth_bytes: 1 << 30,
+            max_memory: None,
         }
+    }
+
+    /// The run's peak memory, from the model's shape (computed in f64: no size overflows it):
+    /// the burn model (f32), one decoder's weights (the widest dtype asked for; f32 ones share
+    /// the model's layout, so counted again), the key/value caches at `prompt_len + new_tokens`,
+    /// the calibration captures, the bandwidth probe's two buffers, and with `peers` Python
+    /// peers the one peer process alive at a time holding its own f32 copy.
+    pub fn memory_estimate(&self, peers: usize) -> sparsity_io::budget::MemoryEstimate {
+        let m = &self.model;
+        let h = m.hidden_size as f64;
+        let heads = m.num_attention_heads as f64;
+        let hd = m.head_dim.map_or(h / heads.max(1.0), |d| d as f64);
+        let kv = m.num_key_value_heads.unwrap_or(m.num_attention_heads) as f64 * hd;
+        let inter = m.intermediate_size as f64;
+        let layers = m.num_hidden_layers as f64;
+        let vocab = m.vocab_size as f64;
+        let per_layer = h * heads * hd * 2.0 + 2.0 * h * kv + 3.0 * h * inter + 2.0 * h;
+        let params = layers * per_layer + vocab * h * if m.tie_word_embeddings { 1.0 } else { 2.0 };
+        let widest = self
+            .dtypes
+            .iter()
+            .map(|d| {
+                if matches!(d, WeightDtype::F32) {
+                    4.0
+                } else {
+                    2.0
+                }
+            })
+            .fold(0.0, f64::max);
+        let tokens = (self.prompt_len + self.new_tokens) as f64;
+        let mut e = sparsity_io::budget::MemoryEstimate::new(format!(
+            "decode-bench of a {} layer, hidden {} model ({:.3e} parameters, {} + {} tokens)",
+            m.num_hidden_layers, m.hidden_size, params, self.prompt_len, self.new_tokens
+        ))
+        .part("model (f32)", 4.0 * params)
+        .part("decoder weights", widest * params)
+        .part("key/value caches", 2.0 * 2.0 * layers * tokens * kv * 4.0)
+        .part(
+            "calibration captures",
+            self.calib_prompts as f64
+                * self.prompt_len as f64
+                * layers
+                * (4.0 * h + 2.0 * inter)
+                * 4.0,
+        )
+        .part("bandwidth probe", 2.0 * self.bandwidth_bytes as f64);
+        if peers > 0 {
+            e = e.part("peer process (f32 copy)", 4.0 * params);
+        }
+        e
     }
 
     fn validate(&self) -> Result<()> {
@@ -262,6 +315,15 @@ pub fn run_decode_bench(
     device: &Device,
 ) -> Result<DecodeBenchReport> {
     config.validate()?;
+    config
+        .memory_estimate(peers.len())
+        .check(
+            config.max_memory,
+            "use fewer --layers, a shorter --prompt-len / --new-tokens, or raise --max-memory",
+        )
+        .step("checking the memory budget")?;
+    std::fs::create_dir_all(work_dir)
+        .with_step(|| format!("creating the work directory {}", work_dir.display()))?;
     let total = config.dtypes.len() * (config.sparsities.len() + 1 + peers.len());
     let span = tracing::info_span!(
         "decode-bench",

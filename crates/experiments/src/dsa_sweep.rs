@@ -240,12 +240,32 @@ pub struct RunSpec {
 
 impl RunSpec {
     /// Mean over queries t of min(k, t + 1)/(t + 1): the fraction of causal keys really kept.
+    ///
+    /// Summed term by term up to L = 2^20; beyond (only a hostile results file has such a
+    /// length: the sweep's memory check refuses it) in closed form, `min(k, L) + k (H_L − H_k)`,
+    /// with the harmonic numbers' asymptotic expansion, so that no number read from a file can
+    /// make this loop for hours (found by the results fuzz test).
     pub fn mean_kept_fraction(&self) -> f64 {
         let l = self.length;
-        (0..l)
-            .map(|t| (self.top_k.min(t + 1)) as f64 / (t + 1) as f64)
-            .sum::<f64>()
-            / l as f64
+        if l == 0 {
+            return 0.0;
+        }
+        if l <= 1 << 20 {
+            return (0..l)
+                .map(|t| (self.top_k.min(t + 1)) as f64 / (t + 1) as f64)
+                .sum::<f64>()
+                / l as f64;
+        }
+        let k = self.top_k.min(l);
+        let harmonic = |n: usize| -> f64 {
+            if n <= 1 << 20 {
+                (1..=n).map(|i| 1.0 / i as f64).sum()
+            } else {
+                let n = n as f64;
+                n.ln() + 0.577_215_664_901_532_9 + 1.0 / (2.0 * n) - 1.0 / (12.0 * n * n)
+            }
+        };
+        (k as f64 + k as f64 * (harmonic(l) - harmonic(k))) / l as f64
     }
 }
 
@@ -369,28 +389,7 @@ pub struct RunResult {
     pub peak_rss_bytes: Option<u64>,
 }
 
-/// `MemAvailable` of `/proc/meminfo` in bytes, where the system has it.
-pub fn available_memory_bytes() -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    kib.checked_mul(1024)
-}
-
-/// `bytes` as B, KiB, MiB, GiB, TiB or EiB-scale text with 3 significant digits.
-pub fn human_bytes(bytes: f64) -> String {
-    let units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
-    let mut v = bytes;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < units.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u + 1 == units.len() && v >= 1024.0 {
-        return format!("{bytes:.3e} B");
-    }
-    format!("{v:.3} {}", units[u])
-}
+pub use sparsity_io::budget::{available_memory_bytes, human_bytes, parse_bytes};
 
 /// Trains and evaluates one run on the CPU autodiff `device`.
 pub fn run_one(
@@ -1232,23 +1231,6 @@ pub fn parse_shard(s: &str) -> std::result::Result<(usize, usize), String> {
     let i: usize = i.trim().parse().map_err(|_| bad())?;
     let n: usize = n.trim().parse().map_err(|_| bad())?;
     Ok((i, n))
-}
-
-/// Parses a byte count with an optional K, M, G or T suffix (powers of 1024), e.g. `8G`.
-pub fn parse_bytes(s: &str) -> std::result::Result<u64, String> {
-    let t = s.trim();
-    let (num, mult) = match t.chars().last() {
-        Some('K' | 'k') => (&t[..t.len() - 1], 1u64 << 10),
-        Some('M' | 'm') => (&t[..t.len() - 1], 1 << 20),
-        Some('G' | 'g') => (&t[..t.len() - 1], 1 << 30),
-        Some('T' | 't') => (&t[..t.len() - 1], 1 << 40),
-        _ => (t, 1),
-    };
-    num.trim()
-        .parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(mult))
-        .ok_or_else(|| format!("`{s}`: expected bytes, e.g. 8G or 512M"))
 }
 
 /// Checks the options and memory, then plans, emits the Slurm script, or runs the missing runs

@@ -30,6 +30,14 @@ pub enum ResultsError {
     /// Writing the file failed.
     #[error(transparent)]
     Io(#[from] sparsity_io::IoError),
+    /// Reading a results file back failed: not readable, not Parquet, corrupt, or another schema.
+    #[error("{path}: {message}")]
+    Read {
+        /// The results file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
 }
 
 /// The Parquet schema of every results file.
@@ -185,6 +193,128 @@ pub fn append_rows(results_dir: &Path, rows: &[ResultRow]) -> Result<PathBuf, Re
     })?;
     sparsity_io::write_atomic(&path, &buf)?;
     Ok(path)
+}
+
+/// Reads every row of one results file back (files written by [`append_rows`]). A file that is
+/// not Parquet, is corrupt, or has another schema than [`SCHEMA`] is an error naming it; a
+/// corrupt file is never a panic (the fuzz test `tests/fuzz_results.rs`). Column chunks and the
+/// row count are bounded by the file's size before any page is decoded.
+///
+/// The `parquet` crate (60.1) still panics on some corrupt pages instead of returning an error
+/// (the fuzz test found `Decoder for dict should have been set` after a rewritten byte); such a
+/// panic inside the decoder is caught here and returned as [`ResultsError::Read`].
+pub fn read_rows(path: &Path) -> Result<Vec<ResultRow>, ResultsError> {
+    let bad = |message: String| ResultsError::Read {
+        path: path.to_path_buf(),
+        message,
+    };
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| decode_rows(path))) {
+        Ok(result) => result,
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            Err(bad(format!(
+                "corrupt Parquet file (the decoder failed: {what})"
+            )))
+        }
+    }
+}
+
+fn decode_rows(path: &Path) -> Result<Vec<ResultRow>, ResultsError> {
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    use parquet::record::Field;
+    let bad = |message: String| ResultsError::Read {
+        path: path.to_path_buf(),
+        message,
+    };
+    let file = std::fs::File::open(path).map_err(|e| bad(e.to_string()))?;
+    let len = file.metadata().map_err(|e| bad(e.to_string()))?.len();
+    let reader = SerializedFileReader::new(file).map_err(|e| bad(format!("Parquet: {e}")))?;
+    let meta = reader.metadata();
+    let expected = parse_message_type(SCHEMA).map_err(|e| bad(e.to_string()))?;
+    let found = meta.file_metadata().schema();
+    if found.get_fields().len() != expected.get_fields().len()
+        || found
+            .get_fields()
+            .iter()
+            .zip(expected.get_fields())
+            .any(|(a, b)| a.name() != b.name() || a.get_physical_type() != b.get_physical_type())
+    {
+        return Err(bad(
+            "not a results file: its schema differs from the results store's".into(),
+        ));
+    }
+    // Row counts and column sizes come from the footer: check them against the file before any
+    // page is decoded, so that no buffer is sized by a number the file merely claims.
+    let mut rows_total: u64 = 0;
+    for rg in meta.row_groups() {
+        let rows = u64::try_from(rg.num_rows()).map_err(|_| bad("negative row count".into()))?;
+        rows_total = rows_total.saturating_add(rows);
+        for c in rg.columns() {
+            let (start, size) = c.byte_range();
+            if start.saturating_add(size) > len {
+                return Err(bad(format!(
+                    "column `{}` claims bytes {start}..{} of a {len}-byte file",
+                    c.column_path(),
+                    start.saturating_add(size)
+                )));
+            }
+        }
+    }
+    // Every row holds at least one byte per column in the file.
+    if rows_total > len {
+        return Err(bad(format!(
+            "{rows_total} rows claimed by a {len}-byte file"
+        )));
+    }
+    let text = |f: &Field, name: &str| match f {
+        Field::Str(s) => Ok(s.clone()),
+        other => Err(bad(format!(
+            "column `{name}`: expected text, found {other}"
+        ))),
+    };
+    let mut out = Vec::with_capacity(usize::try_from(rows_total).unwrap_or(0));
+    let iter = reader
+        .get_row_iter(None)
+        .map_err(|e| bad(format!("Parquet: {e}")))?;
+    for row in iter {
+        let row = row.map_err(|e| bad(format!("Parquet: {e}")))?;
+        let cols: Vec<(&String, &Field)> = row.get_column_iter().collect();
+        if cols.len() != 11 {
+            return Err(bad(format!(
+                "a row of {} columns (11 expected)",
+                cols.len()
+            )));
+        }
+        let (c, n) = (|i: usize| cols[i].1, |i: usize| cols[i].0.as_str());
+        out.push(ResultRow {
+            run_id: text(c(0), n(0))?,
+            timestamp_us: match c(1) {
+                Field::TimestampMicros(t) | Field::Long(t) => *t,
+                other => return Err(bad(format!("column `timestamp`: found {other}"))),
+            },
+            git_rev: text(c(2), n(2))?,
+            command: text(c(3), n(3))?,
+            model: text(c(4), n(4))?,
+            layer: match c(5) {
+                Field::Null => None,
+                Field::Long(l) => Some(*l),
+                other => return Err(bad(format!("column `layer`: found {other}"))),
+            },
+            site: text(c(6), n(6))?,
+            method: text(c(7), n(7))?,
+            metric: text(c(8), n(8))?,
+            value: match c(9) {
+                Field::Double(v) => *v,
+                other => return Err(bad(format!("column `value`: found {other}"))),
+            },
+            parameters: text(c(10), n(10))?,
+        });
+    }
+    Ok(out)
 }
 
 /// The rows as the bytes of one Parquet file.

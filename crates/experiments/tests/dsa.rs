@@ -331,7 +331,7 @@ fn training_with_warm_up_lowers_the_loss_and_the_indexer_kl() {
 
 mod sweep {
     use sparsity_experiments::dsa_sweep::{
-        RatioSemantics, RunResult, SweepData, SweepParams, append_result, completed_ids,
+        RatioSemantics, RunResult, RunSpec, SweepData, SweepParams, append_result, completed_ids,
         read_results, run_list, run_one, shard, slurm_script, summarize, write_report,
     };
     use sparsity_models::dsa::SparseImpl;
@@ -374,6 +374,28 @@ mod sweep {
             .sum::<f64>()
             / 16.0;
         assert!((spec.mean_kept_fraction() - expected).abs() < 1e-12);
+        // beyond 2^20 the closed form: against the term-by-term sum, and instant at 2^63
+        for (length, top_k) in [(3_000_000usize, 1_000usize), (2_000_000, 1_500_000)] {
+            let big = RunSpec {
+                length,
+                top_k,
+                ..spec.clone()
+            };
+            let brute = (0..length)
+                .map(|t| (top_k.min(t + 1)) as f64 / (t + 1) as f64)
+                .sum::<f64>()
+                / length as f64;
+            assert!(
+                (big.mean_kept_fraction() - brute).abs() < 1e-9,
+                "{length} {top_k}"
+            );
+        }
+        let hostile = RunSpec {
+            length: 1 << 63,
+            top_k: 1 << 62,
+            ..spec.clone()
+        };
+        assert!(hostile.mean_kept_fraction().is_finite());
         let bad = SweepParams {
             ratios: vec![1.5],
             ..params()

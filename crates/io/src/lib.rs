@@ -32,6 +32,7 @@
 
 pub mod atomic;
 pub mod bits;
+pub mod budget;
 pub mod error;
 #[cfg(feature = "safetensors")]
 pub mod tensors;
@@ -40,4 +41,7 @@ pub use atomic::write_atomic;
 pub use bits::BitMatrix;
 pub use error::{IoError, Result};
 #[cfg(feature = "safetensors")]
-pub use tensors::{OutTensor, SafetensorsFile, decode_f32, decode_f64, write_f32_streaming};
+pub use tensors::{
+    OutTensor, SafetensorsFile, TensorMeta, decode_f32, decode_f64, read_header,
+    write_f32_streaming,
+};

@@ -107,6 +107,52 @@ pub struct TensorMeta {
     pub shape: Vec<usize>,
 }
 
+/// The dtype and shape of every tensor of a safetensors file, from its header alone (the data
+/// is not read): for estimating the memory a run will need before it loads anything. The
+/// header length is checked against the file's size (and 100 MB, the `safetensors` crate's own
+/// limit) before it is read.
+pub fn read_header(path: &Path) -> Result<BTreeMap<String, TensorMeta>> {
+    use std::io::Read;
+    let bad = |reason: String| IoError::Format {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let mut f = std::fs::File::open(path).map_err(|e| IoError::io(path, e))?;
+    let len = f.metadata().map_err(|e| IoError::io(path, e))?.len();
+    let mut n = [0u8; 8];
+    f.read_exact(&mut n)
+        .map_err(|_| bad(format!("{len} bytes: too short for a safetensors header")))?;
+    let n = u64::from_le_bytes(n);
+    if n > 100_000_000 || n.saturating_add(8) > len {
+        return Err(bad(format!(
+            "header length {n} does not fit the {len}-byte file"
+        )));
+    }
+    let mut header = vec![0u8; n as usize];
+    f.read_exact(&mut header)
+        .map_err(|e| IoError::io(path, e))?;
+    let doc: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&header).map_err(|e| bad(format!("header: {e}")))?;
+    let mut out = BTreeMap::new();
+    for (name, v) in doc {
+        if name == "__metadata__" {
+            continue;
+        }
+        let dtype: Dtype = v
+            .get("dtype")
+            .cloned()
+            .and_then(|d| serde_json::from_value(d).ok())
+            .ok_or_else(|| bad(format!("tensor `{name}`: no valid dtype")))?;
+        let shape: Vec<usize> = v
+            .get("shape")
+            .cloned()
+            .and_then(|d| serde_json::from_value(d).ok())
+            .ok_or_else(|| bad(format!("tensor `{name}`: no valid shape")))?;
+        out.insert(name, TensorMeta { dtype, shape });
+    }
+    Ok(out)
+}
+
 /// A safetensors file held in memory, its header parsed and validated once.
 #[derive(Debug)]
 pub struct SafetensorsFile {

@@ -27,11 +27,25 @@ impl TextTokenizer {
                 what: "tokenizer (tokenizer.json)".into(),
             });
         }
-        let tokenizer =
-            tokenizers::Tokenizer::from_file(path).map_err(|e| ModelError::Tokenizer {
-                path: path.into(),
-                message: e.to_string(),
-            })?;
+        let bytes = std::fs::read(path).map_err(|source| ModelError::Io {
+            path: path.into(),
+            source,
+        })?;
+        let bad = |message: String| ModelError::Tokenizer {
+            path: path.into(),
+            message,
+        };
+        // The JSON syntax is checked here first: tokenizers 0.23 panics (an `expect` inside its
+        // decoder deserializer) on some malformed documents instead of returning an error,
+        // while on well-formed JSON every failure is an error.
+        let doc: serde_json::Value =
+            serde_json::from_slice(&bytes).map_err(|e| bad(format!("not valid JSON: {e}")))?;
+        let text = serde_json::to_vec(&doc).map_err(|e| bad(e.to_string()))?;
+        let mut tokenizer =
+            tokenizers::Tokenizer::from_bytes(&text).map_err(|e| bad(e.to_string()))?;
+        // Sequences are encoded one at a time and never padded: a `padding` section (whose
+        // fixed length comes from the file) is ignored rather than allowed to size buffers.
+        tokenizer.with_padding(None);
         Ok(Self {
             tokenizer,
             path: path.into(),

@@ -17,50 +17,16 @@
 
 mod common;
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::panic::AssertUnwindSafe;
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use safetensors::tensor::{Dtype, TensorView};
+use sparsity_fuzz::{ABSURD_INTS as ABSURD, campaign, env_or, largest_request, reset_largest};
 use sparsity_models::{CausalLm, cpu_device};
 
-/// Forwards to the system allocator and records the largest single request.
-struct LargestRequest;
-
-static LARGEST: AtomicUsize = AtomicUsize::new(0);
-
-// SAFETY: every method forwards to `System` with the caller's arguments unchanged, so the
-// `GlobalAlloc` contract is the system allocator's; the only addition is an atomic max.
-unsafe impl GlobalAlloc for LargestRequest {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        LARGEST.fetch_max(layout.size(), Ordering::Relaxed);
-        // SAFETY: the caller upholds `alloc`'s contract for `layout`.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        LARGEST.fetch_max(layout.size(), Ordering::Relaxed);
-        // SAFETY: as above.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: `ptr` was allocated by `System` with `layout` (every allocation goes there).
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        LARGEST.fetch_max(new_size, Ordering::Relaxed);
-        // SAFETY: as for `dealloc`, and the caller upholds `realloc`'s contract.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
 #[global_allocator]
-static ALLOCATOR: LargestRequest = LargestRequest;
-
-/// The allocation counter is process-wide: the tests of this file run one at a time.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+static ALLOCATOR: sparsity_fuzz::LargestRequest = sparsity_fuzz::LargestRequest;
 
 type Tensors = Vec<(String, Dtype, Vec<usize>, Vec<u8>)>;
 
@@ -92,8 +58,6 @@ fn header_len(bytes: &[u8]) -> usize {
     n.copy_from_slice(&bytes[..8]);
     8 + u64::from_le_bytes(n) as usize
 }
-
-const ABSURD: [i128; 8] = [0, -1, 1 << 31, 1 << 63, 1_000_000_000_000, 1, 3, 7];
 
 /// One mutated (config.json, model.safetensors) pair and the name of its mutation.
 fn mutate(rng: &mut ChaCha8Rng, config: &str, weights: &[u8]) -> (String, Vec<u8>, &'static str) {
@@ -240,15 +204,8 @@ fn mutate(rng: &mut ChaCha8Rng, config: &str, weights: &[u8]) -> (String, Vec<u8
 
 #[test]
 fn mutated_checkpoints_give_typed_errors_or_models() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let cases: usize = std::env::var("SPARSITY_FUZZ_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(10_000);
-    let seed: u64 = std::env::var("SPARSITY_FUZZ_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(17);
+    let cases: usize = env_or("SPARSITY_FUZZ_CASES", 10_000);
+    let seed: u64 = env_or("SPARSITY_FUZZ_SEED", 17);
     let device = cpu_device();
     let fixtures: Vec<(String, Vec<u8>)> = ["gpt2-tiny", "mamba-tiny", "opt-tiny", "llama-tiny"]
         .iter()
@@ -262,48 +219,37 @@ fn mutated_checkpoints_give_typed_errors_or_models() {
         .collect();
     // The valid fixtures load, and set the scale of a legitimate load's largest allocation.
     let mut baseline = 0;
-    for (cfg, w) in &fixtures {
-        LARGEST.store(0, Ordering::Relaxed);
-        CausalLm::load_from_bytes(cfg, w.clone(), Path::new("fixture"), &device).unwrap();
-        baseline = baseline.max(LARGEST.load(Ordering::Relaxed));
+    {
+        let _serial = sparsity_fuzz::serial();
+        for (cfg, w) in &fixtures {
+            reset_largest();
+            CausalLm::load_from_bytes(cfg, w.clone(), Path::new("fixture"), &device).unwrap();
+            baseline = baseline.max(largest_request());
+        }
     }
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let (mut ok, mut errors) = (0usize, 0usize);
-    let mut kinds = std::collections::BTreeMap::<&str, usize>::new();
-    let mut largest_seen = 0;
-    for case in 0..cases {
-        let (cfg, w) = &fixtures[case % fixtures.len()];
-        let (cfg, w, kind) = mutate(&mut rng, cfg, w);
-        *kinds.entry(kind).or_default() += 1;
+    let mut case = 0usize;
+    let out = campaign(
+        "checkpoints",
+        cases,
+        seed,
+        |rng| {
+            let (cfg, w) = &fixtures[case % fixtures.len()];
+            case += 1;
+            let (cfg, w, kind) = mutate(rng, cfg, w);
+            ((cfg, w), kind)
+        },
         // A load may allocate about twice its input (bytes + f32 values, a widened f16 copy),
         // and burn's own buffers; never anything sized by a number read from the input.
-        let bound = 4 * (w.len() + cfg.len()) + 4 * baseline + (1 << 20);
-        LARGEST.store(0, Ordering::Relaxed);
-        let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            CausalLm::load_from_bytes(&cfg, w, Path::new("mutated"), &device)
-        }));
-        let largest = LARGEST.load(Ordering::Relaxed);
-        largest_seen = largest_seen.max(largest);
-        match result {
-            Ok(Ok(_)) => ok += 1,
-            Ok(Err(e)) => {
-                assert!(!e.to_string().is_empty());
-                errors += 1;
-            }
-            Err(_) => panic!("case {case} (seed {seed}, {kind}) panicked"),
-        }
-        assert!(
-            largest <= bound,
-            "case {case} (seed {seed}, {kind}): allocation of {largest} bytes (bound {bound})"
-        );
-    }
-    eprintln!(
-        "{cases} cases: {ok} loaded, {errors} typed errors; largest allocation {largest_seen} B \
-         (valid load {baseline} B); by kind: {kinds:?}"
+        |(cfg, w)| 4 * (w.len() + cfg.len()) + 4 * baseline + (1 << 20),
+        |(cfg, w)| CausalLm::load_from_bytes(&cfg, w, Path::new("mutated"), &device),
     );
-    assert_eq!(ok + errors, cases);
-    assert!(errors > cases / 2, "most mutations must be rejected");
-    assert!(kinds.len() >= 12, "every mutation kind must run: {kinds:?}");
+    assert_eq!(out.accepted + out.rejected, cases);
+    assert!(out.rejected > cases / 2, "most mutations must be rejected");
+    assert!(
+        out.kinds.len() >= 12,
+        "every mutation kind must run: {:?}",
+        out.kinds
+    );
 }
 
 /// Input-id files (`cargo xtask dump --input-ids`): 2 000 seeded mutations of the fixture's
@@ -312,11 +258,7 @@ fn mutated_checkpoints_give_typed_errors_or_models() {
 /// cases, never a panic, and no allocation beyond a bound proportional to the file.
 #[test]
 fn mutated_input_id_files_give_typed_errors_or_cases() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let cases: usize = std::env::var("SPARSITY_FUZZ_ID_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(2_000);
+    let cases: usize = env_or("SPARSITY_FUZZ_ID_CASES", 2_000);
     let bytes = std::fs::read(common::hf("gpt2-tiny").join("expected.safetensors")).unwrap();
     let ids: Tensors = tensors_of(&bytes)
         .into_iter()
@@ -326,10 +268,30 @@ fn mutated_input_id_files_give_typed_errors_or_cases() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ids.safetensors");
     let device = cpu_device();
-    let mut rng = ChaCha8Rng::seed_from_u64(23);
-    let (mut accepted, mut rejected) = (0usize, 0usize);
-    for case in 0..cases {
-        let mut w = valid.clone();
+    let out = campaign(
+        "input-id files",
+        cases,
+        23,
+        |rng| mutate_ids(rng, &ids, &valid),
+        |w| 8 * w.len() + (1 << 20),
+        |w| {
+            std::fs::write(&path, &w).map_err(|e| e.to_string())?;
+            let cases = sparsity_models::dump::read_id_cases(&path).map_err(|e| e.to_string())?;
+            for c in &cases {
+                let batch = sparsity_models::Batch::from_ids(&c.ids, c.batch, c.seq, &device)
+                    .map_err(|e| e.to_string())?;
+                drop(batch);
+            }
+            Ok::<_, String>(cases.len())
+        },
+    );
+    assert!(out.accepted > 0 && out.rejected > 0);
+}
+
+/// One mutation of the valid input-id file `valid` (whose tensors are `ids`).
+fn mutate_ids(rng: &mut ChaCha8Rng, ids: &Tensors, valid: &[u8]) -> (Vec<u8>, &'static str) {
+    {
+        let mut w = valid.to_vec();
         let kind = match rng.random_range(0..6) {
             0 => {
                 w.truncate(rng.random_range(0..w.len()));
@@ -388,31 +350,6 @@ fn mutated_input_id_files_give_typed_errors_or_cases() {
                 "no ids"
             }
         };
-        std::fs::write(&path, &w).unwrap();
-        let bound = 8 * w.len() + (1 << 20);
-        LARGEST.store(0, Ordering::Relaxed);
-        let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            let cases = sparsity_models::dump::read_id_cases(&path)?;
-            for c in &cases {
-                let batch = sparsity_models::Batch::from_ids(&c.ids, c.batch, c.seq, &device)?;
-                drop(batch);
-            }
-            Ok::<_, sparsity_models::ModelError>(cases.len())
-        }));
-        let largest = LARGEST.load(Ordering::Relaxed);
-        match result {
-            Ok(Ok(_)) => accepted += 1,
-            Ok(Err(e)) => {
-                assert!(!e.to_string().is_empty());
-                rejected += 1;
-            }
-            Err(_) => panic!("id case {case} ({kind}) panicked"),
-        }
-        assert!(
-            largest <= bound,
-            "id case {case} ({kind}): allocation of {largest} B"
-        );
+        (w, kind)
     }
-    eprintln!("{cases} id files: {accepted} accepted, {rejected} typed errors");
-    assert!(accepted > 0 && rejected > 0);
 }

@@ -24,61 +24,48 @@ fn err(path: &Path, reason: impl Into<String>) -> PruneError {
     }
 }
 
-fn u16_at(b: &[u8], o: usize) -> Option<u16> {
-    Some(u16::from_le_bytes([*b.get(o)?, *b.get(o + 1)?]))
-}
-
-fn u32_at(b: &[u8], o: usize) -> Option<u32> {
-    Some(u32::from_le_bytes([
-        *b.get(o)?,
-        *b.get(o + 1)?,
-        *b.get(o + 2)?,
-        *b.get(o + 3)?,
-    ]))
-}
-
-/// Entry name → byte range of its (stored) data.
+/// Entry name → byte range of its (stored) data, read with the `zip` crate. Every entry must be
+/// stored (torch.save writes no compressed entries; the crate is built without decompressors),
+/// lie inside the archive and match its CRC-32, so a corrupted storage is an error rather than
+/// wrong weights.
 fn zip_entries(path: &Path, b: &[u8]) -> Result<HashMap<String, (usize, usize)>> {
-    const EOCD: u32 = 0x0605_4b50;
-    let start = b.len().saturating_sub(22 + 65_535);
-    let eocd = (start..b.len().saturating_sub(21))
-        .rev()
-        .find(|&o| u32_at(b, o) == Some(EOCD))
-        .ok_or_else(|| err(path, "not a ZIP archive (PyTorch >= 1.6 .pt expected)"))?;
-    let count = u16_at(b, eocd + 10).unwrap_or(0) as usize;
-    let cd_off = u32_at(b, eocd + 16).unwrap_or(u32::MAX);
-    if cd_off == u32::MAX {
-        return Err(err(path, "ZIP64 archives are not supported"));
-    }
+    let mut archive = zip::ZipArchive::new(std::io::Cursor::new(b)).map_err(|e| {
+        err(
+            path,
+            format!("not a readable ZIP archive (a PyTorch >= 1.6 .pt is one): {e}"),
+        )
+    })?;
     let mut entries = HashMap::new();
-    let mut o = cd_off as usize;
-    for _ in 0..count {
-        let bad = || err(path, "corrupt ZIP central directory");
-        if u32_at(b, o) != Some(0x0201_4b50) {
-            return Err(bad());
-        }
-        let method = u16_at(b, o + 10).ok_or_else(bad)?;
-        let size = u32_at(b, o + 20).ok_or_else(bad)? as usize;
-        let name_len = u16_at(b, o + 28).ok_or_else(bad)? as usize;
-        let extra_len = u16_at(b, o + 30).ok_or_else(bad)? as usize;
-        let comment_len = u16_at(b, o + 32).ok_or_else(bad)? as usize;
-        let local = u32_at(b, o + 42).ok_or_else(bad)? as usize;
-        let name =
-            String::from_utf8_lossy(b.get(o + 46..o + 46 + name_len).ok_or_else(bad)?).into_owned();
-        if method != 0 {
+    for i in 0..archive.len() {
+        let f = archive
+            .by_index_raw(i)
+            .map_err(|e| err(path, format!("ZIP entry {i}: {e}")))?;
+        let name = f.name().to_string();
+        if f.compression() != zip::CompressionMethod::Stored {
             return Err(err(
                 path,
-                format!("entry `{name}` is compressed (method {method})"),
+                format!(
+                    "entry `{name}` is compressed ({}); torch.save stores entries",
+                    f.compression()
+                ),
             ));
         }
-        let l_name = u16_at(b, local + 26).ok_or_else(bad)? as usize;
-        let l_extra = u16_at(b, local + 28).ok_or_else(bad)? as usize;
-        let data = local + 30 + l_name + l_extra;
-        if data + size > b.len() {
-            return Err(bad());
+        let range = f
+            .data_start()
+            .and_then(|s| usize::try_from(s).ok())
+            .and_then(|s| {
+                let size = usize::try_from(f.compressed_size()).ok()?;
+                Some((s, s.checked_add(size)?))
+            })
+            .filter(|&(_, e)| e <= b.len())
+            .ok_or_else(|| err(path, format!("entry `{name}` lies outside the archive")))?;
+        if crc32fast::hash(&b[range.0..range.1]) != f.crc32() {
+            return Err(err(
+                path,
+                format!("entry `{name}` fails its CRC-32 check (the file is corrupt)"),
+            ));
         }
-        entries.insert(name, (data, data + size));
-        o += 46 + name_len + extra_len + comment_len;
+        entries.insert(name, range);
     }
     Ok(entries)
 }

@@ -105,6 +105,28 @@ pub enum StatsError {
         /// The offending value.
         value: f64,
     },
+    /// An observation's magnitude exceeds [`MAX_MAGNITUDE`] (its square would overflow).
+    #[error("{test}: group {group}, observation {index} = {value:e} is too large (|x| > 1e100)")]
+    ObservationTooLarge {
+        /// The test that was asked for.
+        test: &'static str,
+        /// Name of the group (its label, or `#index`).
+        group: String,
+        /// Position of the observation in the group.
+        index: usize,
+        /// The offending value.
+        value: f64,
+    },
+    /// A test statistic or its degrees of freedom came out NaN or infinite.
+    #[error("{test}: {statistic} = {value} is not finite")]
+    NonFiniteStatistic {
+        /// The test that was asked for.
+        test: &'static str,
+        /// The statistic.
+        statistic: &'static str,
+        /// Its value.
+        value: f64,
+    },
     /// Every group has zero within-group variance, so the test statistic is a division by
     /// zero (infinite when the means differ, undefined when they do not).
     #[error(
@@ -206,7 +228,37 @@ fn check_group(
             value: v,
         });
     }
+    if let Some((i, &v)) = values
+        .iter()
+        .enumerate()
+        .find(|(_, v)| v.abs() > MAX_MAGNITUDE)
+    {
+        return Err(StatsError::ObservationTooLarge {
+            test,
+            group: group_name(index, labels),
+            index: i,
+            value: v,
+        });
+    }
     Ok(())
+}
+
+/// The largest |observation| the tests accept: squares and sums of squares of up to 10^100
+/// such values stay finite, so no statistic overflows into NaN.
+pub const MAX_MAGNITUDE: f64 = 1e100;
+
+/// `value` if finite, else the typed error naming the statistic (a guard before statrs, whose
+/// distribution functions panic on NaN arguments).
+fn finite(test: &'static str, statistic: &'static str, value: f64) -> Result<f64> {
+    if value.is_finite() {
+        Ok(value)
+    } else {
+        Err(StatsError::NonFiniteStatistic {
+            test,
+            statistic,
+            value,
+        })
+    }
 }
 
 fn check_groups<G: AsRef<[f64]>>(
@@ -360,7 +412,7 @@ fn anova_impl<G: AsRef<[f64]>>(groups: &[G], labels: Option<&[String]>) -> Resul
     }
     let ms_between = ss_between / df_between;
     let ms_within = ss_within / df_within;
-    let f_statistic = ms_between / ms_within;
+    let f_statistic = finite(TEST, "F", ms_between / ms_within)?;
     let fisher =
         FisherSnedecor::new(df_between, df_within).map_err(|e| StatsError::Distribution {
             distribution: format!("FisherSnedecor({df_between}, {df_within})"),
@@ -982,8 +1034,10 @@ pub fn welch_t_test(a: &[f64], b: &[f64], alternative: Alternative) -> Result<We
         });
     }
     let std_error = (va + vb).sqrt();
-    let t = mean_diff / std_error;
+    let t = finite(TEST, "t", mean_diff / std_error)?;
     let df = (va + vb).powi(2) / (va * va / (na - 1.0) + vb * vb / (nb - 1.0));
+    // tiny variances can underflow the Welch–Satterthwaite ratio: df = ∞ is the normal limit
+    let df = if df.is_nan() { f64::INFINITY } else { df };
     let dist = StudentsT::new(0.0, 1.0, df).map_err(|e| StatsError::Distribution {
         distribution: format!("StudentsT(df = {df})"),
         message: e.to_string(),

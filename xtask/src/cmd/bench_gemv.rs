@@ -51,6 +51,8 @@ pub struct Args {
     /// Output JSON file.
     #[arg(long, default_value = "results/bench_gemv.json")]
     out: PathBuf,
+    #[command(flatten)]
+    budget: crate::util::BudgetArgs,
 }
 
 /// Runs the command.
@@ -71,7 +73,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         shapes,
         sparsities: args.sparsity.clone(),
         dtype,
-        rotate_bytes: args.rotate_mib << 20,
+        rotate_bytes: args
+            .rotate_mib
+            .checked_mul(1 << 20)
+            .context("--rotate-mib: too large")?,
         reps: args.reps,
         seed: args.seed,
         kernel: GemvConfig {
@@ -85,7 +90,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         python,
         script: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../benches/peers/gemv_peer.py"),
     });
-    let (_, table) = run_gemv_bench(&config, peer.as_ref(), &args.out)?;
+    if args.budget.dry_run {
+        println!(
+            "{}",
+            sparsity_experiments::bench::gemv_bench_memory(&config)
+        );
+        return Ok(());
+    }
+    let (_, table) = run_gemv_bench(&config, peer.as_ref(), &args.out, args.budget.max_memory)?;
     print!("{table}");
     tracing::info!(path = %args.out.display(), "wrote JSON");
     Ok(())

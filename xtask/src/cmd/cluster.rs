@@ -89,6 +89,8 @@ pub struct Args {
     /// Model label for the results store (default: the input file stem).
     #[arg(long)]
     pub model: Option<String>,
+    #[command(flatten)]
+    pub budget: crate::util::BudgetArgs,
 }
 
 /// Runs the command.
@@ -115,7 +117,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         compare_methods: !args.no_compare,
         executions: args.executions,
     };
-    let out = run_cluster(&ClusterRun {
+    let run = ClusterRun {
         input: args.input,
         tensors: args.tensor,
         params,
@@ -123,7 +125,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         out: args.out,
         results_dir: args.results_dir,
         model: args.model,
-    })?;
+        max_memory: args.budget.max_memory,
+    };
+    if args.budget.dry_run {
+        println!("{}", run.memory_estimate()?);
+        return Ok(());
+    }
+    let out = run_cluster(&run)?;
     println!(
         "wrote {} and the plots beside it; results store rows: {}",
         out.json.display(),

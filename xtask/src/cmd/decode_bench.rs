@@ -47,6 +47,8 @@ pub struct Args {
     /// Output directory (decode_bench.json, decode_bench.md).
     #[arg(long, default_value = "results/decode-bench")]
     out_dir: PathBuf,
+    #[command(flatten)]
+    budget: crate::util::BudgetArgs,
 }
 
 /// Runs the command.
@@ -64,6 +66,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     config.prompt_len = args.prompt_len;
     config.new_tokens = args.new_tokens;
     config.seed = args.seed;
+    config.max_memory = args.budget.max_memory;
     let mut peers: Vec<Peer> = args
         .python
         .map(|python| Peer {
@@ -82,8 +85,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         half_as_f16: true,
         extra_args: vec!["--gguf-dir".into(), args.work_dir.display().to_string()],
     }));
-    std::fs::create_dir_all(&args.work_dir)
-        .with_context(|| format!("creating {}", args.work_dir.display()))?;
+    if args.budget.dry_run {
+        println!("{}", config.memory_estimate(peers.len()));
+        return Ok(());
+    }
     let device = sparsity_models::cpu_device();
     let report = run_decode_bench(&config, &peers, &args.work_dir, &device)?;
     let table = report.table();
