@@ -394,3 +394,55 @@ fn commands_sized_by_their_arguments_state_their_memory_estimate() {
     );
     assert!(!dir.path().join("work").exists());
 }
+
+/// `sparse-decode` and `analyze` check one forward pass's activations against `--max-memory`
+/// after loading each model and before running any text; the refusal states the estimate.
+#[test]
+fn sparse_decode_and_analyze_refuse_a_forward_pass_over_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../crates/models/tests/fixtures/hf/gpt2-tiny");
+    let texts = dir.path().join("texts.txt");
+    std::fs::write(
+        &texts,
+        "the cat sat on the mat and looked at the dog\n".repeat(40),
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let run = xtask()
+        .args(["sparse-decode", "--model"])
+        .arg(&model)
+        .arg("--calib-texts")
+        .arg(&texts)
+        .arg("--eval-texts")
+        .arg(&texts)
+        .args(["--seq-len", "16", "--max-memory", "4K", "--out-dir"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(!run.status.success());
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        err.contains("a forward pass of gpt2 over 8 × 16 tokens needs an estimated")
+            && err.contains("4.000 KiB of --max-memory"),
+        "{err}"
+    );
+    assert!(!out.exists());
+    let run = xtask()
+        .args(["analyze", "--model"])
+        .arg(&model)
+        .arg("--texts")
+        .arg(&texts)
+        .args(["--layers", "0", "--max-memory", "4K", "--out-dir"])
+        .arg(&out)
+        .arg("--results-dir")
+        .arg(dir.path().join("results"))
+        .output()
+        .unwrap();
+    assert!(!run.status.success());
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        err.contains("needs an estimated") && err.contains("--max-memory"),
+        "{err}"
+    );
+}

@@ -111,6 +111,10 @@ pub struct AnalysisConfig {
     pub seed: u64,
     /// Record a failed stage and continue instead of stopping.
     pub keep_going: bool,
+    /// Memory budget in bytes for one forward pass's activations (`--max-memory`); `None`: the
+    /// memory the system reports available. Checked per model after tokenising, against
+    /// [`sparsity_models::CausalLm::forward_memory`] at the batch size and the longest text.
+    pub max_memory: Option<u64>,
 }
 
 impl Default for AnalysisConfig {
@@ -134,6 +138,7 @@ impl Default for AnalysisConfig {
             threshold: None,
             seed: 0,
             keep_going: false,
+            max_memory: None,
         }
     }
 }
@@ -308,6 +313,14 @@ pub fn analyze_model(
     let name = m.name.clone();
     let tok = TokenizedTexts::new(&m.tokenizer, texts, config.text_limit, config.max_length)
         .map_err(model_err("tokenize", &name))?;
+    let longest = tok.sequences.iter().map(Vec::len).max().unwrap_or(0);
+    model
+        .forward_memory(config.batch_size.min(tok.sequences.len().max(1)), longest)
+        .check(
+            config.max_memory,
+            "use a smaller --max-length or fewer texts per batch, or raise --max-memory",
+        )
+        .map_err(|e| AnalysisError::Invalid(format!("model `{name}`: {e}")))?;
     let layers: Vec<usize> = {
         let mut l: Vec<usize> = config
             .layers

@@ -84,8 +84,9 @@ impl DecodeBenchConfig {
     /// The run's peak memory, from the model's shape (computed in f64: no size overflows it):
     /// the burn model (f32), one decoder's weights (the widest dtype asked for; f32 ones share
     /// the model's layout, so counted again), the key/value caches at `prompt_len + new_tokens`,
-    /// the calibration captures, the bandwidth probe's two buffers, and with `peers` Python
-    /// peers the one peer process alive at a time holding its own f32 copy.
+    /// and the calibration captures, and with `peers` Python peers the one peer process alive at
+    /// a time holding its own f32 copy. The bandwidth probe's buffers are freed before the model
+    /// is built (and are smaller), so they do not add to the peak.
     pub fn memory_estimate(&self, peers: usize) -> sparsity_io::budget::MemoryEstimate {
         let m = &self.model;
         let h = m.hidden_size as f64;
@@ -123,8 +124,7 @@ impl DecodeBenchConfig {
                 * layers
                 * (4.0 * h + 2.0 * inter)
                 * 4.0,
-        )
-        .part("bandwidth probe", 2.0 * self.bandwidth_bytes as f64);
+        );
         if peers > 0 {
             e = e.part("peer process (f32 copy)", 4.0 * params);
         }

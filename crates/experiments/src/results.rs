@@ -254,7 +254,15 @@ fn decode_rows(path: &Path) -> Result<Vec<ResultRow>, ResultsError> {
         let rows = u64::try_from(rg.num_rows()).map_err(|_| bad("negative row count".into()))?;
         rows_total = rows_total.saturating_add(rows);
         for c in rg.columns() {
-            let (start, size) = c.byte_range();
+            // (`byte_range` asserts non-negative values: checked here first)
+            let start = c.dictionary_page_offset().unwrap_or(c.data_page_offset());
+            let (Ok(start), Ok(size)) = (u64::try_from(start), u64::try_from(c.compressed_size()))
+            else {
+                return Err(bad(format!(
+                    "column `{}` has a negative offset or size",
+                    c.column_path()
+                )));
+            };
             if start.saturating_add(size) > len {
                 return Err(bad(format!(
                     "column `{}` claims bytes {start}..{} of a {len}-byte file",

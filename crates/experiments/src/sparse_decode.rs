@@ -48,6 +48,10 @@ pub struct SparseDecodeRun {
     pub allocations: Vec<Allocation>,
     /// Output directory.
     pub out_dir: PathBuf,
+    /// Memory budget in bytes (`--max-memory`) for one forward pass's activations at
+    /// `batch_size × seq_len`; `None`: the memory the system reports available.
+    #[serde(skip)]
+    pub max_memory: Option<u64>,
 }
 
 /// Decode runs of one model and allocation: dense, then one per target.
@@ -99,6 +103,13 @@ pub fn run_sparse_decode(run: &SparseDecodeRun, device: &Device) -> Result<Strin
     for (name, dir) in &set.models {
         let model =
             CausalLm::load_dir(dir, device).with_step(|| format!("loading {}", dir.display()))?;
+        model
+            .forward_memory(run.batch_size, run.seq_len)
+            .check(
+                run.max_memory,
+                "use a shorter --seq-len or a smaller --batch-size, or raise --max-memory",
+            )
+            .with_step(|| format!("checking the memory budget of `{name}`"))?;
         let tok = TextTokenizer::from_model_dir(dir)
             .with_step(|| format!("loading the tokenizer of {}", dir.display()))?;
         let calib_stream = tok.encode(&calib_texts.join("\n\n")).step("tokenising")?;

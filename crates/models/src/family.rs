@@ -92,6 +92,12 @@ pub trait HookedLm: std::fmt::Debug + Send + Sync + Any {
     /// The channel width of a per-layer site kind (by-name-only kinds included); `None` when the
     /// family has no such site.
     fn site_kind_width(&self, kind: &str) -> Option<usize>;
+    /// Values per token a captured site of `kind` holds: its width, except for sites that hold
+    /// more than one vector per token (a state-space model's `[E, N]` state). Used by
+    /// [`crate::CausalLm::forward_memory`]; the default is [`Self::site_kind_width`].
+    fn site_kind_values_per_token(&self, kind: &str) -> Option<usize> {
+        self.site_kind_width(kind)
+    }
     /// The shape transformers' hooks see for a site of `kind` whose shape here is `shape` (same
     /// values, same row-major order): the shape `cargo xtask dump` writes. The default is
     /// `shape` itself.

@@ -112,6 +112,46 @@ impl From<Mamba> for CausalLm {
 }
 
 impl CausalLm {
+    /// An upper estimate of the activation memory of one forward pass over `batch` sequences
+    /// of `seq` tokens with every site captured (the loaded weights are not counted: they are
+    /// already resident), computed in f64 from the family's site widths, so that no argument
+    /// can overflow it: per token and layer, every site kind's values
+    /// ([`HookedLm::site_kind_values_per_token`]), and for the attention site `heads × seq`
+    /// probabilities; per token the logits. Each is counted three times (the captured copy, the
+    /// intermediate it comes from, and a gradient where a stage takes one). Commands check it
+    /// against their budget before running ([`sparsity_io::budget`]).
+    pub fn forward_memory(&self, batch: usize, seq: usize) -> sparsity_io::budget::MemoryEstimate {
+        let m = self.inner();
+        let (b, l) = (batch as f64, seq as f64);
+        let layers = m.num_layers() as f64;
+        let attention = m.attention_site_kind();
+        let mut per_token = 0.0;
+        let mut heads = 0.0;
+        for kind in m.layer_site_kinds() {
+            let v = m.site_kind_values_per_token(kind).unwrap_or(0) as f64;
+            if Some(*kind) == attention {
+                heads += v;
+            } else {
+                per_token += v;
+            }
+        }
+        if let Some(kind) = attention
+            && !m.layer_site_kinds().contains(&kind)
+        {
+            heads += m.site_kind_width(kind).unwrap_or(0) as f64;
+        }
+        sparsity_io::budget::MemoryEstimate::new(format!(
+            "a forward pass of {} over {batch} × {seq} tokens",
+            m.family()
+        ))
+        .part("layer activations", 3.0 * 4.0 * b * l * layers * per_token)
+        .part(
+            "attention probabilities",
+            3.0 * 4.0 * b * l * l * layers * heads,
+        )
+        .part("logits", 3.0 * 4.0 * b * l * m.vocab_size() as f64)
+    }
+
     /// Wraps a model of any family.
     pub fn new(model: impl HookedLm) -> Self {
         Self(Box::new(model))

@@ -85,6 +85,10 @@ pub struct Args {
     /// Demo model cache directory (default: target/sparsity-lab-cache/demo).
     #[arg(long)]
     cache: Option<PathBuf>,
+    /// Memory budget in bytes for one forward pass (suffixes K, M, G, T); default: the memory
+    /// the system reports available. Checked per model after tokenising, before any forward pass.
+    #[arg(long, value_parser = sparsity_io::budget::parse_bytes)]
+    max_memory: Option<u64>,
 }
 
 /// Runs the command.
@@ -121,6 +125,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         threshold: args.threshold,
         seed: args.seed,
         keep_going: args.keep_going,
+        max_memory: args.max_memory,
         ..AnalysisConfig::default()
     };
     let run = AnalyzeRun {

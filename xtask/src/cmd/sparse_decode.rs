@@ -61,6 +61,10 @@ pub struct Args {
     /// Demo model cache directory (default: target/sparsity-lab-cache/demo).
     #[arg(long)]
     pub cache: Option<PathBuf>,
+    /// Memory budget in bytes for one forward pass (suffixes K, M, G, T); default: the memory
+    /// the system reports available. Checked after each model is loaded, before any text is run.
+    #[arg(long, value_parser = sparsity_io::budget::parse_bytes)]
+    pub max_memory: Option<u64>,
 }
 
 /// `--allocation` values.
@@ -98,6 +102,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         batch_size: args.batch_size,
         allocations,
         out_dir: args.out_dir,
+        max_memory: args.max_memory,
     };
     let md = run_sparse_decode(&run, &cpu_device())?;
     eprint!("{md}");

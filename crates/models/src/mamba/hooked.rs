@@ -101,6 +101,14 @@ impl HookedLm for Mamba {
         }
     }
 
+    fn site_kind_values_per_token(&self, kind: &str) -> Option<usize> {
+        match kind {
+            // every per-token state [E, N] when captured
+            "ssm_state" => Some(self.config.inner_size() * self.config.state_size),
+            other => self.site_kind_width(other),
+        }
+    }
+
     fn read_only_site_kinds(&self) -> &'static [&'static str] {
         &["ssm_state"]
     }
