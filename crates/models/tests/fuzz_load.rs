@@ -4,7 +4,9 @@
 //! a typed error or a valid model: never a panic, an abort, or a single allocation larger than
 //! a bound proportional to the input's size.
 //!
-//! Mutation kinds (one per case, chosen by the seeded generator): truncation, byte flips
+//! Mutation kinds (one per case, chosen by the seeded generator): the shared byte-level ones
+//! (`sparsity_fuzz::mutate_bytes`: truncation, bit flips, rewritten bytes, trailing bytes, chunks
+//! deleted or duplicated, extreme integers), and: truncation, byte flips
 //! anywhere or inside the header, a rewritten header length, trailing bytes, a dropped tensor, a
 //! tensor's dtype changed, a tensor's shape changed, an extra tensor; in config.json an integer
 //! field set to 0, -1, 2^31, 2^63, 10^12 or a small number, a string field set to junk or
@@ -65,16 +67,11 @@ fn mutate(rng: &mut ChaCha8Rng, config: &str, weights: &[u8]) -> (String, Vec<u8
     let mut w = weights.to_vec();
     let kind = rng.random_range(0..13);
     let name = match kind {
-        0 => {
-            w.truncate(rng.random_range(0..w.len()));
-            "truncate"
-        }
-        1 => {
-            for _ in 0..rng.random_range(1..9) {
-                let i = rng.random_range(0..w.len());
-                w[i] ^= 1 << rng.random_range(0..8);
-            }
-            "flip bytes"
+        // byte-level: truncation, bit flips, rewritten bytes, chunks, extreme integers
+        0 | 1 => {
+            let (m, k) = sparsity_fuzz::mutate_bytes(rng, &w);
+            w = m;
+            k
         }
         2 => {
             let end = header_len(&w).min(w.len());
@@ -95,9 +92,9 @@ fn mutate(rng: &mut ChaCha8Rng, config: &str, weights: &[u8]) -> (String, Vec<u8
             "header length"
         }
         4 => {
-            let extra = rng.random_range(1..256);
-            w.extend((0..extra).map(|_| rng.random::<u8>()));
-            "trailing bytes"
+            let (m, k) = sparsity_fuzz::mutate_bytes(rng, &w);
+            w = m;
+            k
         }
         5..=8 => {
             let mut list = tensors_of(&w);
