@@ -55,6 +55,47 @@ pub struct AnalyzeOutcome {
     pub summary: String,
 }
 
+/// The plan of an analysis without running it (`--dry-run`): per model, the texts kept after
+/// tokenising (at most `text_limit`, truncated to `max_length`), the longest, the layers, and the
+/// memory estimate of one forward pass at the batch size and that length, checked against the
+/// budget. Models are loaded (their shapes decide the estimate; the demo pair is trained on
+/// first use as for a run); nothing is written.
+pub fn plan_analyze(run: &AnalyzeRun, device: &Device) -> Result<String> {
+    use std::fmt::Write as _;
+    let set = resolve_models(&run.models, &run.demo_cache)?;
+    let texts = texts_or(run.texts.as_deref(), set.demo_held_out_texts(), "--texts")?;
+    let config = &run.config;
+    let mut out = String::new();
+    for (name, dir) in &set.models {
+        let model =
+            CausalLm::load_dir(dir, device).with_step(|| format!("loading {}", dir.display()))?;
+        let tokenizer = TextTokenizer::from_model_dir(dir)
+            .with_step(|| format!("loading the tokenizer of {}", dir.display()))?;
+        let tok =
+            analysis::TokenizedTexts::new(&tokenizer, &texts, config.text_limit, config.max_length)
+                .with_step(|| format!("tokenising the texts for `{name}`"))?;
+        let longest = tok.sequences.iter().map(Vec::len).max().unwrap_or(0);
+        let layers = if run.all_layers {
+            format!("all {}", model.num_layers())
+        } else {
+            format!("{:?} of {}", config.layers, model.num_layers())
+        };
+        let estimate =
+            model.forward_memory(config.batch_size.min(tok.sequences.len().max(1)), longest);
+        let verdict = match estimate.check(config.max_memory, "") {
+            Ok(_) => "fits the budget".to_string(),
+            Err(e) => format!("OVER BUDGET: {e}"),
+        };
+        let _ = writeln!(
+            out,
+            "{name}: {} texts, {} tokens, longest {longest}; layers {layers}\n{estimate}\n  {verdict}",
+            tok.sequences.len(),
+            tok.tokens(),
+        );
+    }
+    Ok(out)
+}
+
 /// Resolves the models and texts, runs the analysis and writes every output.
 pub fn run_analyze(run: &AnalyzeRun, device: &Device) -> Result<AnalyzeOutcome> {
     let set = resolve_models(&run.models, &run.demo_cache)?;

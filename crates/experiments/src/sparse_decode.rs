@@ -85,6 +85,34 @@ pub struct SparseDecodeOutput {
     pub models: Vec<ModelEntry>,
 }
 
+/// The plan of a sweep without running it (`--dry-run`): per model, the windows, targets and
+/// allocations, and the memory estimate of one forward pass at `batch_size × seq_len`, checked
+/// against the budget. Models are loaded (their shapes decide the estimate); nothing is written.
+pub fn plan_sparse_decode(run: &SparseDecodeRun, device: &Device) -> Result<String> {
+    use std::fmt::Write as _;
+    let set = resolve_models(&run.models, &run.demo_cache)?;
+    let mut out = String::new();
+    for (name, dir) in &set.models {
+        let model =
+            CausalLm::load_dir(dir, device).with_step(|| format!("loading {}", dir.display()))?;
+        let estimate = model.forward_memory(run.batch_size, run.seq_len);
+        let verdict = match estimate.check(run.max_memory, "") {
+            Ok(_) => "fits the budget".to_string(),
+            Err(e) => format!("OVER BUDGET: {e}"),
+        };
+        let _ = writeln!(
+            out,
+            "{name}: {} calibration + {} held-out windows of {} tokens, {} targets x {} allocations\n{estimate}\n  {verdict}",
+            run.nsamples,
+            run.eval_windows,
+            run.seq_len,
+            run.sparsities.len(),
+            run.allocations.len(),
+        );
+    }
+    Ok(out)
+}
+
 /// Runs the sweep on every model and allocation and writes `sparse_decode.json`,
 /// `sparse_decode.png` and `sparse_decode.md` into `run.out_dir`; returns the Markdown table.
 pub fn run_sparse_decode(run: &SparseDecodeRun, device: &Device) -> Result<String> {

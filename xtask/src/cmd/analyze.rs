@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use sparsity_analysis::{AnalysisConfig, AttentionMethod, CausalMode};
-use sparsity_experiments::analyze::{AnalyzeRun, run_analyze};
+use sparsity_experiments::analyze::{AnalyzeRun, plan_analyze, run_analyze};
 use sparsity_models::cpu_device;
 
 /// Arguments (the original's options and defaults).
@@ -85,10 +85,10 @@ pub struct Args {
     /// Demo model cache directory (default: target/sparsity-lab-cache/demo).
     #[arg(long)]
     cache: Option<PathBuf>,
-    /// Memory budget in bytes for one forward pass (suffixes K, M, G, T); default: the memory
-    /// the system reports available. Checked per model after tokenising, before any forward pass.
-    #[arg(long, value_parser = sparsity_io::budget::parse_bytes)]
-    max_memory: Option<u64>,
+    /// `--max-memory` (one forward pass's activations, checked per model after tokenising) and
+    /// `--dry-run` (load the models, tokenise, print the plan and estimate, write nothing).
+    #[command(flatten)]
+    budget: crate::util::BudgetArgs,
 }
 
 /// Runs the command.
@@ -125,7 +125,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         threshold: args.threshold,
         seed: args.seed,
         keep_going: args.keep_going,
-        max_memory: args.max_memory,
+        max_memory: args.budget.max_memory,
         ..AnalysisConfig::default()
     };
     let run = AnalyzeRun {
@@ -139,6 +139,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         save_copy: args.save_results,
         results_dir: args.results_dir,
     };
+    if args.budget.dry_run {
+        print!("{}", plan_analyze(&run, &cpu_device())?);
+        return Ok(());
+    }
     let out = run_analyze(&run, &cpu_device())?;
     println!("{}", out.summary);
     println!("report: {}", out.report.display());

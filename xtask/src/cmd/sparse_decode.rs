@@ -11,7 +11,7 @@
 use std::path::PathBuf;
 
 use sparsity_decoding::sparse_decode::Allocation;
-use sparsity_experiments::sparse_decode::{SparseDecodeRun, run_sparse_decode};
+use sparsity_experiments::sparse_decode::{SparseDecodeRun, plan_sparse_decode, run_sparse_decode};
 use sparsity_models::cpu_device;
 
 /// Arguments.
@@ -61,10 +61,10 @@ pub struct Args {
     /// Demo model cache directory (default: target/sparsity-lab-cache/demo).
     #[arg(long)]
     pub cache: Option<PathBuf>,
-    /// Memory budget in bytes for one forward pass (suffixes K, M, G, T); default: the memory
-    /// the system reports available. Checked after each model is loaded, before any text is run.
-    #[arg(long, value_parser = sparsity_io::budget::parse_bytes)]
-    pub max_memory: Option<u64>,
+    /// `--max-memory` (one forward pass's activations, checked after each model is loaded and
+    /// before any text runs) and `--dry-run` (load the models, print the plan and estimate).
+    #[command(flatten)]
+    pub budget: crate::util::BudgetArgs,
 }
 
 /// `--allocation` values.
@@ -102,8 +102,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         batch_size: args.batch_size,
         allocations,
         out_dir: args.out_dir,
-        max_memory: args.max_memory,
+        max_memory: args.budget.max_memory,
     };
+    if args.budget.dry_run {
+        print!("{}", plan_sparse_decode(&run, &cpu_device())?);
+        return Ok(());
+    }
     let md = run_sparse_decode(&run, &cpu_device())?;
     eprint!("{md}");
     eprintln!("report in {}", run.out_dir.display());
