@@ -3,23 +3,23 @@
 //! **Mamba's hidden attention** (Ali, Zimerman & Wolf, "The Hidden Attention of Mamba Models", 2024): the
 //! selective scan is a data-controlled linear operator, so for channel d, query i ≥ key j,
 //!
-//! α[d,i,j] = Σ_n C[i,n] · exp(A[d,n] · (S[i,d] − S[j,d])) · Δ[j,d] · B[j,n],  S = cumsum_t Δ,
+//! α\[d,i,j\] = Σ_n C\[i,n\] · exp(A\[d,n\] · (S\[i,d\] − S\[j,d\])) · Δ\[j,d\] · B\[j,n\],  S = cumsum_t Δ,
 //!
-//! and y[i,d] = Σ_{j≤i} α[d,i,j] · u[j,d] + D_d · u[i,d] (u = the SSM input after conv and activation);
+//! and y\[i,d\] = Σ_{j≤i} α\[d,i,j\] · u\[j,d\] + D_d · u\[i,d\] (u = the SSM input after conv and activation);
 //! the block's gated output is y ⊙ silu(z). [`MambaLayerAttention`] materialises α from the layer's
 //! weights (in f64, independently of the model's scan) and [`MambaLayerAttention::gated`] reproduces
 //! `mixer_gated`, which the tests check. Neurons are the intermediate channels d.
 //! For GPT-2 the attention maps are its real `attn_probs` and neurons are `mlp_act` channels.
 //!
 //! Methods (neuron scores are averaged over the first `causal_prompts` texts; maps come from the first):
-//! - `attention_weighted`: Mamba s_d = mean_i Σ_j |α[d,i,j]|·|u[j,d]|; GPT-2 s_n = Σ_j Ā[last,j]·|a[j,n]|
+//! - `attention_weighted`: Mamba s_d = mean_i Σ_j |α\[d,i,j\]|·|u\[j,d\]|; GPT-2 s_n = Σ_j Ā\[last,j\]·|a\[j,n\]|
 //!   with Ā the head-mean attention of the layer;
-//! - `gradient_guided`: Mamba s_d = Σ_{i,j} α⁺ ⊙ (∂ℓ/∂α)⁺ with ∂ℓ/∂α[d,i,j] = ∂ℓ/∂y[i,d]·u[j,d] and ℓ
+//! - `gradient_guided`: Mamba s_d = Σ_{i,j} α⁺ ⊙ (∂ℓ/∂α)⁺ with ∂ℓ/∂α\[d,i,j\] = ∂ℓ/∂y\[i,d\]·u\[j,d\] and ℓ
 //!   the clean top-1 logit at the last position (Mamba-Attr); GPT-2 G = mean_heads(A ⊙ ReLU(∂ℓ/∂A)),
-//!   s_n = Σ_j G[last,j]·|a[j,n]|;
+//!   s_n = Σ_j G\[last,j\]·|a\[j,n\]|;
 //! - `rollout` (Abnar & Zuidema): Â_l = rownorm(M_l + I), R_l = Â_l·R_{l−1} over layers 0..=l, with M_l the
 //!   layer's map (GPT-2: head-mean probabilities; Mamba: channel mean of per-channel min–max normalised
-//!   α); s_n = Σ_j R_l[last,j]·|a[j,n]|. Every row of R sums to 1.
+//!   α); s_n = Σ_j R_l\[last,j\]·|a\[j,n\]|. Every row of R sums to 1.
 //!
 //! Metrics per method (the original's): neurons analysed, mean |activation| of the top-k, and neuron
 //! diversity = mean pairwise cosine distance (1 − cos) of the top-k neurons' activation profiles over
@@ -123,7 +123,7 @@ pub struct MambaLayerAttention {
     pub u: Array2<f64>,
     /// Gate input z [seq, channels].
     pub z: Array2<f64>,
-    /// D [channels].
+    /// D \[channels\].
     pub d_skip: Array1<f64>,
 }
 
@@ -226,7 +226,7 @@ impl MambaLayerAttention {
         })
     }
 
-    /// y[i,d] = Σ_j α[d,i,j]·u[j,d] + D_d·u[i,d], [seq, channels] (before the gate).
+    /// y\[i,d\] = Σ_j α\[d,i,j\]·u\[j,d\] + D_d·u\[i,d\], [seq, channels] (before the gate).
     pub fn scan_output(&self) -> Array2<f64> {
         let (e, l, _) = self.alpha.dim();
         let mut y = Array2::<f64>::zeros((l, e));

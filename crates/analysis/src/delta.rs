@@ -4,7 +4,7 @@
 //! (Ā = exp(Δ·A): a large Δ forgets the state and writes the current token, a small Δ carries the state).
 //! Definitions, each reported as its own ranking with its key:
 //! - `mixer_output_variance` (the reading of the original): per text, the mean over real tokens of
-//!   the layer's mixer output (`block_out.{l}` − the block input, [hidden]); then the population variance
+//!   the layer's mixer output (`block_out.{l}` − the block input, \[hidden\]); then the population variance
 //!   across texts per hidden unit; top-k by variance;
 //! - `legacy_pre_softplus_delta` (what the original code actually hooked on the CPU path: `mixer.dt_proj`'s
 //!   output, i.e. Δ **before** softplus, bias included): the same per-text-mean variance over the

@@ -254,7 +254,7 @@ impl Decoder {
         }
     }
 
-    /// Feeds one token and returns the next-token logits [vocab].
+    /// Feeds one token and returns the next-token logits \[vocab\].
     pub fn step(&mut self, token: u32) -> Result<Vec<f32>> {
         self.inner.step(token)
     }

@@ -2,7 +2,7 @@
 //! command is one function here that runs the experiment and writes its files (JSON through
 //! [`write_json`], figures, rows in the Parquet results store through [`results::ToRows`]).
 //! - [`analyze`]: the neuron analysis on the demo models or model directories;
-//! - [`bench`]: the GEMV benchmark with numpy's peer in the same run;
+//! - [`bench`](mod@bench): the GEMV benchmark with numpy's peer in the same run;
 //! - [`cluster`]: Hamming clustering of tensors of a safetensors file;
 //! - [`dsa_sweep`]: the DeepSeek-sparse-attention keep-ratio sweep (resumable JSONL,
 //!   deterministic shards, Slurm script, statistics report and figures);

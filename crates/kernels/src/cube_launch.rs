@@ -1,6 +1,6 @@
 //! Runtime-independent part of the split-K GPU kernel: launch parameters, the launch plan of
 //! a shape, the sparsity bin of the tuning key and the per-key tuner. Shared by the CubeCL
-//! wgpu client ([`crate::cube`], feature `cubecl-wgpu`) and the CUDA client (crate
+//! wgpu client (`sparsity_kernels::cube`, feature `cubecl-wgpu`) and the CUDA client (crate
 //! `sparsity-kernels-cuda`, feature `cuda`), so both tune and launch the same way.
 
 use std::collections::HashMap;

@@ -280,10 +280,10 @@ fn axpy_rows<T: WeightElement>(
 /// `y = W · mask(x)` into a caller-owned `y` (the decode hot path: no allocation of `y`).
 ///
 /// - `weight_t`: `Wᵀ` [in, out], contiguous row-major.
-/// - `x`: [in] activations (any stride).
+/// - `x`: \[in\] activations (any stride).
 /// - `tau`: keep `x_j` when `|x_j| > tau`; `tau = 0` skips exact zeros. NaN inputs are
 ///   dropped (`|NaN| > τ` is false), exactly as the formula reads.
-/// - `y`: [out], overwritten.
+/// - `y`: \[out\], overwritten.
 pub fn gemv_masked_into<T: WeightElement>(
     weight_t: ArrayView2<'_, T>,
     x: ArrayView1<'_, f32>,
@@ -315,7 +315,7 @@ pub fn gemv_masked_into<T: WeightElement>(
     })
 }
 
-/// `y = W · mask(x)`, allocating `y` [out]. See [`gemv_masked_into`].
+/// `y = W · mask(x)`, allocating `y` \[out\]. See [`gemv_masked_into`].
 pub fn gemv_masked<T: WeightElement>(
     weight_t: ArrayView2<'_, T>,
     x: ArrayView1<'_, f32>,
@@ -350,7 +350,7 @@ pub fn gemv_dense_into<T: WeightElement>(
     Ok(())
 }
 
-/// Dense `y = W · x`, allocating `y` [out]. See [`gemv_dense_into`].
+/// Dense `y = W · x`, allocating `y` \[out\]. See [`gemv_dense_into`].
 pub fn gemv_dense<T: WeightElement>(
     weight_t: ArrayView2<'_, T>,
     x: ArrayView1<'_, f32>,
@@ -426,14 +426,14 @@ pub fn gemm_masked_small_batch<T: WeightElement>(
     Ok(y)
 }
 
-/// `mask(x)`: `x_j` where `|x_j| > tau`, else 0. [in] → [in].
+/// `mask(x)`: `x_j` where `|x_j| > tau`, else 0. \[in\] → \[in\].
 pub fn mask_activations(x: ArrayView1<'_, f32>, tau: f32) -> Result<Array1<f32>> {
     check_tau(tau)?;
     Ok(x.mapv(|v| if v.abs() > tau { v } else { 0.0 }))
 }
 
 /// Naive reference: `W · mask(x)` in f64 from `Wᵀ` [in, out], plus the per-output error
-/// scale `Σ_j |W_ij · mask(x)_j|` that tolerances are relative to. Returns ([out], [out]).
+/// scale `Σ_j |W_ij · mask(x)_j|` that tolerances are relative to. Returns (\[out\], \[out\]).
 pub fn reference_gemv_masked<T: WeightElement>(
     weight_t: ArrayView2<'_, T>,
     x: ArrayView1<'_, f32>,

@@ -14,7 +14,7 @@
 //!   bf16 / f16 weights with f32 accumulation.
 //! - [`SparseLinear`]: `Wᵀ` plus a threshold, the API sparse decoding calls.
 //! - [`calibrate`]: τ for a target sparsity (quantile of `|x|`).
-//! - [`bench`]: the measurements behind `cargo xtask bench-gemv`.
+//! - [`bench`](mod@bench): the measurements behind `cargo xtask bench-gemv`.
 //! - `cube` (feature `cubecl-wgpu`): the split-K CubeCL kernel.
 //!
 //! ```

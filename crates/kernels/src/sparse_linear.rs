@@ -97,14 +97,14 @@ impl<T: WeightElement> SparseLinear<T> {
         self.weight_t.view()
     }
 
-    /// `W · mask(x)` with the stored threshold. [in] → [out].
+    /// `W · mask(x)` with the stored threshold. \[in\] → \[out\].
     pub fn forward(&self, x: ArrayView1<'_, f32>) -> Result<Array1<f32>> {
         let mut y = Array1::zeros(self.out_features());
         self.gemv_masked(x, self.threshold, y.view_mut())?;
         Ok(y)
     }
 
-    /// `y = W · mask(x)` with an explicit τ; `x` [in], `y` [out] overwritten.
+    /// `y = W · mask(x)` with an explicit τ; `x` \[in\], `y` \[out\] overwritten.
     pub fn gemv_masked(
         &self,
         x: ArrayView1<'_, f32>,
@@ -114,7 +114,7 @@ impl<T: WeightElement> SparseLinear<T> {
         gemv_masked_into(self.weight_t.view(), x, tau, y, &self.config)
     }
 
-    /// Dense `y = W · x` through the same kernel; `x` [in], `y` [out] overwritten.
+    /// Dense `y = W · x` through the same kernel; `x` \[in\], `y` \[out\] overwritten.
     pub fn gemv_dense(&self, x: ArrayView1<'_, f32>, y: ArrayViewMut1<'_, f32>) -> Result<()> {
         gemv_dense_into(self.weight_t.view(), x, y, &self.config)
     }

@@ -126,7 +126,7 @@ pub(crate) fn rope_tables(
     ))
 }
 
-/// cos and sin of one position's angles, duplicated over the two halves ([dh] each).
+/// cos and sin of one position's angles, duplicated over the two halves (\[dh\] each).
 pub fn rope_row(p: f32, inv_freq: &[f32]) -> (Vec<f32>, Vec<f32>) {
     let half = inv_freq.len();
     let mut cos = vec![0.0; 2 * half];
@@ -152,7 +152,7 @@ pub(crate) fn apply_rope(x: Tensor<4>, cos: &Tensor<4>, sin: &Tensor<4>) -> Tens
     x * cos.clone() + rotated * sin.clone()
 }
 
-/// Rotates one head vector in place (the step decoders' form of [`apply_rope`]).
+/// Rotates one head vector in place (the step decoders' form of `apply_rope`).
 pub fn apply_rope_row(x: &mut [f32], cos: &[f32], sin: &[f32]) {
     let half = x.len() / 2;
     for i in 0..half {

@@ -1,7 +1,7 @@
 //! What a model family implements: the [`HookedLm`] trait.
 //!
 //! A family is one module (`gpt2`, `mamba`, …) plus one `impl HookedLm`, and one entry in
-//! [`crate::loader::FAMILIES`] (the `model_type` it loads) and in [`crate::config::ModelConfig`] /
+//! `loader::FAMILIES` (the `model_type` it loads) and in [`crate::config::ModelConfig`] /
 //! [`crate::config::ModelFamily`] (the lists of families). Nothing else in the workspace matches
 //! on families: analyses, pruning and decoding ask the model through this trait (its sites, its
 //! linear layers, its neurons, its step decoder).

@@ -12,7 +12,7 @@ use crate::util::{const_param, layer_norm, normal_param};
 pub struct Dense {
     /// [in, out]
     pub weight: Param<Tensor<2>>,
-    /// [out]
+    /// \[out\]
     pub bias: Option<Param<Tensor<1>>>,
 }
 
@@ -42,7 +42,7 @@ impl Dense {
         self.weight.dims()[1]
     }
 
-    /// [.., in] → [.., out] (see [`dense`]).
+    /// [.., in] → [.., out] (see `dense`).
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
         dense(x, self.weight.val(), self.bias.as_ref().map(|b| b.val()))
     }
@@ -75,9 +75,9 @@ pub(crate) fn dense<const D: usize>(
 /// A LayerNorm's parameters.
 #[derive(Module, Debug)]
 pub struct LayerNorm {
-    /// [width]
+    /// \[width\]
     pub weight: Param<Tensor<1>>,
-    /// [width]
+    /// \[width\]
     pub bias: Param<Tensor<1>>,
 }
 

@@ -34,7 +34,7 @@ pub struct LinearSpec {
     pub in_features: usize,
     /// Output features.
     pub out_features: usize,
-    /// Optional bias [out].
+    /// Optional bias \[out\].
     pub bias: Option<Vec<f32>>,
 }
 
@@ -56,7 +56,7 @@ pub trait LinearFactory {
 pub trait StepDecoder: std::fmt::Debug + Send {
     /// Clears the caches / states (a new sequence).
     fn reset(&mut self);
-    /// Feeds one token and returns the next-token logits [vocab].
+    /// Feeds one token and returns the next-token logits \[vocab\].
     fn step(&mut self, token: u32) -> Result<Vec<f32>>;
 }
 
@@ -161,7 +161,7 @@ pub fn rms_norm(x: &[f32], w: &[f32], eps: f64) -> Vec<f32> {
 }
 
 /// One query's softmax attention over a key/value cache: `q` [heads·dh], `k` and `v` the cached
-/// rows [steps][kv_heads·dh], query head h reading key/value head h / (heads / kv_heads); only
+/// rows \[steps\]\[kv_heads·dh\], query head h reading key/value head h / (heads / kv_heads); only
 /// the steps from `first` on are visible (a sliding window). Writes [heads·dh] into `out`.
 #[allow(clippy::too_many_arguments)] // the shape of one attention step
 pub fn cached_attention(

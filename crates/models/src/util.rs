@@ -10,7 +10,7 @@ use crate::error::{ModelError, Result};
 /// The default CPU device: burn's `flex` backend (pure Rust, SIMD, `gemm`-crate matrix products
 /// on the rayon pool), f32.
 ///
-/// burn 0.22 deprecates its `ndarray` backend in favour of `flex`; [`ndarray_device`] is kept for
+/// burn 0.22 deprecates its `ndarray` backend in favour of `flex`; `ndarray_device` (feature `ndarray`) is kept for
 /// comparison (benchmarks, cargo feature `ndarray`) and gives the same numbers within float
 /// rounding.
 pub fn cpu_device() -> Device {

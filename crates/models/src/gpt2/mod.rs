@@ -1,7 +1,7 @@
 //! GPT-2 (Radford et al. 2019, "Language Models are Unsupervised Multitask Learners"), exact to
 //! `transformers.GPT2LMHeadModel` in eval mode.
 //!
-//! x₀ = wte[ids] + wpe[pos];  per block: a = LN₁(x); q,k,v = split(a·W_attn + b_attn);
+//! x₀ = wte\[ids\] + wpe\[pos\];  per block: a = LN₁(x); q,k,v = split(a·W_attn + b_attn);
 //! P = softmax(q·kᵀ/√d_h + mask); x += (P·v)·W_o + b_o;  m = act(LN₂(x)·W_fc + b_fc); x += m·W_proj + b_proj;
 //! logits = LN_f(x)·wteᵀ (tied) or ·lm_headᵀ.
 //!
@@ -29,7 +29,7 @@ pub use crate::nn::LayerNorm;
 pub struct Conv1D {
     /// [in, out]
     pub weight: Param<Tensor<2>>,
-    /// [out]
+    /// \[out\]
     pub bias: Param<Tensor<1>>,
 }
 
@@ -47,7 +47,7 @@ impl Conv1D {
         }
     }
 
-    /// [.., in] → [.., out] (see [`crate::nn::dense`]).
+    /// [.., in] → [.., out] (see `nn::dense`).
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
         crate::nn::dense(x, self.weight.val(), Some(self.bias.val()))
     }

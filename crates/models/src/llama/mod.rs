@@ -2,7 +2,7 @@
 //! covering `model_type` `llama`, `qwen2` and `mistral`, exact to transformers'
 //! `LlamaForCausalLM` / `Qwen2ForCausalLM` / `MistralForCausalLM` in eval mode.
 //!
-//! x₀ = embed_tokens[ids]; per block: a = RMSNorm₁(x); q, k, v = a·W_q, a·W_k, a·W_v (+ biases where
+//! x₀ = embed_tokens\[ids\]; per block: a = RMSNorm₁(x); q, k, v = a·W_q, a·W_k, a·W_v (+ biases where
 //! the config has them); q, k rotated by RoPE at the token's position; k, v shared by groups of
 //! query heads (GQA); P = softmax(q·kᵀ/√d_h + causal / sliding-window / padding mask);
 //! x += (P·v)·W_o; m = RMSNorm₂(x); x += (act(m·W_gate) ⊙ m·W_up)·W_down;
@@ -35,7 +35,7 @@ pub use config::LlamaConfig;
 /// One decoder layer (`model.layers.{l}`).
 #[derive(Module, Debug)]
 pub struct LlamaBlock {
-    /// `input_layernorm.weight` [hidden]
+    /// `input_layernorm.weight` \[hidden\]
     pub input_norm: Param<Tensor<1>>,
     /// `self_attn.q_proj`: [hidden, heads·head_dim]
     pub q_proj: Dense,
@@ -45,7 +45,7 @@ pub struct LlamaBlock {
     pub v_proj: Dense,
     /// `self_attn.o_proj`: [heads·head_dim, hidden]
     pub o_proj: Dense,
-    /// `post_attention_layernorm.weight` [hidden]
+    /// `post_attention_layernorm.weight` \[hidden\]
     pub post_norm: Param<Tensor<1>>,
     /// `mlp.gate_proj`: [hidden, intermediate]
     pub gate_proj: Dense,
@@ -62,7 +62,7 @@ pub struct Llama {
     pub embed_tokens: Param<Tensor<2>>,
     /// Decoder layers.
     pub blocks: Vec<LlamaBlock>,
-    /// `model.norm.weight` [hidden].
+    /// `model.norm.weight` \[hidden\].
     pub norm: Param<Tensor<1>>,
     /// Untied `lm_head.weight` [vocab, hidden] (None when tied).
     pub lm_head: Option<Param<Tensor<2>>>,

@@ -33,15 +33,15 @@ pub struct MambaMixer {
     pub in_proj: Dense,
     /// `conv1d.weight` as [E, K]
     pub conv_weight: Param<Tensor<2>>,
-    /// `conv1d.bias`: [E]
+    /// `conv1d.bias`: \[E\]
     pub conv_bias: Option<Param<Tensor<1>>>,
     /// `x_proj`: [E, R + 2N], no bias
     pub x_proj: Param<Tensor<2>>,
-    /// `dt_proj`: [R, E] with bias [E]
+    /// `dt_proj`: [R, E] with bias \[E\]
     pub dt_proj: Dense,
     /// `A_log`: [E, N]
     pub a_log: Param<Tensor<2>>,
-    /// `D`: [E]
+    /// `D`: \[E\]
     pub d: Param<Tensor<1>>,
     /// `out_proj`: [E, hidden]
     pub out_proj: Dense,
@@ -50,7 +50,7 @@ pub struct MambaMixer {
 /// `backbone.layers.{l}`: RMSNorm then mixer, residual added.
 #[derive(Module, Debug)]
 pub struct MambaBlock {
-    /// `norm.weight`: [hidden]
+    /// `norm.weight`: \[hidden\]
     pub norm: Param<Tensor<1>>,
     /// The mixer.
     pub mixer: MambaMixer,
@@ -63,7 +63,7 @@ pub struct Mamba {
     pub embeddings: Param<Tensor<2>>,
     /// Blocks.
     pub layers: Vec<MambaBlock>,
-    /// `backbone.norm_f.weight`: [hidden]
+    /// `backbone.norm_f.weight`: \[hidden\]
     pub norm_f: Param<Tensor<1>>,
     /// Untied `lm_head.weight` [vocab, hidden] (None when tied).
     pub lm_head: Option<Param<Tensor<2>>>,

@@ -1,7 +1,7 @@
 //! OPT (Zhang et al. 2022, "OPT: Open Pre-trained Transformer Language Models"), exact to
 //! `transformers.OPTForCausalLM` in eval mode.
 //!
-//! x₀ = project_in(embed_tokens[ids]) + embed_positions[pos + 2], pos = cumsum(mask)·mask − 1
+//! x₀ = project_in(embed_tokens\[ids\]) + embed_positions[pos + 2], pos = cumsum(mask)·mask − 1
 //! (padding reads row 1); per block, pre-LN (`do_layer_norm_before`):
 //! x += out_proj(attn(LN₁(x))); x += fc2(act(fc1(LN₂(x)))); post-LN (OPT-350m):
 //! x = LN₁(x + out_proj(attn(x))); x = LN₂(x + fc2(act(fc1(x)))).
