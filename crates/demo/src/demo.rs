@@ -89,6 +89,17 @@ pub enum DemoError {
     },
 }
 
+/// Writes a training record as pretty JSON, atomically.
+pub(crate) fn write_record(path: &Path, record: &impl serde::Serialize) -> Result<(), DemoError> {
+    let json = serde_json::to_vec_pretty(record).map_err(|e| DemoError::Record {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    sparsity_io::write_atomic(path, &json)
+        .map_err(sparsity_io::IoError::into_io)
+        .map_err(io_err(path))
+}
+
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> DemoError + '_ {
     move |source| DemoError::Io {
         path: path.to_path_buf(),
@@ -627,14 +638,7 @@ fn build_demo(dir: &Path, config: &DemoConfig) -> Result<DemoRecord, DemoError> 
         mamba: mamba_record,
         seconds_total: started.elapsed().as_secs_f64(),
     };
-    let record_path = dir.join(RECORD_FILE);
-    let json = serde_json::to_vec_pretty(&record).map_err(|e| DemoError::Record {
-        path: record_path.clone(),
-        message: e.to_string(),
-    })?;
-    sparsity_io::write_atomic(&record_path, &json)
-        .map_err(sparsity_io::IoError::into_io)
-        .map_err(io_err(&record_path))?;
+    write_record(&dir.join(RECORD_FILE), &record)?;
     Ok(record)
 }
 

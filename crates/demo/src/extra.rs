@@ -281,17 +281,7 @@ fn train_extra(
             return Err(e);
         }
     };
-    let record_path = tmp.join(EXTRA_RECORD_FILE);
-    let json = serde_json::to_vec_pretty(&record).map_err(|e| DemoError::Record {
-        path: record_path.clone(),
-        message: e.to_string(),
-    })?;
-    sparsity_io::write_atomic(&record_path, &json)
-        .map_err(sparsity_io::IoError::into_io)
-        .map_err(|source| DemoError::Io {
-            path: record_path.clone(),
-            source,
-        })?;
+    crate::demo::write_record(&tmp.join(EXTRA_RECORD_FILE), &record)?;
     if dir.exists() {
         std::fs::remove_dir_all(dir).map_err(|source| DemoError::Io {
             path: dir.to_path_buf(),

@@ -284,7 +284,9 @@ fn decode_rows(path: &Path) -> Result<Vec<ResultRow>, ResultsError> {
             "column `{name}`: expected text, found {other}"
         ))),
     };
-    let mut out = Vec::with_capacity(usize::try_from(rows_total).unwrap_or(0));
+    // Grown as rows decode: a capacity from the footer's claim could ask for ~250 B per byte of
+    // the file.
+    let mut out = Vec::new();
     let iter = reader
         .get_row_iter(None)
         .map_err(|e| bad(format!("Parquet: {e}")))?;

@@ -287,66 +287,58 @@ fn mutated_input_id_files_give_typed_errors_or_cases() {
 
 /// One mutation of the valid input-id file `valid` (whose tensors are `ids`).
 fn mutate_ids(rng: &mut ChaCha8Rng, ids: &Tensors, valid: &[u8]) -> (Vec<u8>, &'static str) {
-    {
-        let mut w = valid.to_vec();
-        let kind = match rng.random_range(0..6) {
-            0 => {
-                w.truncate(rng.random_range(0..w.len()));
-                "truncate"
-            }
-            1 => {
-                for _ in 0..rng.random_range(1..6) {
-                    let i = rng.random_range(0..w.len());
-                    w[i] = rng.random();
+    let mut w = valid.to_vec();
+    let kind = match rng.random_range(0..6) {
+        0 | 1 => {
+            let (m, k) = sparsity_fuzz::mutate_bytes(rng, &w);
+            w = m;
+            k
+        }
+        2 => {
+            let mut list = ids.clone();
+            let i = rng.random_range(0..list.len());
+            let t = &mut list[i];
+            let numel: usize = t.2.iter().product();
+            let (d, size) = [
+                (Dtype::I32, 4),
+                (Dtype::F32, 4),
+                (Dtype::U8, 1),
+                (Dtype::I16, 2),
+            ][rng.random_range(0..4)];
+            t.1 = d;
+            t.3 = (0..numel * size).map(|_| rng.random()).collect();
+            w = serialize(&list);
+            "dtype"
+        }
+        3 => {
+            let mut list = ids.clone();
+            let i = rng.random_range(0..list.len());
+            let t = &mut list[i];
+            match rng.random_range(0..3) {
+                0 => t.2 = vec![t.2.iter().product()],
+                1 => t.2.push(1),
+                _ => {
+                    t.2[0] = 0;
+                    t.3.clear();
                 }
-                "flip bytes"
             }
-            2 => {
-                let mut list = ids.clone();
-                let i = rng.random_range(0..list.len());
-                let t = &mut list[i];
-                let numel: usize = t.2.iter().product();
-                let (d, size) = [
-                    (Dtype::I32, 4),
-                    (Dtype::F32, 4),
-                    (Dtype::U8, 1),
-                    (Dtype::I16, 2),
-                ][rng.random_range(0..4)];
-                t.1 = d;
-                t.3 = (0..numel * size).map(|_| rng.random()).collect();
-                w = serialize(&list);
-                "dtype"
+            w = serialize(&list);
+            "shape"
+        }
+        4 => {
+            // Every id rewritten to an extreme value: negative, huge, past the vocabulary.
+            let mut list = ids.clone();
+            let v: i64 = [-1, i64::MIN, i64::MAX, 1 << 40, 512][rng.random_range(0..5)];
+            for t in &mut list {
+                t.3 = t.3.chunks(8).flat_map(|_| v.to_le_bytes()).collect();
             }
-            3 => {
-                let mut list = ids.clone();
-                let i = rng.random_range(0..list.len());
-                let t = &mut list[i];
-                match rng.random_range(0..3) {
-                    0 => t.2 = vec![t.2.iter().product()],
-                    1 => t.2.push(1),
-                    _ => {
-                        t.2[0] = 0;
-                        t.3.clear();
-                    }
-                }
-                w = serialize(&list);
-                "shape"
-            }
-            4 => {
-                // Every id rewritten to an extreme value: negative, huge, past the vocabulary.
-                let mut list = ids.clone();
-                let v: i64 = [-1, i64::MIN, i64::MAX, 1 << 40, 512][rng.random_range(0..5)];
-                for t in &mut list {
-                    t.3 = t.3.chunks(8).flat_map(|_| v.to_le_bytes()).collect();
-                }
-                w = serialize(&list);
-                "id values"
-            }
-            _ => {
-                w = serialize(&Vec::new());
-                "no ids"
-            }
-        };
-        (w, kind)
-    }
+            w = serialize(&list);
+            "id values"
+        }
+        _ => {
+            w = serialize(&Vec::new());
+            "no ids"
+        }
+    };
+    (w, kind)
 }

@@ -1035,9 +1035,15 @@ pub fn welch_t_test(a: &[f64], b: &[f64], alternative: Alternative) -> Result<We
     }
     let std_error = (va + vb).sqrt();
     let t = finite(TEST, "t", mean_diff / std_error)?;
-    let df = (va + vb).powi(2) / (va * va / (na - 1.0) + vb * vb / (nb - 1.0));
-    // tiny variances can underflow the Welch–Satterthwaite ratio: df = ∞ is the normal limit
-    let df = if df.is_nan() { f64::INFINITY } else { df };
+    // Welch–Satterthwaite in shares of the total variance, (va + vb)² / (va²/(na−1) + vb²/(nb−1))
+    // = 1 / (ra²/(na−1) + rb²/(nb−1)) with ra = va / (va + vb): no fourth powers to overflow or
+    // underflow.
+    let (ra, rb) = (va / (va + vb), vb / (va + vb));
+    let df = finite(
+        TEST,
+        "df",
+        1.0 / (ra * ra / (na - 1.0) + rb * rb / (nb - 1.0)),
+    )?;
     let dist = StudentsT::new(0.0, 1.0, df).map_err(|e| StatsError::Distribution {
         distribution: format!("StudentsT(df = {df})"),
         message: e.to_string(),
