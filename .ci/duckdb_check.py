@@ -2,7 +2,9 @@
 """CI check of the results store: a real DuckDB query over results/*.parquet.
 
     duckdb_check.py --make-input PATH   # write a small [4, 16, 32] f32 activation tensor `acts`
-    duckdb_check.py RESULTS_DIR         # query the rows `cargo xtask sparsity` appended; exit 1 unless present
+    duckdb_check.py RESULTS_DIR [COMMAND=RUNS ...]
+        # query the rows `cargo xtask sparsity` appended; exit 1 unless present, and unless each
+        # COMMAND has exactly RUNS runs in the store (a run: one distinct (run_id, parameters))
 """
 import sys
 
@@ -15,10 +17,13 @@ def make_input(path):
     rng = np.random.default_rng(7)
     scale = np.linspace(1e-4, 2.0, 32, dtype=np.float32)
     acts = (rng.standard_normal((4, 16, 32)).astype(np.float32) * scale).astype(np.float32)
-    save_file({"acts": acts}, path)
+    # a [64, 48] weight with about half its entries zero, for `cargo xtask cluster`
+    w = rng.standard_normal((64, 48)).astype(np.float32)
+    w[rng.random((64, 48)) < 0.5] = 0.0
+    save_file({"acts": acts, "w": w}, path)
 
 
-def check(results_dir):
+def check(results_dir, expected_runs):
     import duckdb
 
     con = duckdb.connect()
@@ -41,6 +46,15 @@ def check(results_dir):
     if not (0.0 <= g <= 1.0):
         print(f"gini {g} outside [0, 1]")
         return 1
+    for command, want in expected_runs.items():
+        runs, rows = con.execute(
+            f"SELECT count(DISTINCT (run_id, parameters)), count(*) FROM '{glob}' WHERE command = ?",
+            [command],
+        ).fetchone()
+        if runs != want:
+            print(f"{command}: {runs} run(s) in the store ({rows} rows), expected {want}: rows were lost")
+            return 1
+        print(f"DuckDB: {command}: all {runs} runs present ({rows} rows)")
     n = con.execute(f"SELECT count(*), count(DISTINCT run_id) FROM '{glob}'").fetchone()
     print(f"DuckDB: {n[0]} rows from {n[1]} run(s); gini = {g:.4f}")
     return 0
@@ -50,7 +64,11 @@ if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "--make-input":
         make_input(sys.argv[2])
         sys.exit(0)
-    if len(sys.argv) == 2:
-        sys.exit(check(sys.argv[1]))
+    if len(sys.argv) >= 2 and not sys.argv[1].startswith("-"):
+        expected = {}
+        for arg in sys.argv[2:]:
+            command, _, runs = arg.partition("=")
+            expected[command] = int(runs)
+        sys.exit(check(sys.argv[1], expected))
     print(__doc__)
     sys.exit(2)

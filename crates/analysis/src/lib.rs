@@ -20,6 +20,22 @@
 //! - [`attention`]: attention neurons (the hidden attention of Mamba, Ali et al. 2024; GPT-2's real
 //!   attention probabilities) with the methods `attention_weighted`, `rollout`, `gradient_guided`;
 //! - [`efficiency`]: parameters by component, active neurons, forward tokens/s.
+//!
+//! ```
+//! use sparsity_analysis::causal::single_neuron_impacts;
+//! use sparsity_models::{CausalLm, Edit, Gpt2, Gpt2Config, cpu_device};
+//!
+//! // A small randomly initialised GPT-2 (load a real one with `CausalLm::load_dir`).
+//! let device = cpu_device();
+//! let config = Gpt2Config { vocab_size: 32, n_positions: 16, n_embd: 8, n_layer: 2, n_head: 2, ..Default::default() };
+//! let model = CausalLm::from(Gpt2::init(&config, 7, &device)?);
+//! let site = sparsity_analysis::neuron_site(&model, 1); // "mlp_act.1"
+//! // Zero each of the first four neurons in turn: KL of the next-token distribution, Δ loss.
+//! let impacts = single_neuron_impacts(&model, &[1, 2, 3, 4, 5], &site, &[0, 1, 2, 3], &|_| Ok(Edit::Zero), 4, &device)?;
+//! assert_eq!(impacts.len(), 4);
+//! assert!(impacts.iter().all(|(kl, _)| *kl >= 0.0));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 pub mod attention;
 pub mod causal;
@@ -528,3 +544,8 @@ pub fn run(
         comparison,
     })
 }
+
+/// The README's example, compiled and run as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -52,3 +52,8 @@ pub mod ward;
 
 pub use binary::{Binarize, BinaryMatrix, FeatureAxis};
 pub use error::{ClusterError, Result};
+
+/// The README's example, compiled and run as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

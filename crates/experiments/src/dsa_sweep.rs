@@ -110,6 +110,10 @@ pub struct SweepParams {
     /// How sparse attention is computed in training (same selection and result either way; on
     /// burn's CPU backend the masked dense form trains faster at these sizes).
     pub implementation: SparseImpl,
+    /// Seed of the synthetic corpus ([`SweepData::demo_corpus`]).
+    pub data_seed: u64,
+    /// BPE vocabulary size of the corpus.
+    pub vocab: usize,
 }
 
 impl SweepParams {
@@ -131,6 +135,26 @@ impl SweepParams {
             eval_every: 50,
             eval_batches: 4,
             implementation: SparseImpl::MaskedDense,
+            data_seed: 42,
+            vocab: 1024,
+        }
+    }
+
+    /// The options every run of this sweep is trained under (what its id's hash covers).
+    pub fn run_options(&self) -> RunOptions {
+        RunOptions {
+            preset: self.preset,
+            semantics: self.semantics,
+            steps: self.steps,
+            batch_size: self.batch_size,
+            learning_rate: self.learning_rate,
+            indexer_warmup_steps: self.indexer_warmup_steps,
+            indexer_loss_weight: self.indexer_loss_weight,
+            eval_every: self.eval_every,
+            eval_batches: self.eval_batches,
+            implementation: self.implementation,
+            data_seed: self.data_seed,
+            vocab: self.vocab,
         }
     }
 
@@ -221,10 +245,104 @@ impl SweepParams {
     }
 }
 
+/// Every option that changes a run's result besides its own length, ratio and seed: the part of
+/// a run's identity that its id carries as a hash ([`RunOptions::hash`]) and its results record
+/// in full, so that resuming into a results file made with other options is an error naming
+/// them ([`check_resume`]) instead of silently reporting old runs as new.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunOptions {
+    /// Model preset.
+    pub preset: Preset,
+    /// How ratios are read (the same "r0.25" keeps 0.25 or 0.75 of L).
+    pub semantics: RatioSemantics,
+    /// Optimiser steps.
+    pub steps: usize,
+    /// Sequences per batch.
+    pub batch_size: usize,
+    /// Peak learning rate.
+    pub learning_rate: f64,
+    /// Dense warm-up steps of the indexer.
+    pub indexer_warmup_steps: usize,
+    /// Weight of the indexer's KL loss.
+    pub indexer_loss_weight: f64,
+    /// Validation interval.
+    pub eval_every: usize,
+    /// Validation batches per intermediate evaluation.
+    pub eval_batches: usize,
+    /// Sparse attention implementation.
+    pub implementation: SparseImpl,
+    /// Corpus seed.
+    pub data_seed: u64,
+    /// Corpus vocabulary size.
+    pub vocab: usize,
+}
+
+impl RunOptions {
+    /// 8 hex digits of the 64-bit FNV-1a hash of the options' JSON (field order fixed by the
+    /// struct, floats written shortest-round-trip): stable across runs, machines and versions
+    /// that keep the same fields.
+    pub fn hash(&self) -> String {
+        let text = serde_json::to_string(self).unwrap_or_default();
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in text.bytes() {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        format!("{:08x}", (h >> 32) ^ (h & 0xffff_ffff))
+    }
+
+    /// The options that differ between `self` and `other`, as `name: self vs other`.
+    pub fn differences(&self, other: &Self) -> Vec<String> {
+        let (a, b) = (
+            serde_json::to_value(self).unwrap_or_default(),
+            serde_json::to_value(other).unwrap_or_default(),
+        );
+        let (Some(a), Some(b)) = (a.as_object(), b.as_object()) else {
+            return Vec::new();
+        };
+        a.iter()
+            .filter(|(k, v)| b.get(*k) != Some(*v))
+            .map(|(k, v)| {
+                let w = b.get(k).map_or("(missing)".to_string(), |w| w.to_string());
+                format!("{k}: {v} vs {w}")
+            })
+            .collect()
+    }
+}
+
+/// Checks that every run already in a results file was made with `options`. A run recorded
+/// with other options is an error that names the file, the run and each differing option; a run
+/// recorded without its options (by a version before run identities) is an error too, since
+/// nothing tells whether it matches.
+pub fn check_resume(path: &Path, existing: &[RunResult], options: &RunOptions) -> Result<()> {
+    for r in existing {
+        match &r.options {
+            Some(o) if o == options => {}
+            Some(o) => {
+                return Err(ModelError::Invalid(format!(
+                    "{}: run {} was made with other options than this sweep's (file vs now: {});                      resume with the same options, or write to another --results file",
+                    path.display(),
+                    r.spec.id,
+                    o.differences(options).join("; ")
+                )));
+            }
+            None => {
+                return Err(ModelError::Invalid(format!(
+                    "{}: run {} has no recorded options (written before run identities), so it                      cannot be told apart from a run with other options; write to another                      --results file",
+                    path.display(),
+                    r.spec.id
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// One training run of the sweep.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RunSpec {
-    /// Stable identifier, e.g. `L128-r0.25-s1` or `L128-dense-s1`.
+    /// Stable identifier: length, arm, seed and the hash of the [`RunOptions`], e.g.
+    /// `L128-r0.25-s1-3f9a06c2` or `L128-dense-s1-3f9a06c2`.
     pub id: String,
     /// Sequence length.
     pub length: usize,
@@ -272,6 +390,7 @@ impl RunSpec {
 /// The sweep's runs in a fixed order: per length, the dense baseline then each ratio, each seed.
 pub fn run_list(params: &SweepParams) -> Result<Vec<RunSpec>> {
     params.validate()?;
+    let hash = params.run_options().hash();
     let mut runs = Vec::new();
     for &l in &params.lengths {
         let mut arms: Vec<Option<f64>> = Vec::new();
@@ -283,11 +402,11 @@ pub fn run_list(params: &SweepParams) -> Result<Vec<RunSpec>> {
             for s in 0..params.seeds {
                 let seed = params.base_seed + s as u64;
                 let (id, keep, k) = match arm {
-                    None => (format!("L{l}-dense-s{seed}"), None, l),
+                    None => (format!("L{l}-dense-s{seed}-{hash}"), None, l),
                     Some(r) => {
                         let keep = params.keep_ratio(r);
                         let k = AttentionMode::sparse(keep).top_k(l)?.unwrap_or(l).min(l);
-                        (format!("L{l}-r{r}-s{seed}"), Some(keep), k)
+                        (format!("L{l}-r{r}-s{seed}-{hash}"), Some(keep), k)
                     }
                 };
                 runs.push(RunSpec {
@@ -387,6 +506,9 @@ pub struct RunResult {
     pub mean_kept_fraction: f64,
     /// Process peak resident memory after the run (VmHWM; a process-wide high-water mark).
     pub peak_rss_bytes: Option<u64>,
+    /// The options it was trained under (absent in files written before run identities).
+    #[serde(default)]
+    pub options: Option<RunOptions>,
 }
 
 pub use sparsity_io::budget::{available_memory_bytes, human_bytes, parse_bytes};
@@ -459,6 +581,7 @@ pub fn run_one(
         train_tokens_per_second: record.tokens_seen as f64 / train_seconds.max(1e-9),
         mean_kept_fraction: spec.mean_kept_fraction(),
         peak_rss_bytes: peak_rss_bytes(),
+        options: Some(params.run_options()),
     })
 }
 
@@ -592,10 +715,11 @@ pub fn completed_ids(path: &Path) -> Result<HashSet<String>> {
 }
 
 /// A Slurm job-array script running `n_shards` shards of the sweep, one array task per shard,
-/// each appending to its own results file under `results_dir`; `sweep_args` are the sweep's own
-/// options (lengths, ratios, seeds, preset, ...), repeated verbatim.
+/// each appending to its own results file under `results_dir` and writing no report (the merge
+/// does). `sweep_args` are the sweep's own options as given ([`SweepRun::command_args`]), each
+/// written shell-quoted, so the tasks run exactly the command that emitted the script.
 pub fn slurm_script(
-    sweep_args: &str,
+    sweep_args: &[String],
     n_shards: usize,
     results_dir: &Path,
     job_name: &str,
@@ -607,23 +731,40 @@ pub fn slurm_script(
             "--emit-slurm needs at least one shard".into(),
         ));
     }
-    let dir = results_dir.display();
+    // `#SBATCH` lines are read by sbatch, not by a shell: the directory goes there as is.
+    let raw_dir = results_dir.display();
+    let dir = shell_quote(&raw_dir.to_string());
+    let args: Vec<String> = sweep_args.iter().map(|a| shell_quote(a)).collect();
     Ok(format!(
         "#!/bin/bash\n\
          # Slurm job array for the DSA sweep: one task per shard; each appends to its own JSONL file,\n\
-         # so a re-submitted array resumes where it stopped. Merge with:\n\
+         # so a re-submitted array resumes where it stopped. Merge (this writes the report) with:\n\
          #   cargo xtask dsa-report {dir}/shard-*.jsonl --out {dir}/report\n\
          #SBATCH --job-name={job_name}\n\
          #SBATCH --array=0-{last}\n\
          #SBATCH --cpus-per-task={cpus_per_task}\n\
          #SBATCH --time={time_limit}\n\
-         #SBATCH --output={dir}/slurm-%A_%a.out\n\
+         #SBATCH --output={raw_dir}/slurm-%A_%a.out\n\
          set -euo pipefail\n\
          export RAYON_NUM_THREADS=\"${{SLURM_CPUS_PER_TASK:-{cpus_per_task}}}\"\n\
-         cargo xtask dsa-sweep {sweep_args} --shard \"${{SLURM_ARRAY_TASK_ID}}/{n_shards}\" \\\n\
-         \x20   --results {dir}/shard-\"${{SLURM_ARRAY_TASK_ID}}\".jsonl\n",
+         cargo xtask dsa-sweep {args} \\\n\
+         \x20   --shard \"${{SLURM_ARRAY_TASK_ID}}/{n_shards}\" --results {dir}/shard-\"${{SLURM_ARRAY_TASK_ID}}\".jsonl\n",
+        args = args.join(" "),
         last = n_shards - 1,
     ))
+}
+
+/// `s` as one POSIX shell word: unchanged when it is made only of characters no shell treats
+/// specially, else in single quotes (a `'` inside written `'\''`).
+pub fn shell_quote(s: &str) -> String {
+    let plain = !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./,:=+@%".contains(c));
+    if plain {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
 }
 
 /// One cell (length × arm) of the report.
@@ -705,6 +846,23 @@ fn std1(v: &[f64]) -> f64 {
 
 /// Merges runs (later duplicates of a run id are dropped) into the report.
 pub fn summarize(results: &[RunResult]) -> Result<SweepReport> {
+    // One report compares runs trained alike: runs made with other options (a stale file, or
+    // shards of different sweeps merged together) are an error, never averaged in.
+    if let Some(first) = results.first() {
+        for r in results {
+            if r.options != first.options {
+                let what = match (&first.options, &r.options) {
+                    (Some(a), Some(b)) => a.differences(b).join("; "),
+                    _ => "one has recorded options, the other none".to_string(),
+                };
+                return Err(ModelError::Invalid(format!(
+                    "runs {} and {} were made with different options ({what}); a report \
+                     compares runs of one sweep",
+                    first.spec.id, r.spec.id
+                )));
+            }
+        }
+    }
     let mut seen = HashSet::new();
     let mut by_cell: BTreeMap<(usize, u8, String), Vec<&RunResult>> = BTreeMap::new();
     for r in results {
@@ -1112,10 +1270,11 @@ fn plot_cells(
 pub struct SweepRun {
     /// The grid and training options.
     pub params: SweepParams,
-    /// Seed of the synthetic corpus.
-    pub data_seed: u64,
-    /// BPE vocabulary size.
-    pub vocab: usize,
+    /// The sweep's own command-line options as given (everything except `--shard`,
+    /// `--results`, `--report`, `--emit-slurm` and `--dry-run`), repeated verbatim, each one
+    /// shell-quoted, by the Slurm script. The caller that parsed them provides them (`cargo
+    /// xtask dsa-sweep` re-serialises its parsed arguments and tests that they parse back equal).
+    pub command_args: Vec<String>,
     /// Only shard `i` of `n`.
     pub shard: Option<(usize, usize)>,
     /// The JSON-lines results file (appended, resumed).
@@ -1136,7 +1295,7 @@ pub enum SweepAction {
     /// Print the plan and the memory estimate only.
     DryRun,
     /// Write a Slurm job-array script of `shards` shards that re-runs `cargo xtask dsa-sweep`
-    /// with this sweep's options ([`SweepRun::command_line`]), instead of running.
+    /// with this sweep's options ([`SweepRun::command_args`]), instead of running.
     EmitSlurm {
         /// Array size.
         shards: usize,
@@ -1162,6 +1321,14 @@ pub enum SweepOutcome {
         /// Runs in the grid.
         runs: usize,
     },
+    /// A shard's runs done (its JSONL holds them); the merge (`cargo xtask dsa-report`) writes
+    /// the report, so no task of an array writes over it.
+    ShardDone {
+        /// Results in this shard's file.
+        runs: usize,
+        /// The shard's results file.
+        results: PathBuf,
+    },
     /// Runs done; report written.
     Done {
         /// Results in the file.
@@ -1169,38 +1336,6 @@ pub enum SweepOutcome {
         /// The Markdown report.
         report: PathBuf,
     },
-}
-
-impl SweepRun {
-    /// The sweep's options as `cargo xtask dsa-sweep` arguments (for the Slurm script).
-    pub fn command_line(&self) -> String {
-        let p = &self.params;
-        let join = |v: Vec<String>| v.join(",");
-        let mut a = format!(
-            "--lengths {} --keep-ratios {} --seeds {} --base-seed {} --preset {} --steps {} \
-             --batch-size {} --lr {} --indexer-warmup {} --indexer-loss-weight {} --data-seed {} \
-             --vocab {}",
-            join(p.lengths.iter().map(|x| x.to_string()).collect()),
-            join(p.ratios.iter().map(|x| x.to_string()).collect()),
-            p.seeds,
-            p.base_seed,
-            p.preset.name(),
-            p.steps,
-            p.batch_size,
-            p.learning_rate,
-            p.indexer_warmup_steps,
-            p.indexer_loss_weight,
-            self.data_seed,
-            self.vocab
-        );
-        if p.semantics == RatioSemantics::LegacyDropped {
-            a.push_str(" --legacy-ratio");
-        }
-        if !p.dense_baseline {
-            a.push_str(" --no-dense");
-        }
-        a
-    }
 }
 
 impl std::fmt::Display for SweepOutcome {
@@ -1216,6 +1351,11 @@ impl std::fmt::Display for SweepOutcome {
                 "Slurm script for {runs} runs: {} (submit with `sbatch {}`)",
                 path.display(),
                 path.display()
+            ),
+            Self::ShardDone { runs, results } => write!(
+                f,
+                "DSA sweep shard: {runs} runs in {}; merge the shards with `cargo xtask dsa-report`",
+                results.display()
             ),
             Self::Done { runs, report } => {
                 write!(f, "DSA sweep: {runs} runs; report: {}", report.display())
@@ -1240,7 +1380,7 @@ pub fn run_sweep(run: &SweepRun) -> crate::Result<SweepOutcome> {
     let params = &run.params;
     params.validate().step("sweep options")?;
     let peak_memory = params
-        .check_memory(run.vocab, run.max_memory)
+        .check_memory(params.vocab, run.max_memory)
         .step("memory check")?;
     let all = run_list(params).step("planning the runs")?;
     let results_dir = run
@@ -1256,7 +1396,7 @@ pub fn run_sweep(run: &SweepRun) -> crate::Result<SweepOutcome> {
         }
         SweepAction::EmitSlurm { shards } => {
             let script = slurm_script(
-                &run.command_line(),
+                &run.command_args,
                 *shards,
                 &results_dir,
                 "dsa-sweep",
@@ -1278,11 +1418,13 @@ pub fn run_sweep(run: &SweepRun) -> crate::Result<SweepOutcome> {
         Some((i, n)) => shard(all, i, n).step("--shard")?,
         None => all,
     };
-    let done = completed_ids(&run.results).step("reading the results file")?;
+    let existing = read_results(&run.results).step("reading the results file")?;
+    check_resume(&run.results, &existing, &params.run_options()).step("resuming")?;
+    let done: HashSet<String> = existing.into_iter().map(|r| r.spec.id).collect();
     let todo: Vec<_> = runs.into_iter().filter(|r| !done.contains(&r.id)).collect();
     tracing::info!(runs = todo.len(), already_done = done.len(), results = %run.results.display(), "DSA sweep");
     if !todo.is_empty() {
-        let data = SweepData::demo_corpus(run.data_seed, run.vocab).step("sweep data")?;
+        let data = SweepData::demo_corpus(params.data_seed, params.vocab).step("sweep data")?;
         tracing::info!(source = %data.source, train_tokens = data.train.len(), validation_tokens = data.validation.len(), "data");
         let device = sparsity_models::cpu_device().autodiff();
         let span = tracing::info_span!(
@@ -1327,6 +1469,12 @@ pub fn run_sweep(run: &SweepRun) -> crate::Result<SweepOutcome> {
         }
     }
     let results = read_results(&run.results).step("reading the results file")?;
+    if run.shard.is_some() {
+        return Ok(SweepOutcome::ShardDone {
+            runs: results.len(),
+            results: run.results.clone(),
+        });
+    }
     let report = summarize(&results).step("summarising the sweep")?;
     let dir = run
         .report_dir

@@ -12,6 +12,21 @@
 //! - [`decode_bench`]: the LLM-size end-to-end decode benchmark against transformers;
 //! - [`sparsity`]: the sparsity report of one activation tensor;
 //! - [`source`]: which models and texts a run uses (the built-in demo or model directories).
+//!
+//! ```
+//! use sparsity_experiments::results::{RunMeta, append_rows, read_rows};
+//!
+//! // Two rows of one run into the Parquet results store, read back exactly.
+//! let dir = tempfile::tempdir()?;
+//! let meta = RunMeta::new("example", &serde_json::json!({ "threshold": 0.01 }))?;
+//! let rows = vec![
+//!     meta.row("demo-gpt2", Some(0), "mlp_act.0", "hoyer", "value", 0.25),
+//!     meta.row("demo-gpt2", Some(1), "mlp_act.1", "hoyer", "value", 0.31),
+//! ];
+//! let path = append_rows(dir.path(), &rows)?;
+//! assert_eq!(read_rows(&path)?, rows);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 pub mod analyze;
 pub mod bench;
@@ -32,3 +47,8 @@ pub fn write_json<T: serde::Serialize>(path: &std::path::Path, value: &T) -> Res
     let bytes = serde_json::to_vec_pretty(value).step("serialising JSON")?;
     sparsity_io::write_atomic(path, &bytes).with_step(|| format!("writing {}", path.display()))
 }
+
+/// The README's example, compiled and run as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -178,21 +178,29 @@ fn strings(rows: &[ResultRow], f: impl Fn(&ResultRow) -> &str) -> Vec<ByteArray>
         .collect()
 }
 
-/// Writes `rows` as one new Parquet file `results_dir/<command>-<run_id>.parquet`
-/// (atomically) and returns its path. Errors on an empty row set.
+/// Writes `rows` as one new Parquet file in `results_dir` (atomically) and returns its path:
+/// `<command>-<run_id>.parquet`, or `<command>-<run_id>-<n>.parquet` with the first free `n`
+/// when the run already wrote a file (a sweep appends once per finished run). An existing file
+/// is never replaced ([`sparsity_io::write_new`]), so no earlier row is ever lost. Errors on an
+/// empty row set.
 pub fn append_rows(results_dir: &Path, rows: &[ResultRow]) -> Result<PathBuf, ResultsError> {
     let first = rows.first().ok_or(ResultsError::Empty)?;
-    let name = format!("{}-{}.parquet", first.command, first.run_id).replace(
+    let stem = format!("{}-{}", first.command, first.run_id).replace(
         |c: char| !(c.is_ascii_alphanumeric() || "-_.".contains(c)),
         "_",
     );
-    let path = results_dir.join(name);
     let buf = encode(rows).map_err(|e| ResultsError::Parquet {
-        path: path.clone(),
+        path: results_dir.join(format!("{stem}.parquet")),
         message: e.to_string(),
     })?;
-    sparsity_io::write_atomic(&path, &buf)?;
-    Ok(path)
+    let name = |seq: u32| {
+        if seq == 0 {
+            format!("{stem}.parquet")
+        } else {
+            format!("{stem}-{seq}.parquet")
+        }
+    };
+    Ok(sparsity_io::write_new(results_dir, name, &buf)?)
 }
 
 /// Reads every row of one results file back (files written by [`append_rows`]). A file that is
@@ -372,4 +380,42 @@ fn encode(rows: &[ResultRow]) -> parquet::errors::Result<Vec<u8>> {
         w.close()?;
     }
     Ok(buf)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// A sweep appends once per finished run under one process run id: every call's rows stay
+    /// (the store once named the file after the run id alone, and each run replaced the last).
+    #[test]
+    fn appends_under_one_run_id_keep_every_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = RunMeta::new("dsa-sweep", &serde_json::Value::Null).unwrap();
+        let mut written = Vec::new();
+        for run in 0..3 {
+            let rows = vec![meta.row("m", Some(run), "L64", "dense", "final_val_loss", run as f64)];
+            written.push((append_rows(dir.path(), &rows).unwrap(), rows));
+        }
+        let mut names: Vec<_> = written
+            .iter()
+            .map(|(p, _)| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), 3, "{names:?}");
+        for (path, rows) in &written {
+            assert_eq!(&read_rows(path).unwrap(), rows);
+        }
+        let parquet_files = std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .map(|e| e.path().extension().is_some_and(|x| x == "parquet"))
+                    .unwrap_or(false)
+            })
+            .count();
+        assert_eq!(parquet_files, 3, "no temporary file may stay behind");
+    }
 }

@@ -331,8 +331,9 @@ fn training_with_warm_up_lowers_the_loss_and_the_indexer_kl() {
 
 mod sweep {
     use sparsity_experiments::dsa_sweep::{
-        RatioSemantics, RunResult, RunSpec, SweepData, SweepParams, append_result, completed_ids,
-        read_results, run_list, run_one, shard, slurm_script, summarize, write_report,
+        RatioSemantics, RunResult, RunSpec, SweepAction, SweepData, SweepOutcome, SweepParams,
+        SweepRun, append_result, check_resume, completed_ids, read_results, run_list, run_one,
+        run_sweep, shard, slurm_script, summarize, write_report,
     };
     use sparsity_models::dsa::SparseImpl;
     use sparsity_models::{ModelError, cpu_device};
@@ -346,17 +347,20 @@ mod sweep {
         let runs = run_list(&params()).unwrap();
         assert_eq!(runs.len(), 2 * 3 * 2);
         let ids: Vec<&str> = runs.iter().map(|r| r.id.as_str()).collect();
-        assert_eq!(
-            &ids[..6],
-            [
-                "L16-dense-s0",
-                "L16-dense-s1",
-                "L16-r0.25-s0",
-                "L16-r0.25-s1",
-                "L16-r0.5-s0",
-                "L16-r0.5-s1"
-            ]
-        );
+        let h = params().run_options().hash();
+        assert_eq!(h.len(), 8);
+        let want: Vec<String> = [
+            "L16-dense-s0",
+            "L16-dense-s1",
+            "L16-r0.25-s0",
+            "L16-r0.25-s1",
+            "L16-r0.5-s0",
+            "L16-r0.5-s1",
+        ]
+        .iter()
+        .map(|s| format!("{s}-{h}"))
+        .collect();
+        assert_eq!(&ids[..6], want);
         assert_eq!(runs[2].top_k, 4);
         assert_eq!(runs[0].top_k, 16);
         // legacy semantics: the ratio is the fraction dropped
@@ -417,7 +421,7 @@ mod sweep {
         assert!(shard(all.clone(), 5, 5).is_err());
         assert!(shard(all, 0, 0).is_err());
         let script = slurm_script(
-            "--lengths 16",
+            &["--lengths".to_string(), "16".to_string()],
             4,
             std::path::Path::new("out"),
             "j",
@@ -427,6 +431,7 @@ mod sweep {
         .unwrap();
         assert!(script.contains("#SBATCH --array=0-3"));
         assert!(script.contains("--shard \"${SLURM_ARRAY_TASK_ID}/4\""));
+        assert!(script.contains("cargo xtask dsa-sweep --lengths 16 \\\n"));
     }
 
     fn tiny_data() -> SweepData {
@@ -460,13 +465,19 @@ mod sweep {
         let again = run_one(&runs[0], &p, &data, &device).unwrap();
         assert_eq!(dense.final_val_loss, again.final_val_loss);
         assert_eq!(dense.final_train_loss, again.final_train_loss);
-        let keep_one = runs.iter().find(|r| r.id == "L16-r1-s0").unwrap();
+        let keep_one = runs
+            .iter()
+            .find(|r| r.id.starts_with("L16-r1-s0-"))
+            .unwrap();
         let one = run_one(keep_one, &p, &data, &device).unwrap();
         assert_eq!(
             dense.final_val_loss, one.final_val_loss,
             "keep 1.0 must train exactly like dense"
         );
-        let sparse = runs.iter().find(|r| r.id == "L16-r0.25-s0").unwrap();
+        let sparse = runs
+            .iter()
+            .find(|r| r.id.starts_with("L16-r0.25-s0-"))
+            .unwrap();
         let s = run_one(sparse, &p, &data, &device).unwrap();
         assert_ne!(dense.final_val_loss, s.final_val_loss);
         assert!(s.final_val_accuracy >= 0.0 && s.final_val_accuracy <= 1.0);
@@ -481,7 +492,7 @@ mod sweep {
         std::fs::write(&path, &bytes).unwrap();
         let done = completed_ids(&path).unwrap();
         assert_eq!(done.len(), 2);
-        assert!(done.contains("L16-dense-s0") && done.contains("L16-r0.25-s0"));
+        assert!(done.contains(&dense.spec.id) && done.contains(&s.spec.id));
         append_result(&path, &one).unwrap();
         let back = read_results(&path).unwrap();
         assert_eq!(
@@ -498,6 +509,215 @@ mod sweep {
             read_results(&path),
             Err(ModelError::Jsonl { line: 2, .. })
         ));
+    }
+
+    /// Every result-affecting option changes the run ids' hash; the rest do not.
+    #[test]
+    fn run_ids_carry_every_result_affecting_option() {
+        use sparsity_models::dsa::SparseImpl;
+        let base = params();
+        let h = base.run_options().hash();
+        let changed: Vec<(&str, SweepParams)> = vec![
+            (
+                "preset",
+                SweepParams {
+                    preset: sparsity_experiments::dsa_sweep::Preset::Paper,
+                    ..params()
+                },
+            ),
+            (
+                "semantics",
+                SweepParams {
+                    semantics: RatioSemantics::LegacyDropped,
+                    ratios: vec![0.25, 0.5],
+                    ..params()
+                },
+            ),
+            (
+                "steps",
+                SweepParams {
+                    steps: 201,
+                    ..params()
+                },
+            ),
+            (
+                "batch_size",
+                SweepParams {
+                    batch_size: 9,
+                    ..params()
+                },
+            ),
+            (
+                "learning_rate",
+                SweepParams {
+                    learning_rate: 3.1e-3,
+                    ..params()
+                },
+            ),
+            (
+                "indexer_warmup_steps",
+                SweepParams {
+                    indexer_warmup_steps: 51,
+                    ..params()
+                },
+            ),
+            (
+                "indexer_loss_weight",
+                SweepParams {
+                    indexer_loss_weight: 0.9,
+                    ..params()
+                },
+            ),
+            (
+                "eval_every",
+                SweepParams {
+                    eval_every: 49,
+                    ..params()
+                },
+            ),
+            (
+                "eval_batches",
+                SweepParams {
+                    eval_batches: 5,
+                    ..params()
+                },
+            ),
+            (
+                "implementation",
+                SweepParams {
+                    implementation: SparseImpl::Gather,
+                    ..params()
+                },
+            ),
+            (
+                "data_seed",
+                SweepParams {
+                    data_seed: 43,
+                    ..params()
+                },
+            ),
+            (
+                "vocab",
+                SweepParams {
+                    vocab: 1000,
+                    ..params()
+                },
+            ),
+        ];
+        for (name, p) in &changed {
+            let o = p.run_options();
+            assert_ne!(o.hash(), h, "{name} does not change the hash");
+            let diff = base.run_options().differences(&o);
+            assert_eq!(diff.len(), 1, "{name}: {diff:?}");
+            assert!(diff[0].starts_with(name), "{name}: {diff:?}");
+        }
+        // The grid itself (lengths, ratios, seeds, dense) is in each id, not in the hash.
+        let grid = SweepParams {
+            lengths: vec![64],
+            ratios: vec![0.5],
+            seeds: 5,
+            base_seed: 3,
+            dense_baseline: false,
+            ..params()
+        };
+        assert_eq!(grid.run_options().hash(), h);
+        // Pinned: a change of the hashing breaks every results file's resumption.
+        assert_eq!(h, params().run_options().hash());
+        assert_eq!(
+            h, PINNED_TINY_HASH,
+            "the run-id hash of the tiny defaults changed"
+        );
+    }
+
+    /// The hash of `SweepParams::tiny`'s options, recomputed independently in Python (64-bit
+    /// FNV-1a over the options' JSON `{"preset":"tiny","semantics":"keep","steps":200,...}`,
+    /// high and low halves XORed) when run identities were introduced.
+    const PINNED_TINY_HASH: &str = "6e78ee00";
+
+    /// Resuming into a file made with other options fails naming them; a shard writes no report.
+    #[test]
+    fn resume_checks_options_and_shards_leave_the_report_to_the_merge() {
+        let device = cpu_device().autodiff();
+        let data = tiny_data();
+        let p = quick();
+        let all = run_list(&p).unwrap();
+        let mine = shard(all, 0, 3).unwrap();
+        assert_eq!(mine.len(), 2);
+        let dir = tempfile::tempdir().unwrap();
+        let results = dir.path().join("shard-0.jsonl");
+        let mut done = Vec::new();
+        for spec in &mine {
+            let r = run_one(spec, &p, &data, &device).unwrap();
+            append_result(&results, &r).unwrap();
+            done.push(r);
+        }
+        check_resume(&results, &done, &p.run_options()).unwrap();
+        let run = |params: SweepParams| SweepRun {
+            params,
+            command_args: Vec::new(),
+            shard: Some((0, 3)),
+            results: results.clone(),
+            report_dir: Some(dir.path().join("report")),
+            results_dir: dir.path().join("store"),
+            max_memory: None,
+            action: SweepAction::Run,
+        };
+        // Every run of the shard is in the file: nothing to train, and no report.
+        match run_sweep(&run(p.clone())).unwrap() {
+            SweepOutcome::ShardDone { runs, results: r } => {
+                assert_eq!(runs, 2);
+                assert_eq!(r, results);
+            }
+            other => panic!("expected ShardDone, got {other:?}"),
+        }
+        assert!(
+            !dir.path().join("report").exists(),
+            "a shard wrote a report"
+        );
+        // Other options: an error naming each differing option, nothing run or written.
+        let before = std::fs::read(&results).unwrap();
+        let other = SweepParams {
+            steps: 4,
+            learning_rate: 1e-3,
+            ..p.clone()
+        };
+        let err = run_sweep(&run(other)).unwrap_err().to_string();
+        assert!(
+            err.contains("steps: 3 vs 4") && err.contains("learning_rate"),
+            "{err}"
+        );
+        assert_eq!(std::fs::read(&results).unwrap(), before);
+        // A run recorded without options (an older file) cannot be resumed into.
+        let legacy = RunResult {
+            options: None,
+            ..done[0].clone()
+        };
+        let err = check_resume(&results, std::slice::from_ref(&legacy), &p.run_options())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("no recorded options"), "{err}");
+        // A report never mixes runs made with different options.
+        let mixed = vec![
+            done[0].clone(),
+            RunResult {
+                options: Some(other_options()),
+                ..done[1].clone()
+            },
+        ];
+        let err = summarize(&mixed).unwrap_err().to_string();
+        assert!(
+            err.contains("different options") && err.contains("steps"),
+            "{err}"
+        );
+        assert!(summarize(&[legacy, done[1].clone()]).is_err());
+    }
+
+    fn other_options() -> sparsity_experiments::dsa_sweep::RunOptions {
+        SweepParams {
+            steps: 99,
+            ..quick()
+        }
+        .run_options()
     }
 
     #[test]

@@ -32,6 +32,42 @@ pub fn write_atomic_with(
     tmp.persist(path)
 }
 
+/// Writes `bytes` atomically to a file in `dir` that did not exist before: the first of
+/// `name(0)`, `name(1)`, … that is free, and returns its path. An existing file is never replaced,
+/// even by a concurrent writer choosing the same name: the complete temporary file is hard-linked
+/// to the final name, which fails if the name is taken (then the next name is tried). Where the
+/// file system has no hard links, the temporary file is renamed after a check that the name is
+/// free (a writer racing for that same name in that same instant could then be replaced).
+pub fn write_new(dir: &Path, name: impl Fn(u32) -> String, bytes: &[u8]) -> Result<PathBuf> {
+    let first = dir.join(name(0));
+    let tmp = temp_beside(&first, ".tmp")?;
+    let io = |e| IoError::io(&first, e);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(tmp.path())
+        .map_err(io)?;
+    file.write_all(bytes).map_err(io)?;
+    file.sync_all().map_err(io)?;
+    drop(file);
+    for seq in 0..100_000 {
+        let target = dir.join(name(seq));
+        match std::fs::hard_link(tmp.path(), &target) {
+            Ok(()) => return Ok(target),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(_) if !target.exists() => {
+                // No hard links here (some network and FAT file systems): rename instead.
+                tmp.persist(&target)?;
+                return Ok(target);
+            }
+            Err(e) => return Err(IoError::io(&target, e)),
+        }
+    }
+    Err(io(std::io::Error::new(
+        std::io::ErrorKind::AlreadyExists,
+        "no free file name after 100 000 tries",
+    )))
+}
+
 /// A temporary file beside its target, removed on drop unless [`TempPath::persist`]ed.
 #[derive(Debug)]
 pub struct TempPath {
@@ -130,6 +166,43 @@ mod tests {
             .map(|d| d.count())
             .unwrap_or(0);
         assert_eq!(leftovers, 1, "no temporary file may stay behind");
+        Ok(())
+    }
+
+    #[test]
+    fn write_new_never_replaces_a_file() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| IoError::io(Path::new("."), e))?;
+        let name = |seq: u32| {
+            if seq == 0 {
+                "run.bin".to_string()
+            } else {
+                format!("run-{seq}.bin")
+            }
+        };
+        let paths: Vec<PathBuf> = (0..3u8)
+            .map(|i| write_new(dir.path(), name, &[i; 4]))
+            .collect::<Result<_>>()?;
+        let names: Vec<String> = paths
+            .iter()
+            .map(|p| {
+                p.file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default()
+            })
+            .collect();
+        assert_eq!(names, ["run.bin", "run-1.bin", "run-2.bin"]);
+        for (i, p) in paths.iter().enumerate() {
+            assert_eq!(
+                std::fs::read(p).ok(),
+                Some(vec![i as u8; 4]),
+                "{}",
+                p.display()
+            );
+        }
+        let files = std::fs::read_dir(dir.path())
+            .map(|d| d.count())
+            .unwrap_or(0);
+        assert_eq!(files, 3, "no temporary file may stay behind");
         Ok(())
     }
 }

@@ -37,7 +37,7 @@ pub mod error;
 #[cfg(feature = "safetensors")]
 pub mod tensors;
 
-pub use atomic::write_atomic;
+pub use atomic::{write_atomic, write_new};
 pub use bits::BitMatrix;
 pub use error::{IoError, Result};
 #[cfg(feature = "safetensors")]
@@ -45,3 +45,8 @@ pub use tensors::{
     OutTensor, SafetensorsFile, TensorMeta, decode_f32, decode_f64, read_header,
     write_f32_streaming,
 };
+
+/// The README's example, compiled and run as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

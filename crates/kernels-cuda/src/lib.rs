@@ -41,3 +41,8 @@ pub use gemv::{
     CudaGemv, CudaWeight, GpuBenchRow, bench_gpu, bench_shapes, cuda_client, device_copy_bandwidth,
     format_table,
 };
+
+/// The README's example, compiled and run as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

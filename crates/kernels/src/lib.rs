@@ -55,3 +55,8 @@ pub use gemv::{
     reference_gemv_masked,
 };
 pub use sparse_linear::SparseLinear;
+
+/// The README's example, compiled and run as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -143,6 +143,16 @@ pub enum SparseImpl {
     MaskedDense,
 }
 
+impl SparseImpl {
+    /// The name [`std::str::FromStr`] reads (`gather`, `masked-dense`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Gather => "gather",
+            Self::MaskedDense => "masked-dense",
+        }
+    }
+}
+
 impl std::str::FromStr for SparseImpl {
     type Err = ModelError;
     fn from_str(s: &str) -> Result<Self> {

@@ -73,3 +73,8 @@ pub use util::ndarray_device;
 /// The `tracing` target of progress events: a span carries `progress_total` (and
 /// `progress_unit`), each event under this target carries `progress_inc`.
 pub const PROGRESS: &str = "sparsity::progress";
+
+/// The README's example, compiled and run as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -67,3 +67,8 @@ pub use prune::{Calibration, LayerPruner, PruneReport, Pruned, prune, prune_with
 pub use recon::{ReconError, relative_reconstruction_error};
 pub use sparsegpt::{HessianStats, Precision, SparseGptParams, sparsegpt};
 pub use wanda::WandaStats;
+
+/// The README's example, compiled and run as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -63,3 +63,8 @@ pub use report::{ReportParams, SparsityReport};
 pub use threshold::{
     ModelFamily, OptimalResult, ThresholdResult, optimal_threshold, threshold_sparsity,
 };
+
+/// The README's example, compiled and run as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -1622,3 +1622,8 @@ pub fn compare_groups(
         power,
     })
 }
+
+/// The README's example, compiled and run as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

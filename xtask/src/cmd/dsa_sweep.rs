@@ -12,7 +12,7 @@ use sparsity_experiments::dsa_sweep::{
 use sparsity_models::dsa::SparseImpl;
 
 /// Arguments.
-#[derive(clap::Args, Debug)]
+#[derive(clap::Args, Debug, PartialEq)]
 pub struct Args {
     /// Sequence lengths.
     #[arg(long, value_delimiter = ',', default_value = "64,128,256,512,1024")]
@@ -92,6 +92,78 @@ pub struct Args {
     pub dry_run: bool,
 }
 
+impl Args {
+    /// The sweep's own options as command-line arguments, for the Slurm script's tasks: every
+    /// option except `--shard`, `--results`, `--report`, `--emit-slurm` and `--dry-run`, which
+    /// each task sets itself or must not repeat. The destructuring names every field, so a new
+    /// option does not compile until it is placed here; `slurm_command_parses_back_to_the_same_options`
+    /// checks that the list parses back to the same values.
+    pub fn sweep_argv(&self) -> Vec<String> {
+        let Self {
+            lengths,
+            keep_ratios,
+            legacy_ratio,
+            seeds,
+            base_seed,
+            preset,
+            backend,
+            no_dense,
+            steps,
+            batch_size,
+            lr,
+            indexer_warmup,
+            indexer_loss_weight,
+            data_seed,
+            vocab,
+            shard: _,
+            emit_slurm: _,
+            implementation,
+            results: _,
+            report: _,
+            results_dir,
+            max_memory,
+            dry_run: _,
+        } = self;
+        let join = |v: Vec<String>| v.join(",");
+        let mut a: Vec<String> = Vec::new();
+        let mut opt = |name: &str, value: String| {
+            a.push(format!("--{name}"));
+            a.push(value);
+        };
+        opt(
+            "lengths",
+            join(lengths.iter().map(|x| x.to_string()).collect()),
+        );
+        opt(
+            "keep-ratios",
+            join(keep_ratios.iter().map(|x| x.to_string()).collect()),
+        );
+        opt("seeds", seeds.to_string());
+        opt("base-seed", base_seed.to_string());
+        opt("preset", preset.name().to_string());
+        opt("backend", backend.clone());
+        opt("steps", steps.to_string());
+        opt("batch-size", batch_size.to_string());
+        opt("lr", lr.to_string());
+        opt("indexer-warmup", indexer_warmup.to_string());
+        opt("indexer-loss-weight", indexer_loss_weight.to_string());
+        opt("data-seed", data_seed.to_string());
+        opt("vocab", vocab.to_string());
+        opt("implementation", implementation.name().to_string());
+        opt("results-dir", results_dir.display().to_string());
+        if let Some(m) = max_memory {
+            opt("max-memory", m.to_string());
+        }
+        if *legacy_ratio {
+            a.push("--legacy-ratio".into());
+        }
+        if *no_dense {
+            a.push("--no-dense".into());
+        }
+        a
+    }
+}
+
 /// Runs the command.
 pub fn run(args: Args) -> anyhow::Result<()> {
     if args.backend != "ndarray" {
@@ -122,6 +194,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         eval_every: (args.steps / 4).max(1),
         eval_batches: 4,
         implementation: args.implementation,
+        data_seed: args.data_seed,
+        vocab: args.vocab,
     };
     let action = match (args.dry_run, args.emit_slurm) {
         (true, _) => SweepAction::DryRun,
@@ -130,8 +204,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     let run = SweepRun {
         params,
-        data_seed: args.data_seed,
-        vocab: args.vocab,
+        command_args: args.sweep_argv(),
         shard: args.shard,
         results: args.results.clone(),
         report_dir: args.report,
@@ -141,4 +214,179 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     println!("{}", run_sweep(&run)?);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser, Debug)]
+    struct Cli {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    fn parse(argv: &[String]) -> Args {
+        let full = std::iter::once("dsa-sweep".to_string()).chain(argv.iter().cloned());
+        Cli::try_parse_from(full).unwrap().args
+    }
+
+    /// Splits one line of the emitted script into words as a POSIX shell would (plain words,
+    /// single-quoted words and backslash escapes; that is all `shell_quote` writes).
+    fn shell_words(line: &str) -> Vec<String> {
+        let (mut words, mut cur, mut quoted, mut any) = (Vec::new(), String::new(), false, false);
+        let mut chars = line.chars();
+        while let Some(c) = chars.next() {
+            match c {
+                '\\' if !quoted => cur.extend(chars.next()),
+                '\'' => {
+                    quoted = !quoted;
+                    any = true;
+                }
+                ' ' if !quoted => {
+                    if any || !cur.is_empty() {
+                        words.push(std::mem::take(&mut cur));
+                    }
+                    any = false;
+                }
+                _ => cur.push(c),
+            }
+        }
+        if any || !cur.is_empty() {
+            words.push(cur);
+        }
+        words
+    }
+
+    /// Every option set to a value other than its default (the Slurm tasks must run exactly
+    /// the emitted sweep: the old script dropped `--implementation`).
+    #[test]
+    fn slurm_command_parses_back_to_the_same_options() {
+        let argv: Vec<String> = [
+            "--lengths",
+            "32,96",
+            "--keep-ratios",
+            "0.125,0.3",
+            "--legacy-ratio",
+            "--seeds",
+            "5",
+            "--base-seed",
+            "11",
+            "--preset",
+            "paper",
+            "--backend",
+            "ndarray",
+            "--no-dense",
+            "--steps",
+            "77",
+            "--batch-size",
+            "3",
+            "--lr",
+            "0.00123",
+            "--indexer-warmup",
+            "9",
+            "--indexer-loss-weight",
+            "0.5",
+            "--data-seed",
+            "8",
+            "--vocab",
+            "300",
+            "--implementation",
+            "gather",
+            "--results-dir",
+            "my results/it's here",
+            "--max-memory",
+            "3G",
+            "--shard",
+            "1/4",
+            "--emit-slurm",
+            "4",
+            "--results",
+            "r/runs.jsonl",
+            "--report",
+            "rep",
+            "--dry-run",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let original = parse(&argv);
+        let defaults = parse(&[]);
+        // Each option really differs from its default, so a dropped option is seen.
+        let dbg = |a: &Args| format!("{a:?}");
+        for (name, field) in [
+            ("lengths", original.lengths != defaults.lengths),
+            ("keep-ratios", original.keep_ratios != defaults.keep_ratios),
+            (
+                "legacy-ratio",
+                original.legacy_ratio != defaults.legacy_ratio,
+            ),
+            ("seeds", original.seeds != defaults.seeds),
+            ("base-seed", original.base_seed != defaults.base_seed),
+            ("preset", original.preset != defaults.preset),
+            ("no-dense", original.no_dense != defaults.no_dense),
+            ("steps", original.steps != defaults.steps),
+            ("batch-size", original.batch_size != defaults.batch_size),
+            ("lr", original.lr != defaults.lr),
+            (
+                "indexer-warmup",
+                original.indexer_warmup != defaults.indexer_warmup,
+            ),
+            (
+                "indexer-loss-weight",
+                original.indexer_loss_weight != defaults.indexer_loss_weight,
+            ),
+            ("data-seed", original.data_seed != defaults.data_seed),
+            ("vocab", original.vocab != defaults.vocab),
+            (
+                "implementation",
+                original.implementation != defaults.implementation,
+            ),
+            ("results-dir", original.results_dir != defaults.results_dir),
+            ("max-memory", original.max_memory != defaults.max_memory),
+        ] {
+            assert!(
+                field,
+                "--{name} is at its default in the test: {}",
+                dbg(&original)
+            );
+        }
+
+        let script = sparsity_experiments::dsa_sweep::slurm_script(
+            &original.sweep_argv(),
+            4,
+            std::path::Path::new("out dir"),
+            "j",
+            "1:00:00",
+            2,
+        )
+        .unwrap();
+        // The task's command: the `cargo xtask dsa-sweep` line and its continuation.
+        let start = script.find("cargo xtask dsa-sweep ").unwrap();
+        let command = script[start..].replace("\\\n", " ");
+        let line = command.lines().next().unwrap();
+        let words = shell_words(line);
+        assert_eq!(&words[..3], ["cargo", "xtask", "dsa-sweep"]);
+        let task_args: Vec<String> = words[3..]
+            .iter()
+            .map(|w| {
+                w.replace("\"${SLURM_ARRAY_TASK_ID}\"", "1")
+                    .replace("${SLURM_ARRAY_TASK_ID}", "1")
+            })
+            .map(|w| w.replace('"', ""))
+            .collect();
+        let back = parse(&task_args);
+        // Everything but what each task sets itself equals the original.
+        let expected = Args {
+            shard: Some((1, 4)),
+            emit_slurm: None,
+            results: std::path::PathBuf::from("out dir/shard-1.jsonl"),
+            report: None,
+            dry_run: false,
+            ..parse(&argv)
+        };
+        assert_eq!(back, expected, "script:\n{script}");
+    }
 }
