@@ -799,10 +799,11 @@ pub struct CellSummary {
 pub struct LengthSummary {
     /// Sequence length.
     pub length: usize,
-    /// The sparse arm with the lowest mean validation loss.
-    pub optimal_arm: Option<String>,
+    /// The sparse arm with the lowest mean validation loss (the original's "optimal ratio"; it
+    /// claims nothing: see [`PairedAnalysis::optimal_arm`]).
+    pub lowest_mean_arm: Option<String>,
     /// Its mean validation loss.
-    pub optimal_val_loss: Option<f64>,
+    pub lowest_mean_val_loss: Option<f64>,
     /// The dense baseline's mean validation loss.
     pub dense_val_loss: Option<f64>,
     /// (dense − optimal)/dense · 100.
@@ -812,6 +813,67 @@ pub struct LengthSummary {
     pub statistics: Option<sparsity_stats::GroupComparison>,
     /// Why the statistics are missing, if they are.
     pub statistics_note: Option<String>,
+    /// The analysis that matches the design: runs of one seed share initialisation and data
+    /// order, so arms are compared paired by seed. None with a reason in `paired_note`.
+    pub paired: Option<PairedAnalysis>,
+    /// Why the paired analysis is missing, if it is.
+    pub paired_note: Option<String>,
+}
+
+/// A sparse arm against the dense baseline, paired by seed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PairedVersusDense {
+    /// The arm.
+    pub arm: String,
+    /// Seeds run both densely and with this arm.
+    pub seeds: Vec<u64>,
+    /// `loss(arm) − loss(dense)` per seed: mean, sd, t, p, the 95 % t interval, d_z.
+    pub difference: sparsity_stats::PairedDifference,
+    /// The Bonferroni-simultaneous interval over all arms (level `1 − α/m`).
+    pub simultaneous_ci: (f64, f64),
+    /// Holm-adjusted p-value over the arms.
+    pub p_holm: f64,
+    /// `p_holm < α`: the arm's loss differs from dense (negative difference: lower loss).
+    pub significant: bool,
+}
+
+/// The best sparse arm against the runner-up, paired by seed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PairedBestVsRunnerUp {
+    /// Lowest mean loss.
+    pub best: String,
+    /// Second lowest.
+    pub runner_up: String,
+    /// Seeds run with both.
+    pub seeds: Vec<u64>,
+    /// `loss(best) − loss(runner-up)` per seed.
+    pub difference: sparsity_stats::PairedDifference,
+    /// The level the comparison is tested at: α over the m(m−1)/2 pairs of arms, since the best
+    /// and runner-up are picked after seeing the data (Bonferroni).
+    pub alpha_corrected: f64,
+    /// The interval at `1 − alpha_corrected`.
+    pub corrected_ci: (f64, f64),
+    /// `p < alpha_corrected`.
+    pub significant: bool,
+}
+
+/// The per-length analysis paired by seed (see [`summarize`]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PairedAnalysis {
+    /// Family-wise level.
+    pub alpha: f64,
+    /// Each sparse arm against dense (empty without a dense baseline).
+    pub versus_dense: Vec<PairedVersusDense>,
+    /// Best against runner-up (None with fewer than two sparse arms).
+    pub best_vs_runner_up: Option<PairedBestVsRunnerUp>,
+    /// The arm called optimal: the best arm when it beats the runner-up at the corrected level
+    /// (with a single sparse arm: when it differs from dense). None otherwise.
+    pub optimal_arm: Option<String>,
+    /// The smallest loss difference the deciding comparison detects with 80 % power at its
+    /// level (the smallest detectable d_z times the sd of its paired differences).
+    pub min_detectable_difference: Option<f64>,
+    /// The answer in one sentence.
+    pub verdict: String,
 }
 
 /// The merged sweep report.
@@ -939,10 +1001,28 @@ pub fn summarize(results: &[RunResult]) -> Result<SweepReport> {
                 Ok(s) => (Some(s), None),
                 Err(e) => (None, Some(e.to_string())),
             };
+        let by_seed = |arm: Option<&str>| -> BTreeMap<u64, f64> {
+            by_cell
+                .iter()
+                .filter(|((l, o, label), _)| {
+                    *l == length
+                        && match arm {
+                            None => *o == 0,
+                            Some(a) => *o == 1 && label == a,
+                        }
+                })
+                .flat_map(|(_, runs)| runs.iter().map(|r| (r.spec.seed, r.final_val_loss)))
+                .collect()
+        };
+        let arms: Vec<String> = sparse.iter().map(|g| g.label.clone()).collect();
+        let (paired, paired_note) = match paired_analysis(&arms, &by_seed, 0.05) {
+            Ok(a) => (Some(a), None),
+            Err(e) => (None, Some(e.to_string())),
+        };
         lengths.push(LengthSummary {
             length,
-            optimal_arm: best.map(|b| b.label.clone()),
-            optimal_val_loss: best.map(|b| mean(&b.values)),
+            lowest_mean_arm: best.map(|b| b.label.clone()),
+            lowest_mean_val_loss: best.map(|b| mean(&b.values)),
             dense_val_loss: dense_mean,
             improvement_vs_dense_percent: match (best, dense_mean) {
                 (Some(b), Some(d)) if d != 0.0 => Some((d - mean(&b.values)) / d * 100.0),
@@ -950,6 +1030,8 @@ pub fn summarize(results: &[RunResult]) -> Result<SweepReport> {
             },
             statistics,
             statistics_note,
+            paired,
+            paired_note,
         });
     }
     Ok(SweepReport {
@@ -957,6 +1039,185 @@ pub fn summarize(results: &[RunResult]) -> Result<SweepReport> {
         cells,
         lengths,
     })
+}
+
+/// Paired t of `a` against `b` over the seeds both have.
+fn paired_by_seed(
+    a: &BTreeMap<u64, f64>,
+    b: &BTreeMap<u64, f64>,
+    confidence: f64,
+) -> std::result::Result<(Vec<u64>, sparsity_stats::PairedDifference), String> {
+    let seeds: Vec<u64> = a.keys().filter(|s| b.contains_key(s)).copied().collect();
+    let x: Vec<f64> = seeds.iter().filter_map(|s| a.get(s).copied()).collect();
+    let y: Vec<f64> = seeds.iter().filter_map(|s| b.get(s).copied()).collect();
+    let d = sparsity_stats::paired_t(&x, &y, confidence).map_err(|e| e.to_string())?;
+    Ok((seeds, d))
+}
+
+/// The paired analysis of one length: `arms` are the sparse arms' labels, `by_seed(None)` the
+/// dense losses by seed, `by_seed(Some(arm))` an arm's. Every sparse arm against dense (paired t,
+/// 95 % and Bonferroni-simultaneous intervals, Holm over the arms); the lowest-mean arm against
+/// the runner-up at α over all m(m−1)/2 pairs; an optimal arm only where that comparison is
+/// significant, else the smallest difference the design could have detected.
+pub fn paired_analysis(
+    arms: &[String],
+    by_seed: &dyn Fn(Option<&str>) -> BTreeMap<u64, f64>,
+    alpha: f64,
+) -> std::result::Result<PairedAnalysis, String> {
+    if arms.is_empty() {
+        return Err("no sparse arm".into());
+    }
+    let dense = by_seed(None);
+    let m = arms.len();
+    let mut versus_dense = Vec::new();
+    if !dense.is_empty() {
+        let mut tests = Vec::new();
+        for arm in arms {
+            let (seeds, d) = paired_by_seed(&by_seed(Some(arm)), &dense, 0.95)
+                .map_err(|e| format!("{arm} vs dense: {e}"))?;
+            let ci = d
+                .interval(1.0 - alpha / m as f64)
+                .map_err(|e| e.to_string())?;
+            tests.push((arm.clone(), seeds, d, ci));
+        }
+        let p: Vec<f64> = tests.iter().map(|t| t.2.p_value).collect();
+        let holm = sparsity_stats::holm(&p).map_err(|e| e.to_string())?;
+        for ((arm, seeds, difference, simultaneous_ci), p_holm) in tests.into_iter().zip(holm) {
+            versus_dense.push(PairedVersusDense {
+                arm,
+                seeds,
+                difference,
+                simultaneous_ci,
+                p_holm,
+                significant: p_holm < alpha,
+            });
+        }
+    }
+    let mean_of = |arm: &str| {
+        let v: Vec<f64> = by_seed(Some(arm)).into_values().collect();
+        mean(&v)
+    };
+    let mut ranked: Vec<(String, f64)> = arms.iter().map(|a| (a.clone(), mean_of(a))).collect();
+    ranked.sort_by(|a, b| a.1.total_cmp(&b.1));
+    let mdd = |d: &sparsity_stats::PairedDifference, level: f64| {
+        sparsity_stats::paired_min_detectable_dz(d.n, level, 0.8)
+            .ok()
+            .map(|dz| dz * d.sd_diff)
+    };
+    let (best_vs_runner_up, optimal_arm, min_detectable_difference, verdict) = if m >= 2 {
+        let (best, runner_up) = (&ranked[0].0, &ranked[1].0);
+        let pairs = (m * (m - 1) / 2) as f64;
+        let alpha_corrected = alpha / pairs;
+        let (seeds, difference) =
+            paired_by_seed(&by_seed(Some(best)), &by_seed(Some(runner_up)), 0.95)
+                .map_err(|e| format!("{best} vs {runner_up}: {e}"))?;
+        let corrected_ci = difference
+            .interval(1.0 - alpha_corrected)
+            .map_err(|e| e.to_string())?;
+        let significant = difference.p_value < alpha_corrected;
+        let mdd = mdd(&difference, alpha_corrected);
+        let verdict = if significant {
+            format!(
+                "keep ratio {best} is optimal: its loss is lower than the runner-up's ({runner_up}) \
+                 by {:.4} nats/token, {:.1} % CI [{:.4}, {:.4}] (paired t over {} seeds, \
+                 p = {} < {}, Bonferroni over {} pairs of ratios)",
+                -difference.mean_diff,
+                100.0 * (1.0 - alpha_corrected),
+                -corrected_ci.1,
+                -corrected_ci.0,
+                difference.n,
+                fmt_p(difference.p_value),
+                fmt_p(alpha_corrected),
+                pairs
+            )
+        } else {
+            format!(
+                "no keep ratio is distinguishable from the runner-up at this budget: {best} vs \
+                 {runner_up} differ by {:+.4} nats/token, {:.1} % CI [{:+.4}, {:+.4}] (paired t \
+                 over {} seeds, p = {}, not below {}); the design detects a difference of \
+                 {} with 80 % power at that level",
+                difference.mean_diff,
+                100.0 * (1.0 - alpha_corrected),
+                corrected_ci.0,
+                corrected_ci.1,
+                difference.n,
+                fmt_p(difference.p_value),
+                fmt_p(alpha_corrected),
+                mdd.map_or("(not computable)".to_string(), |x| format!(
+                    "{x:.4} nats/token"
+                ))
+            )
+        };
+        let optimal = significant.then(|| best.clone());
+        (
+            Some(PairedBestVsRunnerUp {
+                best: best.clone(),
+                runner_up: runner_up.clone(),
+                seeds,
+                difference,
+                alpha_corrected,
+                corrected_ci,
+                significant,
+            }),
+            optimal,
+            mdd,
+            verdict,
+        )
+    } else if let Some(v) = versus_dense.first() {
+        let mdd = mdd(&v.difference, alpha);
+        let verdict = if v.significant {
+            format!(
+                "keep ratio {} {} dense by {:.4} nats/token, 95 % CI [{:+.4}, {:+.4}] (paired t \
+                 over {} seeds, p = {})",
+                v.arm,
+                if v.difference.mean_diff < 0.0 {
+                    "beats"
+                } else {
+                    "loses to"
+                },
+                v.difference.mean_diff.abs(),
+                v.difference.ci_low,
+                v.difference.ci_high,
+                v.difference.n,
+                fmt_p(v.difference.p_value)
+            )
+        } else {
+            format!(
+                "keep ratio {} is not distinguishable from dense at this budget (difference \
+                 {:+.4}, 95 % CI [{:+.4}, {:+.4}], p = {}); the design detects {} with 80 % power",
+                v.arm,
+                v.difference.mean_diff,
+                v.difference.ci_low,
+                v.difference.ci_high,
+                fmt_p(v.difference.p_value),
+                mdd.map_or("(not computable)".to_string(), |x| format!(
+                    "{x:.4} nats/token"
+                ))
+            )
+        };
+        let optimal = (v.significant && v.difference.mean_diff < 0.0).then(|| v.arm.clone());
+        (None, optimal, mdd, verdict)
+    } else {
+        return Err("one sparse arm and no dense baseline: nothing to compare".into());
+    };
+    Ok(PairedAnalysis {
+        alpha,
+        versus_dense,
+        best_vs_runner_up,
+        optimal_arm,
+        min_detectable_difference,
+        verdict,
+    })
+}
+
+/// A p-value or level for prose: three decimals, or two significant digits in e-notation
+/// below 0.001.
+fn fmt_p(x: f64) -> String {
+    if x < 1e-3 {
+        format!("{x:.1e}")
+    } else {
+        format!("{x:.3}")
+    }
 }
 
 /// Writes `report.json`, `report.md`, `loss_vs_ratio.png` and `time_vs_ratio.png` into `dir`
@@ -1017,13 +1278,137 @@ fn markdown(report: &SweepReport, sources: &[PathBuf]) -> String {
         s,
         "![loss](loss_vs_ratio.png)\n\n![time](time_vs_ratio.png)\n"
     );
-    let _ = writeln!(s, "## Results (the original's table)\n");
+    let _ = writeln!(s, "## Answer (paired by seed)\n");
     let _ = writeln!(
         s,
-        "| length | optimal ratio | validation loss | dense loss | improvement vs dense | best vs runner-up (Tukey p) |"
+        "Runs with the same seed share initialisation and data order, so every comparison is \
+         paired by seed (paired t; intervals for differences of mean validation loss, negative = \
+         lower loss). A ratio is called optimal only where it beats the runner-up at α = 0.05 \
+         corrected over all pairs of ratios.\n"
+    );
+    for l in &report.lengths {
+        match (&l.paired, &l.paired_note) {
+            (Some(a), _) => {
+                let _ = writeln!(s, "- **L = {}**: {}.", l.length, a.verdict);
+            }
+            (None, note) => {
+                let _ = writeln!(
+                    s,
+                    "- **L = {}**: no paired analysis ({}).",
+                    l.length,
+                    note.clone().unwrap_or_default()
+                );
+            }
+        }
+    }
+    let _ = writeln!(s, "\n## Results per length\n");
+    let _ = writeln!(
+        s,
+        "| length | lowest-mean ratio | its loss | dense loss | lowest-mean vs dense (paired, 95 % CI) | optimal (corrected) |"
     );
     let _ = writeln!(s, "|---|---|---|---|---|---|");
     let f = |v: Option<f64>, d: usize| v.map_or("–".to_string(), |x| format!("{x:.d$}"));
+    for l in &report.lengths {
+        let vs_dense = l
+            .paired
+            .as_ref()
+            .and_then(|a| {
+                a.versus_dense
+                    .iter()
+                    .find(|v| Some(&v.arm) == l.lowest_mean_arm.as_ref())
+            })
+            .map_or("–".to_string(), |v| {
+                format!(
+                    "{:+.4} [{:+.4}, {:+.4}]",
+                    v.difference.mean_diff, v.difference.ci_low, v.difference.ci_high
+                )
+            });
+        let optimal = l.paired.as_ref().map_or("–".to_string(), |a| {
+            a.optimal_arm
+                .clone()
+                .unwrap_or_else(|| "none distinguishable".into())
+        });
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} | {} |",
+            l.length,
+            l.lowest_mean_arm.clone().unwrap_or_else(|| "–".into()),
+            f(l.lowest_mean_val_loss, 4),
+            f(l.dense_val_loss, 4),
+            vs_dense,
+            optimal
+        );
+    }
+    for l in &report.lengths {
+        let Some(a) = &l.paired else { continue };
+        let _ = writeln!(s, "\n### L = {}: paired by seed\n", l.length);
+        if !a.versus_dense.is_empty() {
+            let _ = writeln!(
+                s,
+                "| ratio − dense | seeds | mean difference | 95 % CI | simultaneous CI (Bonferroni, {} ratios) | d_z | Holm p | significant |\n|---|---|---|---|---|---|---|---|",
+                a.versus_dense.len()
+            );
+            for v in &a.versus_dense {
+                let d = &v.difference;
+                let _ = writeln!(
+                    s,
+                    "| {} | {} | {:+.4} | [{:+.4}, {:+.4}] | [{:+.4}, {:+.4}] | {:+.2} | {:.3} | {} |",
+                    v.arm,
+                    d.n,
+                    d.mean_diff,
+                    d.ci_low,
+                    d.ci_high,
+                    v.simultaneous_ci.0,
+                    v.simultaneous_ci.1,
+                    d.cohens_dz,
+                    v.p_holm,
+                    if v.significant { "yes" } else { "no" }
+                );
+            }
+        }
+        if let Some(b) = &a.best_vs_runner_up {
+            let _ = writeln!(
+                s,
+                "\nBest vs runner-up: {} − {} = {:+.4} over {} seeds, 95 % CI [{:+.4}, {:+.4}], \
+                 {:.2} % CI [{:+.4}, {:+.4}] at the corrected level α = {:.3} (Bonferroni over \
+                 the pairs of ratios), p = {:.3}: {}.",
+                b.best,
+                b.runner_up,
+                b.difference.mean_diff,
+                b.difference.n,
+                b.difference.ci_low,
+                b.difference.ci_high,
+                100.0 * (1.0 - b.alpha_corrected),
+                b.corrected_ci.0,
+                b.corrected_ci.1,
+                b.alpha_corrected,
+                b.difference.p_value,
+                if b.significant {
+                    "significant"
+                } else {
+                    "not significant"
+                }
+            );
+        }
+        if let Some(m) = a.min_detectable_difference {
+            let _ = writeln!(
+                s,
+                "\nSmallest difference the deciding comparison detects with 80 % power at its \
+                 level: {m:.4} nats/token."
+            );
+        }
+    }
+    let _ = writeln!(
+        s,
+        "\n## Unpaired statistics (for reference)\n\nThe original's analysis treats the arms as \
+         independent groups (ANOVA, Tukey HSD, Welch against dense, power at α = 0.05 \
+         uncorrected). The paired analysis above is the one that matches the design.\n"
+    );
+    let _ = writeln!(
+        s,
+        "| length | lowest-mean ratio | improvement vs dense | best vs runner-up (Tukey p) |"
+    );
+    let _ = writeln!(s, "|---|---|---|---|");
     for l in &report.lengths {
         let tukey = l.statistics.as_ref().map_or("–".to_string(), |st| {
             format!(
@@ -1040,11 +1425,9 @@ fn markdown(report: &SweepReport, sources: &[PathBuf]) -> String {
         });
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} |",
             l.length,
-            l.optimal_arm.clone().unwrap_or_else(|| "–".into()),
-            f(l.optimal_val_loss, 4),
-            f(l.dense_val_loss, 4),
+            l.lowest_mean_arm.clone().unwrap_or_else(|| "–".into()),
             l.improvement_vs_dense_percent
                 .map_or("–".to_string(), |x| format!("{x:+.2} %")),
             tukey
@@ -1053,15 +1436,17 @@ fn markdown(report: &SweepReport, sources: &[PathBuf]) -> String {
     let _ = writeln!(s, "\n## Cells\n");
     let _ = writeln!(
         s,
-        "| length | arm | k | mean kept fraction | n | val loss (mean ± sd) | val accuracy | train s | tokens/s |"
+        "| length | arm | keep ratio | k | mean kept fraction | n | val loss (mean ± sd) | val accuracy | train s | tokens/s |"
     );
-    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|");
     for c in &report.cells {
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {:.3} | {} | {:.4} ± {:.4} | {:.4} | {:.1} | {:.0} |",
+            "| {} | {} | {} | {} | {:.3} | {} | {:.4} ± {:.4} | {:.4} | {:.1} | {:.0} |",
             c.length,
             c.arm,
+            c.keep_ratio
+                .map_or("1 (dense)".to_string(), |k| format!("{k}")),
             c.top_k,
             c.mean_kept_fraction,
             c.n,
@@ -1072,7 +1457,10 @@ fn markdown(report: &SweepReport, sources: &[PathBuf]) -> String {
             c.train_tokens_per_second_mean
         );
     }
-    let _ = writeln!(s, "\n## Statistics per length\n");
+    let _ = writeln!(
+        s,
+        "\n## Unpaired statistics per length (the original's analysis)\n"
+    );
     for l in &report.lengths {
         let _ = writeln!(s, "### L = {}\n", l.length);
         let Some(st) = &l.statistics else {

@@ -748,7 +748,7 @@ mod sweep {
         assert_eq!(st.labels, ["0.25", "0.5"]);
         assert_eq!(st.versus_baseline.len(), 2);
         assert!(st.anova.p_value >= 0.0 && st.anova.p_value <= 1.0);
-        let best = l.optimal_arm.clone().unwrap();
+        let best = l.lowest_mean_arm.clone().unwrap();
         let means: Vec<(String, f64)> = report
             .cells
             .iter()
@@ -763,6 +763,130 @@ mod sweep {
         assert!(text.contains("One-way ANOVA"));
         assert!(dir.path().join("loss_vs_ratio.png").is_file());
         assert!(dir.path().join("report.json").is_file());
+        assert!(text.contains("## Answer (paired by seed)"));
+    }
+
+    /// A result record with a planted loss (no training).
+    fn planted(length: usize, ratio: Option<f64>, seed: u64, loss: f64) -> RunResult {
+        let arm = ratio.map_or("dense".to_string(), |r| format!("r{r}"));
+        RunResult {
+            spec: RunSpec {
+                id: format!("L{length}-{arm}-s{seed}-planted"),
+                length,
+                ratio,
+                keep_ratio: ratio,
+                top_k: ratio.map_or(length, |r| ((length as f64 * r) as usize).max(1)),
+                seed,
+            },
+            preset: sparsity_experiments::dsa_sweep::Preset::Tiny,
+            n_params: 1,
+            final_val_loss: loss,
+            final_val_accuracy: 0.5,
+            val_curve: Vec::new(),
+            final_train_loss: loss,
+            final_indexer_kl: None,
+            train_seconds: 1.0,
+            train_tokens_per_second: 1.0,
+            mean_kept_fraction: 1.0,
+            peak_rss_bytes: None,
+            options: Some(quick().run_options()),
+        }
+    }
+
+    // Five seeds with large seed effects shared by every arm and small per-run noise.
+    const SEED_EFFECT: [f64; 5] = [0.30, -0.25, 0.10, -0.05, 0.20];
+    const NOISE: [[f64; 5]; 3] = [
+        [0.004, -0.003, 0.001, -0.002, 0.000],
+        [-0.002, 0.003, 0.000, 0.002, -0.003],
+        [0.001, 0.000, -0.004, 0.003, 0.001],
+    ];
+
+    fn sweep_with(gaps: [f64; 2], dense_seed_of: impl Fn(u64) -> u64) -> Vec<RunResult> {
+        let mut out = Vec::new();
+        for s in 0..5u64 {
+            let base = 3.0 + SEED_EFFECT[s as usize];
+            let dense_base = 3.0 + SEED_EFFECT[dense_seed_of(s) as usize];
+            out.push(planted(64, None, s, dense_base + NOISE[0][s as usize]));
+            out.push(planted(
+                64,
+                Some(0.25),
+                s,
+                base + gaps[0] + NOISE[1][s as usize],
+            ));
+            out.push(planted(
+                64,
+                Some(0.5),
+                s,
+                base + gaps[1] + NOISE[2][s as usize],
+            ));
+        }
+        out
+    }
+
+    /// Planted: keep 0.25 lowers the loss by 0.05 against dense, 0.5 changes nothing. Paired by
+    /// seed, the 0.25 − dense interval excludes 0 and contains −0.05, and 0.25 is optimal; the
+    /// same numbers with the dense runs' seeds shuffled give a much wider interval.
+    #[test]
+    fn paired_statistics_find_a_planted_difference() {
+        let report = summarize(&sweep_with([-0.05, 0.0], |s| s)).unwrap();
+        let a = report.lengths[0].paired.as_ref().unwrap();
+        let v = a.versus_dense.iter().find(|v| v.arm == "0.25").unwrap();
+        assert_eq!(v.seeds, vec![0, 1, 2, 3, 4]);
+        assert!(v.difference.ci_high < 0.0, "{v:?}");
+        assert!(
+            v.difference.ci_low <= -0.05 && -0.05 <= v.difference.ci_high,
+            "{v:?}"
+        );
+        assert!(v.significant);
+        // Independent recomputation of the mean difference and its sd from the planted numbers.
+        let d: Vec<f64> = (0..5).map(|s| -0.05 + NOISE[1][s] - NOISE[0][s]).collect();
+        let m = d.iter().sum::<f64>() / 5.0;
+        let sd = (d.iter().map(|x| (x - m).powi(2)).sum::<f64>() / 4.0).sqrt();
+        assert!((v.difference.mean_diff - m).abs() < 1e-12);
+        assert!((v.difference.sd_diff - sd).abs() < 1e-12);
+        let b = a.best_vs_runner_up.as_ref().unwrap();
+        assert_eq!((b.best.as_str(), b.runner_up.as_str()), ("0.25", "0.5"));
+        assert!(
+            (b.alpha_corrected - 0.05).abs() < 1e-15,
+            "one pair of ratios"
+        );
+        assert_eq!(a.optimal_arm.as_deref(), Some("0.25"));
+        assert!(
+            a.verdict.starts_with("keep ratio 0.25 is optimal"),
+            "{}",
+            a.verdict
+        );
+
+        // Pairing broken: dense seed s is another seed's run.
+        let shuffled = summarize(&sweep_with([-0.05, 0.0], |s| (s + 2) % 5)).unwrap();
+        let w = shuffled.lengths[0].paired.as_ref().unwrap();
+        let w = w.versus_dense.iter().find(|v| v.arm == "0.25").unwrap();
+        let width = |d: &sparsity_stats::PairedDifference| d.ci_high - d.ci_low;
+        assert!(width(&w.difference) > 10.0 * width(&v.difference));
+        assert!(w.difference.ci_low < 0.0 && w.difference.ci_high > 0.0);
+    }
+
+    /// Planted null: every arm equals dense up to noise. No optimal ratio is claimed, and the
+    /// report says so with the smallest detectable difference.
+    #[test]
+    fn paired_statistics_claim_nothing_under_a_planted_null() {
+        let report = summarize(&sweep_with([0.0, 0.0], |s| s)).unwrap();
+        let l = &report.lengths[0];
+        let a = l.paired.as_ref().unwrap();
+        assert_eq!(a.optimal_arm, None);
+        assert!(
+            a.verdict.starts_with("no keep ratio is distinguishable"),
+            "{}",
+            a.verdict
+        );
+        let mdd = a.min_detectable_difference.unwrap();
+        assert!(mdd > 0.0 && mdd < 0.1, "{mdd}");
+        assert!(a.versus_dense.iter().all(|v| !v.significant));
+        let dir = tempfile::tempdir().unwrap();
+        let md = write_report(&report, &[], dir.path()).unwrap();
+        let text = std::fs::read_to_string(md).unwrap();
+        assert!(text.contains("no keep ratio is distinguishable"), "{text}");
+        assert!(text.contains("none distinguishable"));
     }
 }
 

@@ -1363,6 +1363,149 @@ pub fn power_note(d: f64, n_per_group: usize, alpha: f64, target_power: f64) -> 
 }
 
 // ---------------------------------------------------------------------------------------
+// Paired differences (a design where each unit, e.g. a seed, is measured under both conditions)
+// ---------------------------------------------------------------------------------------
+
+/// The paired t analysis of `d_i = a_i − b_i` over units measured under both conditions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PairedDifference {
+    /// Pairs.
+    pub n: usize,
+    /// Mean of the differences `a − b`.
+    pub mean_diff: f64,
+    /// Sample standard deviation of the differences (ddof 1).
+    pub sd_diff: f64,
+    /// `sd_diff / sqrt(n)`.
+    pub std_error: f64,
+    /// Degrees of freedom, `n − 1`.
+    pub df: f64,
+    /// `mean_diff / std_error`.
+    pub t_statistic: f64,
+    /// Two-sided p-value.
+    pub p_value: f64,
+    /// Confidence level of the interval (e.g. 0.95).
+    pub confidence: f64,
+    /// Lower end of the `confidence` t interval for the mean difference.
+    pub ci_low: f64,
+    /// Upper end.
+    pub ci_high: f64,
+    /// Cohen's d_z = `mean_diff / sd_diff` (the paired design's standardised effect).
+    pub cohens_dz: f64,
+}
+
+impl PairedDifference {
+    /// The `confidence` t interval of the same differences, `mean ± t_{df, (1+c)/2} · se`
+    /// (e.g. a Bonferroni-simultaneous interval at `1 − α/m`).
+    pub fn interval(&self, confidence: f64) -> Result<(f64, f64)> {
+        check_probability("confidence", confidence, true)?;
+        let t = StudentsT::new(0.0, 1.0, self.df).map_err(|e| StatsError::Distribution {
+            distribution: format!("StudentsT(df = {})", self.df),
+            message: e.to_string(),
+        })?;
+        let half = t.inverse_cdf(0.5 + confidence / 2.0) * self.std_error;
+        Ok((self.mean_diff - half, self.mean_diff + half))
+    }
+}
+
+/// Paired t-test of `a` against `b` (`a[i]` and `b[i]` measured on the same unit; ≥ 2 pairs)
+/// with a two-sided `confidence` interval for the mean difference `a − b`. Differences that
+/// are all equal have zero variance: [`StatsError::ZeroVariance`].
+pub fn paired_t(a: &[f64], b: &[f64], confidence: f64) -> Result<PairedDifference> {
+    const TEST: &str = "paired t-test";
+    check_group(TEST, a, 0, None, 2)?;
+    check_group(TEST, b, 1, None, 2)?;
+    check_probability("confidence", confidence, true)?;
+    if a.len() != b.len() {
+        return Err(StatsError::InvalidArgument {
+            name: "pairs (b's length)",
+            value: b.len() as f64,
+            requirement: "must equal a's length: every unit is measured under both conditions",
+        });
+    }
+    let d: Vec<f64> = a.iter().zip(b).map(|(x, y)| x - y).collect();
+    let n = d.len() as f64;
+    let m = mean(&d);
+    let sd = (sum_sq_dev(&d, m) / (n - 1.0)).sqrt();
+    if sd.is_nan() || sd <= 0.0 {
+        return Err(StatsError::ZeroVariance {
+            test: TEST,
+            statistic: "t",
+            between: m.abs(),
+            outcome: if m != 0.0 {
+                "infinite"
+            } else {
+                "undefined (0/0)"
+            },
+        });
+    }
+    let se = sd / n.sqrt();
+    let t = finite(TEST, "t", m / se)?;
+    let df = n - 1.0;
+    let dist = StudentsT::new(0.0, 1.0, df).map_err(|e| StatsError::Distribution {
+        distribution: format!("StudentsT(df = {df})"),
+        message: e.to_string(),
+    })?;
+    let half = dist.inverse_cdf(0.5 + confidence / 2.0) * se;
+    Ok(PairedDifference {
+        n: d.len(),
+        mean_diff: m,
+        sd_diff: sd,
+        std_error: se,
+        df,
+        t_statistic: t,
+        p_value: (2.0 * dist.sf(t.abs())).min(1.0),
+        confidence,
+        ci_low: m - half,
+        ci_high: m + half,
+        cohens_dz: m / sd,
+    })
+}
+
+/// Power of the two-sided paired t-test with `n` pairs at true standardised effect `dz`
+/// (mean difference / sd of differences) and level `alpha`: the one-sample noncentral t with
+/// `n − 1` degrees of freedom and noncentrality `dz · sqrt(n)`, both tails.
+pub fn paired_t_power(dz: f64, n: usize, alpha: f64) -> Result<f64> {
+    check_power_args(dz, n, alpha)?;
+    let df = n as f64 - 1.0;
+    let delta = dz * (n as f64).sqrt();
+    let t = StudentsT::new(0.0, 1.0, df).map_err(|e| StatsError::Distribution {
+        distribution: format!("StudentsT(df = {df})"),
+        message: e.to_string(),
+    })?;
+    let t_crit = t.inverse_cdf(1.0 - alpha / 2.0);
+    let power = noncentral_t_sf(t_crit, df, delta) + noncentral_t_cdf(-t_crit, df, delta);
+    Ok(power.clamp(0.0, 1.0))
+}
+
+/// The smallest standardised effect `dz` that a paired t-test with `n` pairs detects with
+/// probability `power` at two-sided level `alpha` (bisection on [`paired_t_power`]; multiply by
+/// the sd of the differences for the effect in the measurement's units).
+pub fn paired_min_detectable_dz(n: usize, alpha: f64, power: f64) -> Result<f64> {
+    check_probability("power", power, true)?;
+    check_power_args(0.0, n, alpha)?;
+    let (mut lo, mut hi) = (0.0_f64, 1.0_f64);
+    while paired_t_power(hi, n, alpha)? < power {
+        hi *= 2.0;
+        if hi > 1e6 {
+            return Err(StatsError::InvalidArgument {
+                name: "power",
+                value: power,
+                requirement: "is not reached by any effect below 1e6 sd with these pairs",
+            });
+        }
+    }
+    for _ in 0..60 {
+        let mid = 0.5 * (lo + hi);
+        if paired_t_power(mid, n, alpha)? >= power {
+            hi = mid;
+        } else {
+            lo = mid;
+        }
+    }
+    Ok(hi)
+}
+
+// ---------------------------------------------------------------------------------------
 // Whole comparison of a set of conditions (one length of the sweep)
 // ---------------------------------------------------------------------------------------
 

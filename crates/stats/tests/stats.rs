@@ -1,6 +1,6 @@
 //! Tests of `sparsity_stats` against reference numbers.
 //!
-//! Every constant below was printed by `tests/data/stats_ref.py` (scipy 1.15.3, numpy 2.2.6,
+//! Every constant below was printed by `tests/stats_ref.py` (scipy 1.15.3, numpy 2.2.6,
 //! mpmath 1.3.0 in /work/venv). Studentized-range values come from two independent sources:
 //! scipy.stats.studentized_range and a 30-digit mpmath double integral of the defining
 //! formula written in that script. For the six published table values (the ones quoted by
@@ -760,4 +760,71 @@ fn huge_observations_are_typed_errors_not_nan_statistics() {
     assert!(anova.f_statistic.is_finite() && (0.0..=1.0).contains(&anova.p_value));
     let welch = welch_t_test(&big, &b, Alternative::TwoSided).unwrap();
     assert!(welch.t_statistic.is_finite() && welch.df.is_finite());
+}
+
+/// Student's sleep data (R `sleep`, `t.test(extra ~ group, paired = TRUE)`), values from
+/// scipy 1.15.3's `ttest_rel`: t = −4.0621, df = 9, p = 0.002833, 95 % CI [−2.4599, −0.7001].
+#[test]
+fn paired_t_matches_scipy_on_the_sleep_data() {
+    let a = [0.7, -1.6, -0.2, -1.2, -0.1, 3.4, 3.7, 0.8, 0.0, 2.0];
+    let b = [1.9, 0.8, 1.1, 0.1, -0.1, 4.4, 5.5, 1.6, 4.6, 3.4];
+    let r = sparsity_stats::paired_t(&a, &b, 0.95).unwrap();
+    assert_eq!(r.n, 10);
+    assert!((r.mean_diff + 1.58).abs() < 1e-12);
+    assert!((r.t_statistic + 4.062_127_683_382_037).abs() < 1e-9);
+    assert_eq!(r.df, 9.0);
+    assert!((r.p_value - 0.002_832_890_197_384_27).abs() < 1e-9);
+    assert!((r.ci_low + 2.459_885_763_298_723).abs() < 1e-6);
+    assert!((r.ci_high + 0.700_114_236_701_276_9).abs() < 1e-6);
+    assert!((r.cohens_dz + 1.284_557_562_591_054_6).abs() < 1e-9);
+    // Bonferroni-simultaneous interval over three comparisons (scipy: 1 − 0.05/3).
+    let (lo, hi) = r.interval(1.0 - 0.05 / 3.0).unwrap();
+    assert!(
+        (lo + 2.720_941_994_165_036).abs() < 1e-6 && (hi + 0.439_058_005_834_962_7).abs() < 1e-6
+    );
+    // Unequal lengths, one pair, constant differences: typed errors.
+    assert!(sparsity_stats::paired_t(&a, &b[..9], 0.95).is_err());
+    assert!(sparsity_stats::paired_t(&a[..1], &b[..1], 0.95).is_err());
+    // (exactly representable, so every difference is exactly 1)
+    assert!(matches!(
+        sparsity_stats::paired_t(&[2.0, 3.0, 5.0], &[1.0, 2.0, 4.0], 0.95),
+        Err(sparsity_stats::StatsError::ZeroVariance { .. })
+    ));
+}
+
+/// Paired power and the smallest detectable effect against scipy's noncentral t
+/// (`nct.sf(t_c) + nct.cdf(−t_c)`, root by `brentq`).
+#[test]
+fn paired_power_and_minimum_detectable_effect_match_scipy() {
+    let p = sparsity_stats::paired_t_power(1.0, 10, 0.05).unwrap();
+    assert!((p - 0.803_096_856_618_234_3).abs() < 1e-6, "{p}");
+    let p = sparsity_stats::paired_t_power(0.5, 5, 0.0125).unwrap();
+    assert!((p - 0.041_928_494_080_385_9).abs() < 1e-6, "{p}");
+    let d = sparsity_stats::paired_min_detectable_dz(5, 0.05, 0.8).unwrap();
+    assert!((d - 1.681_996_965_955_569_4).abs() < 1e-5, "{d}");
+    let d = sparsity_stats::paired_min_detectable_dz(10, 0.0125, 0.8).unwrap();
+    assert!((d - 1.284_296_612_512_58).abs() < 1e-5, "{d}");
+}
+
+/// A planted paired effect: seeds shift both conditions alike, so pairing removes the seed
+/// variance. The paired interval excludes 0 and contains the planted gap; breaking the pairing
+/// (another seed's value) gives a wider interval.
+#[test]
+fn pairing_removes_shared_seed_variance() {
+    let seed_effect = [0.30, -0.25, 0.10, -0.05, 0.20];
+    let noise = [0.004, -0.003, 0.001, -0.002, 0.000];
+    let gap = -0.05;
+    let dense: Vec<f64> = seed_effect.iter().map(|s| 3.0 + s).collect();
+    let sparse: Vec<f64> = seed_effect
+        .iter()
+        .zip(noise)
+        .map(|(s, e)| 3.0 + s + gap + e)
+        .collect();
+    let paired = sparsity_stats::paired_t(&sparse, &dense, 0.95).unwrap();
+    assert!(paired.ci_high < 0.0, "{paired:?}");
+    assert!(paired.ci_low <= gap && gap <= paired.ci_high, "{paired:?}");
+    let shuffled: Vec<f64> = (0..5).map(|i| dense[(i + 2) % 5]).collect();
+    let broken = sparsity_stats::paired_t(&sparse, &shuffled, 0.95).unwrap();
+    assert!(broken.ci_high - broken.ci_low > 10.0 * (paired.ci_high - paired.ci_low));
+    assert!(broken.ci_low < 0.0 && broken.ci_high > 0.0, "{broken:?}");
 }

@@ -127,3 +127,27 @@ for d in [0.5, 0.8, 1.0, 2.0]:
             break
         n += 1
     print(f"({d!r}, {n}),")
+# paired t (tests/stats.rs: paired_t_matches_scipy_on_the_sleep_data, paired power)
+a = np.array([0.7, -1.6, -0.2, -1.2, -0.1, 3.4, 3.7, 0.8, 0.0, 2.0])
+b = np.array([1.9, 0.8, 1.1, 0.1, -0.1, 4.4, 5.5, 1.6, 4.6, 3.4])
+r = stats.ttest_rel(a, b)
+print("// paired t on R's sleep data: t, p, 95 % CI, Bonferroni CI at 1 - 0.05/3, d_z")
+print(repr(r.statistic), repr(r.pvalue), r.confidence_interval(0.95), r.confidence_interval(1 - 0.05 / 3))
+print(repr((a - b).mean() / (a - b).std(ddof=1)))
+
+
+def paired_power(dz, n, alpha):
+    nu = n - 1
+    tc = stats.t.ppf(1 - alpha / 2, nu)
+    delta = dz * np.sqrt(n)
+    # nct.cdf returns NaN far in its tail, where it is 0
+    return stats.nct.sf(tc, nu, delta) + np.nan_to_num(stats.nct.cdf(-tc, nu, delta))
+
+
+print("// paired power (dz, n, alpha, power)")
+for dz, n, alpha in [(1.0, 10, 0.05), (0.5, 5, 0.0125)]:
+    print(f"({dz!r}, {n}, {alpha!r}, {paired_power(dz, n, alpha)!r}),")
+print("// smallest detectable d_z at power 0.8 (n, alpha, dz)")
+from scipy.optimize import brentq
+for n, alpha in [(5, 0.05), (10, 0.0125)]:
+    print(f"({n}, {alpha!r}, {brentq(lambda x: paired_power(x, n, alpha) - 0.8, 0.01, 3.0, xtol=1e-12)!r}),")
