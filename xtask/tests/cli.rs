@@ -446,3 +446,136 @@ fn sparse_decode_and_analyze_refuse_a_forward_pass_over_budget() {
         "{err}"
     );
 }
+
+/// `cargo xtask analyze` on the transformers fixture models: numbers in
+/// `neuron_analysis_results.json` against an independent recomputation from the models' own
+/// forward pass (per-text mean of each neuron over its tokens, population variance over texts,
+/// Hoyer by its formula, the threshold sweep by counting).
+#[test]
+fn analyze_numbers_match_an_independent_recomputation() {
+    use sparsity_models::text::TextTokenizer;
+    use sparsity_models::{Batch, Capture, CausalLm, cpu_device};
+
+    let fixtures = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../crates/models/tests/fixtures/hf");
+    let texts = [
+        "The river runs past the old mill.",
+        "Sparse neurons fire rarely; dense ones fire often!",
+        "A small model reads a short text and predicts the next token.",
+        "Water boils at one hundred degrees when the pressure is normal.",
+        "Every layer of the network changes the residual stream a little.",
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let texts_file = dir.path().join("texts.txt");
+    std::fs::write(&texts_file, texts.join("\n")).unwrap();
+    let out_dir = dir.path().join("out");
+    let run = xtask()
+        .args(["analyze", "--model"])
+        .arg(fixtures.join("gpt2-tiny"))
+        .arg("--model")
+        .arg(fixtures.join("mamba-tiny"))
+        .arg("--texts")
+        .arg(&texts_file)
+        .arg("--out-dir")
+        .arg(&out_dir)
+        .arg("--plots-dir")
+        .arg(dir.path().join("plots"))
+        .arg("--results-dir")
+        .arg(dir.path().join("results"))
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(out_dir.join("neuron_analysis_results.json")).unwrap(),
+    )
+    .unwrap();
+    let device = cpu_device();
+    for (i, (name, site)) in [("gpt2-tiny", "mlp_act.0"), ("mamba-tiny", "mixer_gated.0")]
+        .into_iter()
+        .enumerate()
+    {
+        let model_json = &json["models"][i];
+        assert!(model_json["model"].as_str().unwrap().ends_with(name));
+        assert_eq!(model_json["num_texts"], texts.len());
+        let model = CausalLm::load_dir(&fixtures.join(name), &device).unwrap();
+        let tok = TextTokenizer::from_model_dir(&fixtures.join(name)).unwrap();
+        // Per text: the mean over its tokens of each neuron.
+        let mut means: Vec<Vec<f64>> = Vec::new();
+        for text in texts {
+            let ids: Vec<i64> = tok
+                .encode(text)
+                .unwrap()
+                .into_iter()
+                .map(i64::from)
+                .collect();
+            let batch = Batch::from_ids(&ids, 1, ids.len(), &device).unwrap();
+            let out = model
+                .forward(&batch, &Capture::sites([site]), None)
+                .unwrap();
+            let a = &out.sites[site];
+            let dims = a.dims();
+            let values = a.to_vec().unwrap();
+            let (len, width) = (dims[1], dims[2]);
+            means.push(
+                (0..width)
+                    .map(|c| {
+                        (0..len)
+                            .map(|t| f64::from(values[t * width + c]))
+                            .sum::<f64>()
+                            / len as f64
+                    })
+                    .collect(),
+            );
+        }
+        let width = means[0].len();
+        let k = means.len() as f64;
+        let v: Vec<f64> = (0..width)
+            .map(|c| {
+                let m = means.iter().map(|x| x[c]).sum::<f64>() / k;
+                means.iter().map(|x| (x[c] - m).powi(2)).sum::<f64>() / k
+            })
+            .collect();
+        let n = width as f64;
+        let l1: f64 = v.iter().map(|x| x.abs()).sum();
+        let l2: f64 = v.iter().map(|x| x * x).sum::<f64>().sqrt();
+        let hoyer = (n.sqrt() - l1 / l2) / (n.sqrt() - 1.0);
+
+        let neurons = &model_json["sparsity"]["layers"]["0"]["neurons"];
+        assert_eq!(neurons["site"], site);
+        let got = neurons["per_sequence_mean"]["hoyer"]["hoyer_sparsity"]
+            .as_f64()
+            .unwrap();
+        assert!(
+            (got - hoyer).abs() < 1e-6,
+            "{name}: Hoyer {got} vs recomputed {hoyer}"
+        );
+        let mean_var = neurons["mean_variance"].as_f64().unwrap();
+        let want = v.iter().sum::<f64>() / n;
+        assert!(
+            ((mean_var - want) / want).abs() < 1e-5,
+            "{name}: mean variance {mean_var} vs {want}"
+        );
+        // The threshold sweep: the fraction of recomputed variances below each threshold.
+        let sweep = &neurons["threshold_sweep"];
+        let thresholds = sweep["thresholds"].as_array().unwrap();
+        assert_eq!(thresholds.len(), 33);
+        for (t, s) in thresholds
+            .iter()
+            .zip(sweep["per_sequence_mean"].as_array().unwrap())
+        {
+            let t = t.as_f64().unwrap();
+            let count = v.iter().filter(|x| x.abs() < t).count() as f64;
+            assert_eq!(s.as_f64().unwrap(), count / n, "{name}: sweep at {t}");
+        }
+    }
+    let md = std::fs::read_to_string(out_dir.join("report.md")).unwrap();
+    assert!(
+        md.contains("Threshold_Sweep.png"),
+        "the sweep plot is referenced from report.md"
+    );
+    assert!(dir.path().join("plots/Threshold_Sweep.png").is_file());
+}

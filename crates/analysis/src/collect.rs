@@ -40,6 +40,20 @@ pub struct SiteSparsity {
     pub mean_variance_per_token: f64,
     /// Fraction of neurons whose mean |a| exceeds the traditional threshold.
     pub active_neuron_fraction: f64,
+    /// The original's threshold sweep, on a finer grid: `mean(|v| < t)` of the per-neuron
+    /// variances at 33 thresholds `10^-8 … 10^0` (log grid, 4 per decade).
+    pub threshold_sweep: SiteThresholdSweep,
+}
+
+/// [`SiteSparsity::threshold_sweep`]: one grid, both aggregations' variances.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SiteThresholdSweep {
+    /// The thresholds.
+    pub thresholds: Vec<f64>,
+    /// `mean(|v| < t)` of the per-sequence-mean variances (the original's quantity).
+    pub per_sequence_mean: Vec<f64>,
+    /// `mean(|v| < t)` of the per-token variances.
+    pub per_token: Vec<f64>,
 }
 
 /// The reports of one analysed layer.
@@ -250,9 +264,17 @@ fn site_report(
         analyze_activations(arr.view().into_dyn(), Aggregation::PerToken, params)?.report;
     let mean_abs = acc.per_token.mean_abs()?;
     let active = mean_abs.iter().filter(|&&a| a > threshold).count() as f64 / acc.width as f64;
+    let grid = sparsity_metrics::log_grid(-8.0, 0.0, 33)?;
+    let threshold_sweep = SiteThresholdSweep {
+        per_sequence_mean: sparsity_metrics::threshold_sweep(v.view(), &grid)?.sparsity,
+        per_token: sparsity_metrics::threshold_sweep(acc.per_token.variance()?.view(), &grid)?
+            .sparsity,
+        thresholds: grid,
+    };
     Ok(SiteSparsity {
         site: name.to_string(),
         width: acc.width,
+        threshold_sweep,
         mean_variance: v.mean().unwrap_or(f64::NAN),
         mean_variance_per_token: acc.per_token.variance()?.mean().unwrap_or(f64::NAN),
         per_sequence_mean,

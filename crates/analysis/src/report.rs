@@ -153,6 +153,7 @@ fn line_chart(
         return Err(plot_err(path, "no data"));
     }
     let xmax = pts.iter().map(|p| p.0).fold(0.0f64, f64::max).max(1.0);
+    let xmin = pts.iter().map(|p| p.0).fold(0.0f64, f64::min);
     let ys: Vec<f64> = pts
         .iter()
         .map(|p| if log_y { p.1.max(1e-12).log10() } else { p.1 })
@@ -174,7 +175,7 @@ fn line_chart(
             .margin(18)
             .x_label_area_size(50)
             .y_label_area_size(80)
-            .build_cartesian_2d(-0.2f64..xmax + 0.2, (ylo - pad)..(yhi + pad))
+            .build_cartesian_2d(xmin - 0.2..xmax + 0.2, (ylo - pad)..(yhi + pad))
             .map_err(|e| e.to_string())?;
         chart
             .configure_mesh()
@@ -451,6 +452,40 @@ pub fn write_report(
         let p = plots_dir.join(format!("Percentile_Progression_{site}.png"));
         sparsity_metrics::plot_percentiles(&p, &refs)?;
         plots.push((format!("Percentile progression ({site})"), p));
+    }
+    // the original's threshold sweep, both sites of the first analysed layer of every model
+    let sweep: Vec<(String, Vec<(f64, f64)>)> = analyses
+        .iter()
+        .filter_map(|a| {
+            let (l, ls) = a.sparsity.as_ref()?.layers.iter().next()?;
+            Some([&ls.block_out, &ls.neurons].map(|r| {
+                let s = &r.threshold_sweep;
+                (
+                    format!("{} L{l} {}", a.model, r.site),
+                    s.thresholds
+                        .iter()
+                        .zip(&s.per_sequence_mean)
+                        .map(|(t, y)| (t.log10(), *y))
+                        .collect::<Vec<_>>(),
+                )
+            }))
+        })
+        .flatten()
+        .collect();
+    if !sweep.is_empty() {
+        let p = plots_dir.join("Threshold_Sweep.png");
+        line_chart(
+            &p,
+            "Threshold sweep: fraction of neurons with variance below t (per-sequence mean)",
+            "log10 threshold t",
+            "mean(|v| < t)",
+            &sweep,
+            false,
+        )?;
+        plots.push((
+            "Threshold sweep (the original's test_sparsity_thresholds)".into(),
+            p,
+        ));
     }
     // cross-layer influence and attention maps
     for a in analyses {

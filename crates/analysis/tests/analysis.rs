@@ -217,6 +217,24 @@ fn full_analysis_on_the_fixture_models() {
         let sp = a.sparsity.as_ref().unwrap();
         assert_eq!(sp.layer_dynamics.len(), 2);
         assert_eq!(sp.layers.len(), 2);
+        // The threshold sweep agrees with the report's traditional sparsity at the family's
+        // threshold (a grid point: 1e-5 for GPT-2, 1e-2 for Mamba) and is monotone.
+        for ls in sp.layers.values() {
+            for site in [&ls.block_out, &ls.neurons] {
+                let s = &site.threshold_sweep;
+                assert_eq!(s.thresholds.len(), 33);
+                let i = s
+                    .thresholds
+                    .iter()
+                    .position(|&t| t == sp.threshold)
+                    .unwrap();
+                let trad = &site.per_sequence_mean.traditional;
+                assert_eq!(trad.threshold, sp.threshold);
+                assert_eq!(s.per_sequence_mean[i], trad.sparsity, "{}", site.site);
+                assert!(s.per_sequence_mean.windows(2).all(|w| w[0] <= w[1]));
+                assert!(s.per_token.windows(2).all(|w| w[0] <= w[1]));
+            }
+        }
         let c = a.causal.as_ref().unwrap();
         for lc in c.layers.values() {
             assert_eq!(lc.impacts.len(), 16);

@@ -61,7 +61,8 @@ pub use neuron_stats::{Activation, Aggregation, NeuronStats, NeuronStatsParams};
 pub use percentile::{PercentileEntry, percentile_sorted, percentile_sparsity};
 pub use report::{ReportParams, SparsityReport};
 pub use threshold::{
-    ModelFamily, OptimalResult, ThresholdResult, optimal_threshold, threshold_sparsity,
+    ModelFamily, OptimalResult, ThresholdResult, ThresholdSweep, log_grid, optimal_threshold,
+    threshold_sparsity, threshold_sweep,
 };
 
 /// The README's example, compiled and run as a doctest.

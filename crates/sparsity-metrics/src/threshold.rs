@@ -106,6 +106,55 @@ pub fn threshold_sparsity(v: ArrayView1<f64>, t: f64) -> Result<ThresholdResult>
     })
 }
 
+/// The original's threshold sweep (`test_sparsity_thresholds`, there at the nine powers of ten
+/// 1e-8 … 1): `mean(|v| < t)` at each threshold of a log grid.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ThresholdSweep {
+    /// The thresholds, ascending.
+    pub thresholds: Vec<f64>,
+    /// `mean(|v| < t)` at each threshold.
+    pub sparsity: Vec<f64>,
+}
+
+/// `points` thresholds `10^e`, `e` evenly spaced from `lo_exp` to `hi_exp` (both included);
+/// integer exponents give the nearest double to the power of ten (`1e-8` exactly as written).
+pub fn log_grid(lo_exp: f64, hi_exp: f64, points: usize) -> Result<Vec<f64>> {
+    let bad = |reason: &str| MetricsError::InvalidOption {
+        name: "threshold grid".into(),
+        value: format!("10^{lo_exp} … 10^{hi_exp}, {points} points"),
+        reason: reason.into(),
+    };
+    if !(lo_exp.is_finite() && hi_exp.is_finite() && lo_exp < hi_exp) {
+        return Err(bad("needs finite exponents, the first below the second"));
+    }
+    if !(2..=100_000).contains(&points) {
+        return Err(bad("needs 2 to 100 000 points"));
+    }
+    Ok((0..points)
+        .map(|i| {
+            let e = lo_exp + (hi_exp - lo_exp) * i as f64 / (points - 1) as f64;
+            if e.fract() == 0.0 && e.abs() < 300.0 {
+                format!("1e{e}").parse().unwrap_or_else(|_| 10f64.powf(e))
+            } else {
+                10f64.powf(e)
+            }
+        })
+        .collect())
+}
+
+/// The threshold sweep of `v` over `thresholds` (each finite and ≥ 0): `mean(|v| < t)`.
+pub fn threshold_sweep(v: ArrayView1<f64>, thresholds: &[f64]) -> Result<ThresholdSweep> {
+    let s = sorted_abs("per-neuron values", v)?;
+    let sparsity = thresholds
+        .iter()
+        .map(|&t| check_threshold(t).map(|t| below(&s, t).0))
+        .collect::<Result<Vec<f64>>>()?;
+    Ok(ThresholdSweep {
+        thresholds: thresholds.to_vec(),
+        sparsity,
+    })
+}
+
 /// The original's `find_optimal_sparsity_threshold`: direct index into the sorted |v|.
 pub fn optimal_threshold(v: ArrayView1<f64>, target: f64) -> Result<OptimalResult> {
     let target = check_target("target", target)?;
@@ -120,5 +169,33 @@ pub(crate) fn optimal_sorted(s: &[f64], target: f64) -> OptimalResult {
     OptimalResult {
         threshold,
         sparsity: below(s, threshold).0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// The sweep is `mean(|v| < t)` at every threshold, counted here one value at a time.
+    #[test]
+    fn sweep_equals_the_brute_force_fraction() {
+        let grid = log_grid(-8.0, 0.0, 33).unwrap();
+        assert_eq!(grid.len(), 33);
+        assert_eq!((grid[0], grid[4], grid[32]), (1e-8, 1e-7, 1.0));
+        assert!(grid.windows(2).all(|w| w[0] < w[1]));
+        // Values spread over the grid, with ties exactly at thresholds and negative values.
+        let mut values: Vec<f64> = (0..500)
+            .map(|i| (-1.0f64).powi(i) * 10f64.powf(-9.0 + 9.5 * ((i * 37) % 500) as f64 / 500.0))
+            .collect();
+        values.extend_from_slice(&[1e-8, 1e-7, -1.0, 0.0, 0.1]);
+        let v = ndarray::Array1::from(values.clone());
+        let sweep = threshold_sweep(v.view(), &grid).unwrap();
+        for (t, s) in sweep.thresholds.iter().zip(&sweep.sparsity) {
+            let count = values.iter().filter(|x| x.abs() < *t).count();
+            assert_eq!(*s, count as f64 / values.len() as f64, "t = {t}");
+        }
+        assert!(threshold_sweep(v.view(), &[f64::NAN]).is_err());
+        assert!(log_grid(0.0, -8.0, 33).is_err());
     }
 }
