@@ -76,44 +76,23 @@ pub enum RatioSemantics {
     LegacyDropped,
 }
 
-/// Everything that defines a sweep (the same parameters give the same run list and results).
+/// Everything that defines a sweep (the same parameters give the same run list and results):
+/// the grid, and the [`RunOptions`] every run is trained under (all in one place, so the run
+/// ids' hash covers every option by construction).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SweepParams {
     /// Sequence lengths.
     pub lengths: Vec<usize>,
-    /// Ratios (see `semantics`); a ratio giving k ≥ L is still run (it equals dense).
+    /// Ratios (see [`RunOptions::semantics`]); a ratio giving k ≥ L is still run (it equals dense).
     pub ratios: Vec<f64>,
-    /// How ratios are read.
-    pub semantics: RatioSemantics,
     /// Seeds per cell (runs use `base_seed + r`, r = 0..seeds).
     pub seeds: usize,
     /// First seed.
     pub base_seed: u64,
-    /// Model preset.
-    pub preset: Preset,
     /// Also run the dense baseline per length (and seed).
     pub dense_baseline: bool,
-    /// Optimiser steps per run.
-    pub steps: usize,
-    /// Sequences per batch.
-    pub batch_size: usize,
-    /// Peak learning rate (AdamW, cosine with warm-up).
-    pub learning_rate: f64,
-    /// Dense warm-up steps during which the indexer learns the dense attention (then sparse).
-    pub indexer_warmup_steps: usize,
-    /// Weight of the indexer's KL loss.
-    pub indexer_loss_weight: f64,
-    /// Validate every this many steps (0: only at the end).
-    pub eval_every: usize,
-    /// Validation batches per intermediate evaluation (the final one uses the whole split).
-    pub eval_batches: usize,
-    /// How sparse attention is computed in training (same selection and result either way; on
-    /// burn's CPU backend the masked dense form trains faster at these sizes).
-    pub implementation: SparseImpl,
-    /// Seed of the synthetic corpus ([`SweepData::demo_corpus`]).
-    pub data_seed: u64,
-    /// BPE vocabulary size of the corpus.
-    pub vocab: usize,
+    /// How every run is trained and on which data.
+    pub options: RunOptions,
 }
 
 impl SweepParams {
@@ -122,40 +101,29 @@ impl SweepParams {
         Self {
             lengths,
             ratios,
-            semantics: RatioSemantics::Keep,
             seeds,
             base_seed: 0,
-            preset: Preset::Tiny,
             dense_baseline: true,
-            steps: 200,
-            batch_size: 8,
-            learning_rate: 3e-3,
-            indexer_warmup_steps: 50,
-            indexer_loss_weight: 1.0,
-            eval_every: 50,
-            eval_batches: 4,
-            implementation: SparseImpl::MaskedDense,
-            data_seed: 42,
-            vocab: 1024,
+            options: RunOptions {
+                preset: Preset::Tiny,
+                semantics: RatioSemantics::Keep,
+                steps: 200,
+                batch_size: 8,
+                learning_rate: 3e-3,
+                indexer_warmup_steps: 50,
+                indexer_loss_weight: 1.0,
+                eval_every: 50,
+                eval_batches: 4,
+                implementation: SparseImpl::MaskedDense,
+                data_seed: 42,
+                vocab: 1024,
+            },
         }
     }
 
     /// The options every run of this sweep is trained under (what its id's hash covers).
     pub fn run_options(&self) -> RunOptions {
-        RunOptions {
-            preset: self.preset,
-            semantics: self.semantics,
-            steps: self.steps,
-            batch_size: self.batch_size,
-            learning_rate: self.learning_rate,
-            indexer_warmup_steps: self.indexer_warmup_steps,
-            indexer_loss_weight: self.indexer_loss_weight,
-            eval_every: self.eval_every,
-            eval_batches: self.eval_batches,
-            implementation: self.implementation,
-            data_seed: self.data_seed,
-            vocab: self.vocab,
-        }
+        self.options.clone()
     }
 
     /// Checks the grid and options.
@@ -171,18 +139,18 @@ impl SweepParams {
             return bad("--keep-ratios: need at least one ratio".into());
         }
         for &r in &self.ratios {
-            let ok = match self.semantics {
+            let ok = match self.options.semantics {
                 RatioSemantics::Keep => r > 0.0 && r <= 1.0,
                 RatioSemantics::LegacyDropped => (0.0..1.0).contains(&r),
             };
             if !(r.is_finite() && ok) {
                 return bad(format!(
                     "ratio {r} is out of range for {:?} (keep: (0, 1]; legacy dropped: [0, 1))",
-                    self.semantics
+                    self.options.semantics
                 ));
             }
         }
-        if self.seeds == 0 || self.steps == 0 || self.batch_size == 0 {
+        if self.seeds == 0 || self.options.steps == 0 || self.options.batch_size == 0 {
             return bad("--seeds, --steps and --batch-size must be at least 1".into());
         }
         Ok(())
@@ -197,10 +165,10 @@ impl SweepParams {
     /// their softmax and gradient (3 × batch × L × vocab), all f32.
     pub fn peak_memory_estimate(&self, vocab_size: usize) -> f64 {
         let l = self.lengths.iter().copied().max().unwrap_or(0) as f64;
-        let c = self.preset.config(vocab_size, 1);
+        let c = self.options.preset.config(vocab_size, 1);
         let (d, ff, layers) = (c.d_model as f64, c.d_ff as f64, c.n_layers as f64);
         let (heads, ih, idim) = (c.n_heads as f64, c.index_heads as f64, c.index_dim as f64);
-        let (b, v) = (self.batch_size as f64, vocab_size as f64);
+        let (b, v) = (self.options.batch_size as f64, vocab_size as f64);
         let per_layer_params =
             4.0 * d * d + 2.0 * d * ff + d * ih * (idim + 1.0) + d * idim + 6.0 * d;
         let params = 2.0 * v * d + l * d + layers * per_layer_params;
@@ -229,7 +197,7 @@ impl SweepParams {
                  the {} of {source}; use shorter --lengths, a smaller --batch-size, or raise \
                  --max-memory",
                 human_bytes(estimate),
-                self.batch_size,
+                self.options.batch_size,
                 human_bytes(limit)
             )));
         }
@@ -238,7 +206,7 @@ impl SweepParams {
 
     /// The keep ratio (fraction of L kept) of a sweep ratio.
     pub fn keep_ratio(&self, ratio: f64) -> f64 {
-        match self.semantics {
+        match self.options.semantics {
             RatioSemantics::Keep => ratio,
             RatioSemantics::LegacyDropped => 1.0 - ratio,
         }
@@ -255,25 +223,26 @@ pub struct RunOptions {
     pub preset: Preset,
     /// How ratios are read (the same "r0.25" keeps 0.25 or 0.75 of L).
     pub semantics: RatioSemantics,
-    /// Optimiser steps.
+    /// Optimiser steps per run.
     pub steps: usize,
     /// Sequences per batch.
     pub batch_size: usize,
-    /// Peak learning rate.
+    /// Peak learning rate (AdamW, cosine with warm-up).
     pub learning_rate: f64,
-    /// Dense warm-up steps of the indexer.
+    /// Dense warm-up steps during which the indexer learns the dense attention (then sparse).
     pub indexer_warmup_steps: usize,
     /// Weight of the indexer's KL loss.
     pub indexer_loss_weight: f64,
-    /// Validation interval.
+    /// Validate every this many steps (0: only at the end).
     pub eval_every: usize,
-    /// Validation batches per intermediate evaluation.
+    /// Validation batches per intermediate evaluation (the final one uses the whole split).
     pub eval_batches: usize,
-    /// Sparse attention implementation.
+    /// How sparse attention is computed in training (same selection and result either way; on
+    /// burn's CPU backend the masked dense form trains faster at these sizes).
     pub implementation: SparseImpl,
-    /// Corpus seed.
+    /// Seed of the synthetic corpus ([`SweepData::demo_corpus`]).
     pub data_seed: u64,
-    /// Corpus vocabulary size.
+    /// BPE vocabulary size of the corpus.
     pub vocab: usize,
 }
 
@@ -520,33 +489,33 @@ pub fn run_one(
     data: &SweepData,
     device: &Device,
 ) -> Result<RunResult> {
-    let config = params.preset.config(data.vocab_size, spec.length);
+    let config = params.options.preset.config(data.vocab_size, spec.length);
     let mode = match spec.keep_ratio {
         None => AttentionMode::Dense,
         Some(keep) => AttentionMode::Sparse {
             keep_ratio: keep,
-            implementation: params.implementation,
+            implementation: params.options.implementation,
         },
     };
     let mut model = DsaTransformer::init(&config, mode, spec.seed, device)?;
     model.indexer_training = IndexerTraining {
         warmup_steps: if spec.keep_ratio.is_some() {
-            params.indexer_warmup_steps
+            params.options.indexer_warmup_steps
         } else {
-            params.steps
+            params.options.steps
         },
         // The dense arm trains its (unused) indexer too, so every arm's optimiser sees the same
         // parameter set: gradient clipping uses the global norm, which includes the indexer.
-        loss_weight: params.indexer_loss_weight,
+        loss_weight: params.options.indexer_loss_weight,
     };
     let tc = TrainConfig {
-        steps: params.steps,
-        batch_size: params.batch_size,
+        steps: params.options.steps,
+        batch_size: params.options.batch_size,
         seq_len: spec.length,
-        learning_rate: params.learning_rate,
-        warmup_steps: (params.steps / 10).max(1),
-        eval_every: params.eval_every,
-        eval_batches: Some(params.eval_batches.max(1)),
+        learning_rate: params.options.learning_rate,
+        warmup_steps: (params.options.steps / 10).max(1),
+        eval_every: params.options.eval_every,
+        eval_batches: Some(params.options.eval_batches.max(1)),
         seed: spec.seed,
         show_progress: false,
         ..TrainConfig::default()
@@ -566,11 +535,11 @@ pub fn run_one(
         &model.valid(),
         &data.validation,
         spec.length,
-        params.batch_size,
+        params.options.batch_size,
     )?;
     Ok(RunResult {
         spec: spec.clone(),
-        preset: params.preset,
+        preset: params.options.preset,
         n_params: record.n_params,
         final_val_loss: loss,
         final_val_accuracy: acc,
@@ -1768,7 +1737,7 @@ pub fn run_sweep(run: &SweepRun) -> crate::Result<SweepOutcome> {
     let params = &run.params;
     params.validate().step("sweep options")?;
     let peak_memory = params
-        .check_memory(params.vocab, run.max_memory)
+        .check_memory(params.options.vocab, run.max_memory)
         .step("memory check")?;
     let all = run_list(params).step("planning the runs")?;
     let results_dir = run
@@ -1812,7 +1781,8 @@ pub fn run_sweep(run: &SweepRun) -> crate::Result<SweepOutcome> {
     let todo: Vec<_> = runs.into_iter().filter(|r| !done.contains(&r.id)).collect();
     tracing::info!(runs = todo.len(), already_done = done.len(), results = %run.results.display(), "DSA sweep");
     if !todo.is_empty() {
-        let data = SweepData::demo_corpus(params.data_seed, params.vocab).step("sweep data")?;
+        let data = SweepData::demo_corpus(params.options.data_seed, params.options.vocab)
+            .step("sweep data")?;
         tracing::info!(source = %data.source, train_tokens = data.train.len(), validation_tokens = data.validation.len(), "data");
         let device = sparsity_models::cpu_device().autodiff();
         let span = tracing::info_span!(
@@ -1829,14 +1799,14 @@ pub fn run_sweep(run: &SweepRun) -> crate::Result<SweepOutcome> {
             let meta = crate::results::RunMeta {
                 parameters: serde_json::json!({
                     "run": spec.id, "length": spec.length, "keep_ratio": spec.keep_ratio,
-                    "top_k": spec.top_k, "seed": spec.seed, "preset": params.preset.name(),
-                    "steps": params.steps,
+                    "top_k": spec.top_k, "seed": spec.seed, "preset": params.options.preset.name(),
+                    "steps": params.options.steps,
                 })
                 .to_string(),
                 timestamp_us: crate::results::now_us(),
                 ..meta.clone()
             };
-            let model = format!("dsa-{}", params.preset.name());
+            let model = format!("dsa-{}", params.options.preset.name());
             let site = format!("L{}", spec.length);
             let method = spec
                 .keep_ratio

@@ -364,10 +364,7 @@ mod sweep {
         assert_eq!(runs[2].top_k, 4);
         assert_eq!(runs[0].top_k, 16);
         // legacy semantics: the ratio is the fraction dropped
-        let legacy = SweepParams {
-            semantics: RatioSemantics::LegacyDropped,
-            ..params()
-        };
+        let legacy = with(params(), |o| o.semantics = RatioSemantics::LegacyDropped);
         let runs = run_list(&legacy).unwrap();
         assert_eq!(runs[2].top_k, 12);
         assert_eq!(runs[2].keep_ratio, Some(0.75));
@@ -446,13 +443,21 @@ mod sweep {
     }
 
     fn quick() -> SweepParams {
-        SweepParams {
-            steps: 3,
-            batch_size: 2,
-            indexer_warmup_steps: 1,
-            eval_every: 0,
-            ..SweepParams::tiny(vec![16], vec![0.25, 1.0], 2)
-        }
+        with(SweepParams::tiny(vec![16], vec![0.25, 1.0], 2), |o| {
+            o.steps = 3;
+            o.batch_size = 2;
+            o.indexer_warmup_steps = 1;
+            o.eval_every = 0;
+        })
+    }
+
+    /// `p` with its run options changed by `f`.
+    fn with(
+        mut p: SweepParams,
+        f: impl FnOnce(&mut sparsity_experiments::dsa_sweep::RunOptions),
+    ) -> SweepParams {
+        f(&mut p.options);
+        p
     }
 
     #[test]
@@ -520,89 +525,36 @@ mod sweep {
         let changed: Vec<(&str, SweepParams)> = vec![
             (
                 "preset",
-                SweepParams {
-                    preset: sparsity_experiments::dsa_sweep::Preset::Paper,
-                    ..params()
-                },
+                with(params(), |o| {
+                    o.preset = sparsity_experiments::dsa_sweep::Preset::Paper
+                }),
             ),
             (
                 "semantics",
-                SweepParams {
-                    semantics: RatioSemantics::LegacyDropped,
-                    ratios: vec![0.25, 0.5],
-                    ..params()
-                },
+                with(params(), |o| o.semantics = RatioSemantics::LegacyDropped),
             ),
-            (
-                "steps",
-                SweepParams {
-                    steps: 201,
-                    ..params()
-                },
-            ),
-            (
-                "batch_size",
-                SweepParams {
-                    batch_size: 9,
-                    ..params()
-                },
-            ),
+            ("steps", with(params(), |o| o.steps = 201)),
+            ("batch_size", with(params(), |o| o.batch_size = 9)),
             (
                 "learning_rate",
-                SweepParams {
-                    learning_rate: 3.1e-3,
-                    ..params()
-                },
+                with(params(), |o| o.learning_rate = 3.1e-3),
             ),
             (
                 "indexer_warmup_steps",
-                SweepParams {
-                    indexer_warmup_steps: 51,
-                    ..params()
-                },
+                with(params(), |o| o.indexer_warmup_steps = 51),
             ),
             (
                 "indexer_loss_weight",
-                SweepParams {
-                    indexer_loss_weight: 0.9,
-                    ..params()
-                },
+                with(params(), |o| o.indexer_loss_weight = 0.9),
             ),
-            (
-                "eval_every",
-                SweepParams {
-                    eval_every: 49,
-                    ..params()
-                },
-            ),
-            (
-                "eval_batches",
-                SweepParams {
-                    eval_batches: 5,
-                    ..params()
-                },
-            ),
+            ("eval_every", with(params(), |o| o.eval_every = 49)),
+            ("eval_batches", with(params(), |o| o.eval_batches = 5)),
             (
                 "implementation",
-                SweepParams {
-                    implementation: SparseImpl::Gather,
-                    ..params()
-                },
+                with(params(), |o| o.implementation = SparseImpl::Gather),
             ),
-            (
-                "data_seed",
-                SweepParams {
-                    data_seed: 43,
-                    ..params()
-                },
-            ),
-            (
-                "vocab",
-                SweepParams {
-                    vocab: 1000,
-                    ..params()
-                },
-            ),
+            ("data_seed", with(params(), |o| o.data_seed = 43)),
+            ("vocab", with(params(), |o| o.vocab = 1000)),
         ];
         for (name, p) in &changed {
             let o = p.run_options();
@@ -676,11 +628,10 @@ mod sweep {
         );
         // Other options: an error naming each differing option, nothing run or written.
         let before = std::fs::read(&results).unwrap();
-        let other = SweepParams {
-            steps: 4,
-            learning_rate: 1e-3,
-            ..p.clone()
-        };
+        let other = with(p.clone(), |o| {
+            o.steps = 4;
+            o.learning_rate = 1e-3;
+        });
         let err = run_sweep(&run(other)).unwrap_err().to_string();
         assert!(
             err.contains("steps: 3 vs 4") && err.contains("learning_rate"),
@@ -713,21 +664,14 @@ mod sweep {
     }
 
     fn other_options() -> sparsity_experiments::dsa_sweep::RunOptions {
-        SweepParams {
-            steps: 99,
-            ..quick()
-        }
-        .run_options()
+        with(quick(), |o| o.steps = 99).run_options()
     }
 
     #[test]
     fn report_has_statistics_with_two_seeds() {
         let device = cpu_device().autodiff();
         let data = tiny_data();
-        let p = SweepParams {
-            implementation: SparseImpl::MaskedDense,
-            ..quick()
-        };
+        let p = with(quick(), |o| o.implementation = SparseImpl::MaskedDense);
         let p = SweepParams {
             ratios: vec![0.25, 0.5],
             ..p

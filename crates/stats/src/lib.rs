@@ -1044,10 +1044,7 @@ pub fn welch_t_test(a: &[f64], b: &[f64], alternative: Alternative) -> Result<We
         "df",
         1.0 / (ra * ra / (na - 1.0) + rb * rb / (nb - 1.0)),
     )?;
-    let dist = StudentsT::new(0.0, 1.0, df).map_err(|e| StatsError::Distribution {
-        distribution: format!("StudentsT(df = {df})"),
-        message: e.to_string(),
-    })?;
+    let dist = students_t(df)?;
     let p_value = match alternative {
         Alternative::TwoSided => (2.0 * dist.sf(t.abs())).min(1.0),
         Alternative::Less => dist.cdf(t),
@@ -1231,6 +1228,22 @@ fn noncentral_t_cdf(x: f64, df: f64, delta: f64) -> f64 {
     chi_expectation(df, |s| normal_cdf(x * s - delta))
 }
 
+/// The standard Student t distribution with `df` degrees of freedom.
+fn students_t(df: f64) -> Result<StudentsT> {
+    StudentsT::new(0.0, 1.0, df).map_err(|e| StatsError::Distribution {
+        distribution: format!("StudentsT(df = {df})"),
+        message: e.to_string(),
+    })
+}
+
+/// Power of a two-sided t-test with `df` degrees of freedom whose statistic has noncentrality
+/// `delta` under the alternative, at level `alpha`: both rejection tails of the noncentral t.
+fn t_test_power(df: f64, delta: f64, alpha: f64) -> Result<f64> {
+    let t_crit = students_t(df)?.inverse_cdf(1.0 - alpha / 2.0);
+    let power = noncentral_t_sf(t_crit, df, delta) + noncentral_t_cdf(-t_crit, df, delta);
+    Ok(power.clamp(0.0, 1.0))
+}
+
 fn check_power_args(d: f64, n_per_group: usize, alpha: f64) -> Result<()> {
     if !d.is_finite() {
         return Err(StatsError::InvalidArgument {
@@ -1256,15 +1269,7 @@ fn check_power_args(d: f64, n_per_group: usize, alpha: f64) -> Result<()> {
 pub fn two_sample_t_power(d: f64, n_per_group: usize, alpha: f64) -> Result<f64> {
     check_power_args(d, n_per_group, alpha)?;
     let n = n_per_group as f64;
-    let df = 2.0 * n - 2.0;
-    let delta = d * (n / 2.0).sqrt();
-    let t = StudentsT::new(0.0, 1.0, df).map_err(|e| StatsError::Distribution {
-        distribution: format!("StudentsT(df = {df})"),
-        message: e.to_string(),
-    })?;
-    let t_crit = t.inverse_cdf(1.0 - alpha / 2.0);
-    let power = noncentral_t_sf(t_crit, df, delta) + noncentral_t_cdf(-t_crit, df, delta);
-    Ok(power.clamp(0.0, 1.0))
+    t_test_power(2.0 * n - 2.0, d * (n / 2.0).sqrt(), alpha)
 }
 
 /// Normal approximation of [`two_sample_t_power`]:
@@ -1398,11 +1403,7 @@ impl PairedDifference {
     /// (e.g. a Bonferroni-simultaneous interval at `1 − α/m`).
     pub fn interval(&self, confidence: f64) -> Result<(f64, f64)> {
         check_probability("confidence", confidence, true)?;
-        let t = StudentsT::new(0.0, 1.0, self.df).map_err(|e| StatsError::Distribution {
-            distribution: format!("StudentsT(df = {})", self.df),
-            message: e.to_string(),
-        })?;
-        let half = t.inverse_cdf(0.5 + confidence / 2.0) * self.std_error;
+        let half = students_t(self.df)?.inverse_cdf(0.5 + confidence / 2.0) * self.std_error;
         Ok((self.mean_diff - half, self.mean_diff + half))
     }
 }
@@ -1441,10 +1442,7 @@ pub fn paired_t(a: &[f64], b: &[f64], confidence: f64) -> Result<PairedDifferenc
     let se = sd / n.sqrt();
     let t = finite(TEST, "t", m / se)?;
     let df = n - 1.0;
-    let dist = StudentsT::new(0.0, 1.0, df).map_err(|e| StatsError::Distribution {
-        distribution: format!("StudentsT(df = {df})"),
-        message: e.to_string(),
-    })?;
+    let dist = students_t(df)?;
     let half = dist.inverse_cdf(0.5 + confidence / 2.0) * se;
     Ok(PairedDifference {
         n: d.len(),
@@ -1466,15 +1464,7 @@ pub fn paired_t(a: &[f64], b: &[f64], confidence: f64) -> Result<PairedDifferenc
 /// `n − 1` degrees of freedom and noncentrality `dz · sqrt(n)`, both tails.
 pub fn paired_t_power(dz: f64, n: usize, alpha: f64) -> Result<f64> {
     check_power_args(dz, n, alpha)?;
-    let df = n as f64 - 1.0;
-    let delta = dz * (n as f64).sqrt();
-    let t = StudentsT::new(0.0, 1.0, df).map_err(|e| StatsError::Distribution {
-        distribution: format!("StudentsT(df = {df})"),
-        message: e.to_string(),
-    })?;
-    let t_crit = t.inverse_cdf(1.0 - alpha / 2.0);
-    let power = noncentral_t_sf(t_crit, df, delta) + noncentral_t_cdf(-t_crit, df, delta);
-    Ok(power.clamp(0.0, 1.0))
+    t_test_power(n as f64 - 1.0, dz * (n as f64).sqrt(), alpha)
 }
 
 /// The smallest standardised effect `dz` that a paired t-test with `n` pairs detects with

@@ -7,7 +7,8 @@ use std::path::PathBuf;
 
 use anyhow::bail;
 use sparsity_experiments::dsa_sweep::{
-    Preset, RatioSemantics, SweepAction, SweepParams, SweepRun, parse_bytes, parse_shard, run_sweep,
+    Preset, RatioSemantics, RunOptions, SweepAction, SweepParams, SweepRun, parse_bytes,
+    parse_shard, run_sweep,
 };
 use sparsity_models::dsa::SparseImpl;
 
@@ -181,21 +182,23 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let params = SweepParams {
         lengths: args.lengths.clone(),
         ratios: args.keep_ratios.clone(),
-        semantics,
         seeds: args.seeds,
         base_seed: args.base_seed,
-        preset: args.preset,
         dense_baseline: !args.no_dense,
-        steps: args.steps,
-        batch_size: args.batch_size,
-        learning_rate: args.lr,
-        indexer_warmup_steps: args.indexer_warmup,
-        indexer_loss_weight: args.indexer_loss_weight,
-        eval_every: (args.steps / 4).max(1),
-        eval_batches: 4,
-        implementation: args.implementation,
-        data_seed: args.data_seed,
-        vocab: args.vocab,
+        options: RunOptions {
+            preset: args.preset,
+            semantics,
+            steps: args.steps,
+            batch_size: args.batch_size,
+            learning_rate: args.lr,
+            indexer_warmup_steps: args.indexer_warmup,
+            indexer_loss_weight: args.indexer_loss_weight,
+            eval_every: (args.steps / 4).max(1),
+            eval_batches: 4,
+            implementation: args.implementation,
+            data_seed: args.data_seed,
+            vocab: args.vocab,
+        },
     };
     let action = match (args.dry_run, args.emit_slurm) {
         (true, _) => SweepAction::DryRun,
