@@ -71,6 +71,13 @@ def main() -> None:
             with tarfile.open(crate) as tar:
                 files = [m for m in tar.getmembers() if m.isfile()]
                 tar.extractall(ws, filter="data")
+            # The unpacked files keep the archive's modification times, which can be older than
+            # the check artifacts a previous run left in the shared target directory under the
+            # same unit hash (it hashes the path relative to this scratch workspace, which is
+            # the same every run): cargo would then reuse them. Dating every file now makes each
+            # run check what was just packaged.
+            for f in (ws / f"{name}-{pkg['version']}").rglob("*"):
+                os.utime(f)
             sizes.append({"crate": name, "files": len(files), "bytes": crate.stat().st_size,
                           "unpacked_bytes": sum(m.size for m in files)})
             members.append(f"{name}-{pkg['version']}")

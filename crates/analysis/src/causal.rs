@@ -100,6 +100,154 @@ pub struct LayerCausal {
     pub perplexity_clean: f64,
     /// Perplexity with the top-k set ablated.
     pub perplexity_ablated: f64,
+    /// The top-k set's effect against random sets of k other neurons of the layer (None when
+    /// the layer has fewer than 2k neurons).
+    pub random_baseline: Option<RandomBaseline>,
+}
+
+/// The effect of ablating the top-k set together against the same ablation of random sets of k
+/// neurons of the same layer drawn from outside the top-k set (seeded). Effect: mean KL of the
+/// next-token distribution at the last position over the prompts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RandomBaseline {
+    /// Set size.
+    pub k: usize,
+    /// The top-k set's effect.
+    pub top_effect: f64,
+    /// Each random set's effect, in draw order.
+    pub random_effects: Vec<f64>,
+    /// Their mean.
+    pub random_mean: f64,
+    /// Their sample standard deviation (ddof 1).
+    pub random_sd: f64,
+    /// Random sets whose effect is at least the top set's (the top set's rank is this + 1).
+    pub draws_at_least_top: usize,
+    /// `top_effect / random_mean` (None when the random mean is 0).
+    pub multiple_of_random: Option<f64>,
+    /// Permutation p-value `(1 + draws_at_least_top) / (1 + draws)`.
+    pub p_value: f64,
+    /// Holm-adjusted over the analysed layers of the model.
+    pub p_holm: f64,
+    /// `p_holm < 0.05`.
+    pub significant: bool,
+}
+
+/// `draws` seeded sets of `k` distinct neurons from `0..width` outside `exclude` (partial
+/// Fisher–Yates on a SplitMix64 stream; the same seed gives the same sets).
+pub fn random_sets(
+    width: usize,
+    exclude: &[usize],
+    k: usize,
+    draws: usize,
+    seed: u64,
+) -> Vec<Vec<usize>> {
+    let pool: Vec<usize> = (0..width).filter(|n| !exclude.contains(n)).collect();
+    let mut state = seed;
+    let mut next = move || {
+        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    };
+    (0..draws)
+        .map(|_| {
+            let mut p = pool.clone();
+            let k = k.min(p.len());
+            for i in 0..k {
+                let j = i + (next() % (p.len() - i) as u64) as usize;
+                p.swap(i, j);
+            }
+            p.truncate(k);
+            p.sort_unstable();
+            p
+        })
+        .collect()
+}
+
+/// Mean KL at the last position over `prompts` when each set of `sets` is ablated together
+/// (each neuron with its own edit from `edit_for`); one batched forward per prompt.
+pub fn set_effects(
+    model: &CausalLm,
+    prompts: &[Vec<i64>],
+    site: &str,
+    sets: &[Vec<usize>],
+    edit_for: &dyn Fn(usize) -> sparsity_models::Result<Edit>,
+    device: &Device,
+) -> sparsity_models::Result<Vec<f64>> {
+    let m = sets.len();
+    let mut effects = vec![0.0f64; m];
+    if m == 0 || prompts.is_empty() {
+        return Ok(effects);
+    }
+    let mut neurons: Vec<usize> = sets.iter().flatten().copied().collect();
+    neurons.sort_unstable();
+    neurons.dedup();
+    let mut iv = Intervention::new();
+    for &n in &neurons {
+        let per: Vec<Vec<usize>> = sets
+            .iter()
+            .map(|s| if s.contains(&n) { vec![n] } else { Vec::new() })
+            .collect();
+        iv = iv.edit_channels(site, edit_for(n)?, Channels::PerExample(per));
+    }
+    for ids in prompts {
+        let len = ids.len();
+        let clean = Batch::from_ids(ids, 1, len, device)?;
+        let (_, clean_last) = losses_and_last(&tensor3(&model.logits(&clean)?)?, ids, len);
+        let rep: Vec<i64> = (0..m).flat_map(|_| ids.iter().copied()).collect();
+        let batch = Batch::from_ids(&rep, m, len, device)?;
+        let logits = tensor3(&model.forward(&batch, &Capture::none(), Some(&iv))?.logits)?;
+        let (_, last) = losses_and_last(&logits, ids, len);
+        for (e, l) in effects.iter_mut().zip(&last) {
+            *e += kl_from_logp(&clean_last[0], l) / prompts.len() as f64;
+        }
+    }
+    Ok(effects)
+}
+
+/// The top set against `random` sets of the same size (from [`random_sets`]); `p_holm` is left
+/// equal to `p_value` (the caller corrects over layers). None without at least two random sets.
+pub fn random_baseline(
+    model: &CausalLm,
+    prompts: &[Vec<i64>],
+    site: &str,
+    top: &[usize],
+    random: &[Vec<usize>],
+    edit_for: &dyn Fn(usize) -> sparsity_models::Result<Edit>,
+    device: &Device,
+) -> sparsity_models::Result<Option<RandomBaseline>> {
+    let k = top.len();
+    if k == 0 || random.len() < 2 {
+        return Ok(None);
+    }
+    let mut sets = vec![top.to_vec()];
+    sets.extend(random.iter().cloned());
+    let effects = set_effects(model, prompts, site, &sets, edit_for, device)?;
+    let top_effect = effects[0];
+    let random_effects = effects[1..].to_vec();
+    let n = random_effects.len() as f64;
+    let random_mean = random_effects.iter().sum::<f64>() / n;
+    let random_sd = (random_effects
+        .iter()
+        .map(|e| (e - random_mean).powi(2))
+        .sum::<f64>()
+        / (n - 1.0))
+        .sqrt();
+    let draws_at_least_top = random_effects.iter().filter(|&&e| e >= top_effect).count();
+    let p_value = (1 + draws_at_least_top) as f64 / (1.0 + n);
+    Ok(Some(RandomBaseline {
+        k,
+        top_effect,
+        random_effects,
+        random_mean,
+        random_sd,
+        draws_at_least_top,
+        multiple_of_random: (random_mean > 0.0).then(|| top_effect / random_mean),
+        p_value,
+        p_holm: p_value,
+        significant: p_value < 0.05,
+    }))
 }
 
 /// The cross-layer influence matrix: row = source layer (analysed layers), column = target layer.
@@ -387,6 +535,32 @@ pub fn causal_neurons(
             let edit = mode_edit(config.causal_mode, &stats, r.neuron, config.seed).map_err(err)?;
             ablate = ablate.edit_channels(site.clone(), edit, Channels::Only(vec![r.neuron]));
         }
+        // the top-k set against random sets of k other neurons, with the same edits
+        let top_neurons: Vec<usize> = top.iter().map(|r| r.neuron).collect();
+        let edit_for = |n: usize| mode_edit(config.causal_mode, &stats, n, config.seed);
+        // Only where the layer has at least 2k neurons: k others to draw from, and more.
+        let random = if width >= 2 * top_neurons.len() {
+            let seed = config.seed ^ (l as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            random_sets(
+                width,
+                &top_neurons,
+                top_neurons.len(),
+                config.random_draws,
+                seed,
+            )
+        } else {
+            Vec::new()
+        };
+        let baseline = random_baseline(
+            model,
+            &prompts,
+            &site,
+            &top_neurons,
+            &random,
+            &edit_for,
+            device,
+        )
+        .map_err(err)?;
         // inter-layer impact over the prompts
         let cap = Capture::sites((0..n_layers).map(|j| format!("block_out.{j}")));
         let mut num = vec![0.0f64; n_layers];
@@ -419,12 +593,33 @@ pub fn causal_neurons(
                 inter_layer_impact: inter,
                 perplexity_clean,
                 perplexity_ablated,
+                random_baseline: baseline,
             },
         );
         tracing::trace!(target: sparsity_models::PROGRESS, parent: &bar, progress_inc = 1u64);
     }
     drop(bar);
     let _ = prompt_tok;
+    // Holm over the analysed layers' permutation p-values.
+    let ps: Vec<f64> = layers_out
+        .values()
+        .filter_map(|c| c.random_baseline.as_ref().map(|b| b.p_value))
+        .collect();
+    if !ps.is_empty() {
+        let holm = sparsity_stats::holm(&ps).map_err(|e| {
+            err(ModelError::Invalid(format!(
+                "Holm over the random baselines: {e}"
+            )))
+        })?;
+        for (b, p) in layers_out
+            .values_mut()
+            .filter_map(|c| c.random_baseline.as_mut())
+            .zip(holm)
+        {
+            b.p_holm = p;
+            b.significant = p < 0.05;
+        }
+    }
     Ok(CausalNeurons {
         mode: config.causal_mode,
         prompts: prompts.len(),

@@ -117,6 +117,10 @@ pub struct AnalysisConfig {
     pub causal_candidates: usize,
     /// Prompts (texts) the causal KL is averaged over.
     pub causal_prompts: usize,
+    /// Random sets of k neurons per layer the causal top-k set is compared with (at least 20;
+    /// the smallest permutation p-value is 1/(draws + 1), which must survive Holm's correction
+    /// over the analysed layers: 99 draws give 0.01).
+    pub random_draws: usize,
     /// Intervention used by the causal stage.
     pub causal_mode: CausalMode,
     /// ε of the interventional Δ definition (Δ scaled by 1 ± ε).
@@ -148,7 +152,8 @@ impl Default for AnalysisConfig {
                 AttentionMethod::Rollout,
             ],
             causal_candidates: 64,
-            causal_prompts: 5,
+            causal_prompts: 16,
+            random_draws: 99,
             causal_mode: CausalMode::Scale(0.1),
             delta_epsilon: 0.1,
             threshold: None,
@@ -164,6 +169,17 @@ impl AnalysisConfig {
     pub fn validate(&self) -> Result<()> {
         if self.top_k == 0 {
             return Err(AnalysisError::Invalid("--top-k must be at least 1".into()));
+        }
+        if self.random_draws < 20 {
+            return Err(AnalysisError::Invalid(format!(
+                "--random-draws {}: at least 20 random sets are needed for a permutation p-value",
+                self.random_draws
+            )));
+        }
+        if self.causal_prompts == 0 {
+            return Err(AnalysisError::Invalid(
+                "--prompts must be at least 1".into(),
+            ));
         }
         if self.text_limit == 0 {
             return Err(AnalysisError::Invalid(

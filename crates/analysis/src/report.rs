@@ -742,6 +742,44 @@ fn markdown(
                     lc.perplexity_ablated
                 );
             }
+            let _ = writeln!(
+                s,
+                "\nThe top-k set against random sets of k other neurons of the layer (same intervention, \
+                 seeded draws; effect = mean KL at the last position; permutation p = (1 + draws at \
+                 least as large) / (1 + draws), Holm over the layers):\n"
+            );
+            let _ = writeln!(
+                s,
+                "| layer | k | top-k effect | random mean ± sd | × random | rank among draws | p | Holm p | significant |\n|---|---|---|---|---|---|---|---|---|"
+            );
+            for (l, lc) in &c.layers {
+                match &lc.random_baseline {
+                    Some(b) => {
+                        let _ = writeln!(
+                            s,
+                            "| {l} | {} | {:.3e} | {:.3e} ± {:.1e} | {} | {} of {} | {:.3} | {:.3} | {} |",
+                            b.k,
+                            b.top_effect,
+                            b.random_mean,
+                            b.random_sd,
+                            b.multiple_of_random
+                                .map_or("–".to_string(), |m| format!("{m:.1}")),
+                            b.draws_at_least_top + 1,
+                            b.random_effects.len() + 1,
+                            b.p_value,
+                            b.p_holm,
+                            if b.significant { "yes" } else { "no" }
+                        );
+                    }
+                    None => {
+                        let _ = writeln!(
+                            s,
+                            "| {l} | {} | – | – (fewer than 2k neurons) | – | – | – | – | – |",
+                            lc.top.len()
+                        );
+                    }
+                }
+            }
         }
         if let Some(at) = &a.attention_neurons {
             let _ = writeln!(s, "\n### Attention neurons\n");

@@ -1,6 +1,7 @@
 //! The analysis stages on the tiny fixture models (saved by `transformers`).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use ndarray::{Array2, Axis, s};
@@ -301,4 +302,158 @@ fn noise_ablation_uses_each_neurons_own_sigma_and_rejects_unknown_neurons() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("neuron 5"), "{err}");
+}
+
+/// A copy of the gpt2-tiny fixture whose layer-0 MLP is rewritten by `edit(c_fc.weight [64, 256],
+/// c_fc.bias [256], c_proj.weight [256, 64])`.
+fn edited_gpt2(
+    edit: impl Fn(&mut ndarray::ArrayD<f32>, &mut ndarray::ArrayD<f32>, &mut ndarray::ArrayD<f32>),
+) -> (tempfile::TempDir, AnalysisModel) {
+    use sparsity_io::tensors::{OutTensor, SafetensorsFile, write_safetensors};
+    let src = fixture("gpt2-tiny");
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["config.json", "tokenizer.json"] {
+        std::fs::copy(src.join(f), dir.path().join(f)).unwrap();
+    }
+    let file = SafetensorsFile::open(&src.join("model.safetensors")).unwrap();
+    let mut tensors: BTreeMap<String, ndarray::ArrayD<f32>> = file
+        .names()
+        .into_iter()
+        .map(|n| {
+            let a = file.array_f32(&n).unwrap();
+            (n, a)
+        })
+        .collect();
+    let mut w_fc = tensors.remove("transformer.h.0.mlp.c_fc.weight").unwrap();
+    let mut b_fc = tensors.remove("transformer.h.0.mlp.c_fc.bias").unwrap();
+    let mut w_proj = tensors.remove("transformer.h.0.mlp.c_proj.weight").unwrap();
+    edit(&mut w_fc, &mut b_fc, &mut w_proj);
+    tensors.insert("transformer.h.0.mlp.c_fc.weight".into(), w_fc);
+    tensors.insert("transformer.h.0.mlp.c_fc.bias".into(), b_fc);
+    tensors.insert("transformer.h.0.mlp.c_proj.weight".into(), w_proj);
+    let out: Vec<(String, OutTensor)> = tensors
+        .into_iter()
+        .map(|(n, a)| (n, OutTensor::F32(a)))
+        .collect();
+    write_safetensors(&dir.path().join("model.safetensors"), &out, None).unwrap();
+    let model = AnalysisModel {
+        name: "edited".into(),
+        model: CausalLm::load_dir(dir.path(), &cpu_device()).unwrap(),
+        tokenizer: TextTokenizer::from_model_dir(dir.path()).unwrap(),
+    };
+    (dir, model)
+}
+
+fn causal_only(top_k: usize) -> AnalysisConfig {
+    AnalysisConfig {
+        layers: vec![0],
+        top_k,
+        causal_candidates: 0,
+        causal_prompts: 6,
+        causal_mode: CausalMode::Zero,
+        ..AnalysisConfig::default()
+    }
+}
+
+/// One planted neuron carries layer 0's MLP output: it ranks first, and ablating it changes the
+/// next-token distribution more than every one of the 99 random neurons does (p = 1/100).
+#[test]
+fn a_planted_neuron_ranks_first_and_beats_every_random_draw() {
+    const J: usize = 17;
+    let (_dir, m) = edited_gpt2(|w_fc, b_fc, w_proj| {
+        for i in 0..64 {
+            w_fc[[i, J]] *= 4.0;
+        }
+        b_fc[[J]] = 2.0;
+        for o in 0..64 {
+            w_proj[[J, o]] *= 60.0;
+        }
+    });
+    let device = cpu_device();
+    let config = causal_only(1);
+    let tok = sparsity_analysis::TokenizedTexts::new(&m.tokenizer, &texts(), 100, 64).unwrap();
+    let c = sparsity_analysis::causal::causal_neurons(&m, &tok, &[0], &config, &device).unwrap();
+    let l = &c.layers[&0];
+    assert_eq!(l.top[0].neuron, J, "{:?}", &l.impacts[..3]);
+    let b = l.random_baseline.as_ref().unwrap();
+    assert_eq!(b.random_effects.len(), 99);
+    assert!(
+        b.random_effects.iter().all(|&e| e < b.top_effect),
+        "{} vs {:?}",
+        b.top_effect,
+        b.random_effects
+    );
+    assert_eq!(b.draws_at_least_top, 0);
+    assert!((b.p_value - 0.01).abs() < 1e-15);
+    assert!(
+        b.significant && b.multiple_of_random.unwrap() > 10.0,
+        "{b:?}"
+    );
+    // Independent recomputation of the top effect: mean KL at the last position of zeroing J.
+    let prompts: Vec<Vec<i64>> = tok
+        .sequences
+        .iter()
+        .take(6)
+        .map(|s| s.iter().map(|&i| i64::from(i)).collect())
+        .collect();
+    let mut kl = 0.0;
+    for p in &prompts {
+        let r = sparsity_analysis::causal::single_neuron_impacts(
+            &m.model,
+            p,
+            "mlp_act.0",
+            &[J],
+            &|_| Ok(Edit::Zero),
+            1,
+            &device,
+        )
+        .unwrap();
+        kl += r[0].0 / prompts.len() as f64;
+    }
+    assert!(
+        (kl - b.top_effect).abs() <= 1e-6 * kl.max(1e-12),
+        "{kl} vs {}",
+        b.top_effect
+    );
+    // Seeded: the same run gives the same draws.
+    let again =
+        sparsity_analysis::causal::causal_neurons(&m, &tok, &[0], &config, &device).unwrap();
+    assert_eq!(again.layers[&0].random_baseline.as_ref(), Some(b));
+}
+
+/// Every neuron of layer 0's MLP is the same neuron: the top-k set is no more important than a
+/// random set of others, and nothing is flagged.
+#[test]
+fn with_no_special_neuron_the_top_set_is_not_significant() {
+    let (_dir, m) = edited_gpt2(|w_fc, b_fc, w_proj| {
+        for i in 0..64 {
+            let v = w_fc[[i, 0]];
+            for j in 0..256 {
+                w_fc[[i, j]] = v;
+            }
+        }
+        let b0 = b_fc[[0]];
+        b_fc.fill(b0);
+        for o in 0..64 {
+            let v = w_proj[[0, o]] / 16.0;
+            for j in 0..256 {
+                w_proj[[j, o]] = v;
+            }
+        }
+    });
+    let device = cpu_device();
+    let tok = sparsity_analysis::TokenizedTexts::new(&m.tokenizer, &texts(), 100, 64).unwrap();
+    let c = sparsity_analysis::causal::causal_neurons(&m, &tok, &[0], &causal_only(3), &device)
+        .unwrap();
+    let b = c.layers[&0].random_baseline.as_ref().unwrap();
+    assert!(!b.significant, "{b:?}");
+    assert!(b.p_holm >= 0.05);
+    // The sets are interchangeable: every effect equals the top set's up to rounding.
+    for e in &b.random_effects {
+        assert!(
+            (e - b.top_effect).abs() <= 1e-4 * b.top_effect.max(1e-12),
+            "{e} vs {}",
+            b.top_effect
+        );
+    }
 }

@@ -32,6 +32,13 @@ pub struct Args {
     /// Texts used at most.
     #[arg(long, default_value_t = 100)]
     text_limit: usize,
+    /// Prompts (the first texts) the causal stage averages its KL over, for the rankings and
+    /// for the random-neuron baseline.
+    #[arg(long, default_value_t = 16)]
+    prompts: usize,
+    /// Random sets of k neurons per layer the causal top-k set is compared with (≥ 20).
+    #[arg(long, default_value_t = 99)]
+    random_draws: usize,
     /// Text source (.txt: one text per non-empty line; .jsonl: a `text` field). Default: the built-in
     /// corpus's held-out split.
     #[arg(long)]
@@ -121,6 +128,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         enable_attention: args.enable_attention,
         attention_methods,
         causal_candidates: args.causal_candidates,
+        causal_prompts: args.prompts,
+        random_draws: args.random_draws,
         causal_mode: args.causal_mode,
         threshold: args.threshold,
         seed: args.seed,
