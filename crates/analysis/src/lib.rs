@@ -2,7 +2,7 @@
 //! sparsity measure per layer, delta-sensitive neurons, causal neurons, attention neurons, efficiency and
 //! the comparison between models.
 //!
-//! Every number comes from a real forward (or backward) pass of the model on real text; a stage that
+//! Every number comes from a real forward (or backward) pass of the model on the given texts; a stage that
 //! fails stops the run with an [`AnalysisError`] naming the stage, or, with
 //! [`AnalysisConfig::keep_going`], records the failure in [`ModelAnalysis::failures`] and leaves that
 //! stage's field empty. Nothing is ever substituted.

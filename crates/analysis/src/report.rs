@@ -353,6 +353,7 @@ pub fn write_report(
     analyses: &[ModelAnalysis],
     comparison: &Comparison,
     json_name: &str,
+    texts_source: &str,
 ) -> Result<ReportFiles, ReportError> {
     let mut plots: Vec<(String, PathBuf)> = Vec::new();
     // layer-wise variance and sparsity curves
@@ -537,7 +538,14 @@ pub fn write_report(
     }
 
     let md_path = out_dir.join("report.md");
-    let md = markdown(analyses, comparison, &plots, out_dir, json_name);
+    let md = markdown(
+        analyses,
+        comparison,
+        &plots,
+        out_dir,
+        json_name,
+        texts_source,
+    );
     sparsity_io::write_atomic(&md_path, md.as_bytes())
         .map_err(sparsity_io::IoError::into_io)
         .map_err(|source| ReportError::Io {
@@ -588,12 +596,15 @@ fn markdown(
     plots: &[(String, PathBuf)],
     out_dir: &Path,
     json_name: &str,
+    texts_source: &str,
 ) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "# Neuron analysis report\n");
     let _ = writeln!(
         s,
-        "Every number below comes from forward/backward passes of the models on real text; the full results are in [`{json_name}`]({json_name}).\n"
+        "Every number below comes from forward/backward passes of the models on these texts: \
+         {texts_source} (texts and tokens used per model in the table below). The full results \
+         are in [`{json_name}`]({json_name}).\n"
     );
     let _ = writeln!(
         s,

@@ -274,9 +274,11 @@ fn full_analysis_on_the_fixture_models() {
         &run.models,
         &run.comparison,
         "r.json",
+        "six test sentences",
     )
     .unwrap();
     let md = std::fs::read_to_string(&files.markdown).unwrap();
+    assert!(md.contains("on these texts: six test sentences"));
     assert!(md.contains("## gpt2-tiny") && md.contains("## mamba-tiny"));
     for p in &files.plots {
         assert!(
