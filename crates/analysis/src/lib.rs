@@ -331,6 +331,99 @@ pub struct ModelAnalysis {
     pub failures: Vec<StageFailure>,
     /// Seconds per stage.
     pub stage_seconds: BTreeMap<String, f64>,
+    /// Agreement between the top-k sets of every two rankings of the same layer and site
+    /// (absent in reports written before it was recorded).
+    #[serde(default)]
+    pub ranking_agreement: Vec<RankingAgreement>,
+}
+
+/// How much two rankings of one layer's neurons agree: the Jaccard index of their top-k sets,
+/// with what two random k-sets of the site's neurons would give on average.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RankingAgreement {
+    /// Layer.
+    pub layer: usize,
+    /// The site both rankings score.
+    pub site: String,
+    /// First ranking (`causal`, `delta:<definition>`, `attention:<method>`).
+    pub a: String,
+    /// Second ranking.
+    pub b: String,
+    /// Set size (the shorter of the two top lists).
+    pub k: usize,
+    /// Neurons in both top-k sets.
+    pub shared: usize,
+    /// `shared / (2k − shared)`.
+    pub jaccard: f64,
+    /// The Jaccard index two random k-subsets of the site's `n` neurons give in expectation,
+    /// approximated as `s / (2k − s)` with `s = k²/n` (the expected overlap).
+    pub chance_jaccard: f64,
+}
+
+/// [`RankingAgreement`] of every two rankings that score the same site of the same layer;
+/// `width(site)` is the site's neuron count.
+pub fn ranking_agreement(
+    a: &ModelAnalysis,
+    width: &dyn Fn(&str) -> Option<usize>,
+) -> Vec<RankingAgreement> {
+    let mut by_layer: BTreeMap<usize, Vec<(String, String, Vec<usize>)>> = BTreeMap::new();
+    let ids = |top: &[RankedNeuron]| top.iter().map(|r| r.neuron).collect::<Vec<usize>>();
+    if let Some(c) = &a.causal {
+        for (l, lc) in &c.layers {
+            by_layer
+                .entry(*l)
+                .or_default()
+                .push(("causal".into(), lc.site.clone(), ids(&lc.top)));
+        }
+    }
+    if let Some(d) = &a.delta_sensitive {
+        for (l, ds) in d {
+            for (k, r) in &ds.rankings {
+                by_layer.entry(*l).or_default().push((
+                    format!("delta:{k}"),
+                    r.site.clone(),
+                    ids(&r.top),
+                ));
+            }
+        }
+    }
+    if let Some(at) = &a.attention_neurons {
+        for (l, ms) in &at.layers {
+            for (m, r) in ms {
+                by_layer.entry(*l).or_default().push((
+                    format!("attention:{m}"),
+                    r.site.clone(),
+                    ids(&r.top),
+                ));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for (l, rankings) in &by_layer {
+        for (i, (na, sa, ta)) in rankings.iter().enumerate() {
+            for (nb, sb, tb) in &rankings[i + 1..] {
+                let k = ta.len().min(tb.len());
+                let Some(n) = width(sa) else { continue };
+                if sa != sb || k == 0 || n == 0 {
+                    continue;
+                }
+                let (x, y) = (&ta[..k], &tb[..k]);
+                let shared = x.iter().filter(|v| y.contains(v)).count();
+                let s = (k * k) as f64 / n as f64;
+                out.push(RankingAgreement {
+                    layer: *l,
+                    site: sa.clone(),
+                    a: na.clone(),
+                    b: nb.clone(),
+                    k,
+                    shared,
+                    jaccard: shared as f64 / (2 * k - shared) as f64,
+                    chance_jaccard: s / (2.0 * k as f64 - s),
+                });
+            }
+        }
+    }
+    out
 }
 
 /// Runs every stage on one model.
@@ -386,6 +479,7 @@ pub fn analyze_model(
         efficiency: None,
         failures: Vec::new(),
         stage_seconds: BTreeMap::new(),
+        ranking_agreement: Vec::new(),
     };
 
     macro_rules! stage {
@@ -435,6 +529,7 @@ pub fn analyze_model(
         efficiency,
         efficiency::efficiency(m, &tok, config, device)
     );
+    out.ranking_agreement = ranking_agreement(&out, &|site| model.site_width(site).ok());
     Ok(out)
 }
 

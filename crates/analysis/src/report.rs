@@ -792,6 +792,21 @@ fn markdown(
                 }
             }
         }
+        if !a.ranking_agreement.is_empty() {
+            let _ = writeln!(
+                s,
+                "\n### Agreement between rankings\n\nJaccard index of the top-k sets of two rankings \
+                 of the same layer and site, and what two random k-sets would give.\n\n| layer | site | \
+                 rankings | k | shared | Jaccard | chance |\n|---|---|---|---|---|---|---|"
+            );
+            for g in &a.ranking_agreement {
+                let _ = writeln!(
+                    s,
+                    "| {} | {} | `{}` vs `{}` | {} | {} | {:.3} | {:.3} |",
+                    g.layer, g.site, g.a, g.b, g.k, g.shared, g.jaccard, g.chance_jaccard
+                );
+            }
+        }
         if let Some(at) = &a.attention_neurons {
             let _ = writeln!(s, "\n### Attention neurons\n");
             if let Some(e) = at.scan_reconstruction_max_abs_error {

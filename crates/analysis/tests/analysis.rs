@@ -215,6 +215,29 @@ fn full_analysis_on_the_fixture_models() {
     assert_eq!(run.models.len(), 2);
     for a in &run.models {
         assert!(a.failures.is_empty());
+        // Ranking agreement, recomputed from the rankings themselves.
+        assert!(!a.ranking_agreement.is_empty());
+        for g in &a.ranking_agreement {
+            let top_of = |name: &str| -> Vec<usize> {
+                let ids =
+                    |t: &[sparsity_analysis::RankedNeuron]| t.iter().map(|r| r.neuron).collect();
+                if name == "causal" {
+                    ids(&a.causal.as_ref().unwrap().layers[&g.layer].top)
+                } else if let Some(k) = name.strip_prefix("delta:") {
+                    ids(&a.delta_sensitive.as_ref().unwrap()[&g.layer].rankings[k].top)
+                } else {
+                    let m = name.strip_prefix("attention:").unwrap();
+                    ids(&a.attention_neurons.as_ref().unwrap().layers[&g.layer][m].top)
+                }
+            };
+            let (x, y) = (top_of(&g.a), top_of(&g.b));
+            let k = x.len().min(y.len());
+            let shared = x[..k].iter().filter(|v| y[..k].contains(v)).count();
+            assert_eq!((g.k, g.shared), (k, shared), "{g:?}");
+            let union = 2 * k - shared;
+            assert!((g.jaccard - shared as f64 / union as f64).abs() < 1e-15);
+            assert!(g.chance_jaccard > 0.0 && g.chance_jaccard < 1.0);
+        }
         let sp = a.sparsity.as_ref().unwrap();
         assert_eq!(sp.layer_dynamics.len(), 2);
         assert_eq!(sp.layers.len(), 2);
