@@ -132,8 +132,9 @@ pub struct RandomBaseline {
     pub significant: bool,
 }
 
-/// `draws` seeded sets of `k` distinct neurons from `0..width` outside `exclude` (partial
-/// Fisher–Yates on a SplitMix64 stream; the same seed gives the same sets).
+/// `draws` seeded sets of `k` distinct neurons from `0..width` outside `exclude`, each sorted
+/// (`rand::seq::index::sample` on a ChaCha8 stream, the workspace's seeded generator: the same
+/// seed gives the same sets).
 pub fn random_sets(
     width: usize,
     exclude: &[usize],
@@ -141,26 +142,18 @@ pub fn random_sets(
     draws: usize,
     seed: u64,
 ) -> Vec<Vec<usize>> {
+    use rand::SeedableRng;
     let pool: Vec<usize> = (0..width).filter(|n| !exclude.contains(n)).collect();
-    let mut state = seed;
-    let mut next = move || {
-        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    };
+    let k = k.min(pool.len());
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     (0..draws)
         .map(|_| {
-            let mut p = pool.clone();
-            let k = k.min(p.len());
-            for i in 0..k {
-                let j = i + (next() % (p.len() - i) as u64) as usize;
-                p.swap(i, j);
-            }
-            p.truncate(k);
-            p.sort_unstable();
-            p
+            let mut set: Vec<usize> = rand::seq::index::sample(&mut rng, pool.len(), k)
+                .into_iter()
+                .map(|i| pool[i])
+                .collect();
+            set.sort_unstable();
+            set
         })
         .collect()
 }

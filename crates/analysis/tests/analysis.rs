@@ -482,3 +482,19 @@ fn with_no_special_neuron_the_top_set_is_not_significant() {
         );
     }
 }
+
+/// Random sets: k distinct neurons each, none from the excluded set, the same for the same seed.
+#[test]
+fn random_sets_are_seeded_distinct_and_avoid_the_top_set() {
+    use sparsity_analysis::causal::random_sets;
+    let top = [3, 7, 11];
+    let sets = random_sets(40, &top, 3, 50, 9);
+    assert_eq!(sets.len(), 50);
+    for s in &sets {
+        assert_eq!(s.len(), 3);
+        assert!(s.windows(2).all(|w| w[0] < w[1]), "{s:?}");
+        assert!(s.iter().all(|n| *n < 40 && !top.contains(n)), "{s:?}");
+    }
+    assert_eq!(sets, random_sets(40, &top, 3, 50, 9));
+    assert_ne!(sets, random_sets(40, &top, 3, 50, 10));
+}
