@@ -20,6 +20,14 @@ pub fn write_atomic_with(
     path: &Path,
     fill: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>,
 ) -> Result<()> {
+    filled_temp(path, fill)?.persist(path)
+}
+
+/// A temporary file beside `path` holding what `fill` wrote, synced to disk.
+fn filled_temp(
+    path: &Path,
+    fill: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>,
+) -> Result<TempPath> {
     let io = |e| IoError::io(path, e);
     let tmp = temp_beside(path, ".tmp")?;
     let mut file = std::fs::OpenOptions::new()
@@ -28,8 +36,7 @@ pub fn write_atomic_with(
         .map_err(io)?;
     fill(&mut file).map_err(io)?;
     file.sync_all().map_err(io)?;
-    drop(file);
-    tmp.persist(path)
+    Ok(tmp)
 }
 
 /// Writes `bytes` atomically to a file in `dir` that did not exist before: the first of
@@ -40,15 +47,8 @@ pub fn write_atomic_with(
 /// free (a writer racing for that same name in that same instant could then be replaced).
 pub fn write_new(dir: &Path, name: impl Fn(u32) -> String, bytes: &[u8]) -> Result<PathBuf> {
     let first = dir.join(name(0));
-    let tmp = temp_beside(&first, ".tmp")?;
+    let tmp = filled_temp(&first, |f| f.write_all(bytes))?;
     let io = |e| IoError::io(&first, e);
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .open(tmp.path())
-        .map_err(io)?;
-    file.write_all(bytes).map_err(io)?;
-    file.sync_all().map_err(io)?;
-    drop(file);
     for seq in 0..100_000 {
         let target = dir.join(name(seq));
         match std::fs::hard_link(tmp.path(), &target) {
