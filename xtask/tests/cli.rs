@@ -559,6 +559,16 @@ fn analyze_numbers_match_an_independent_recomputation() {
             ((mean_var - want) / want).abs() < 1e-5,
             "{name}: mean variance {mean_var} vs {want}"
         );
+        // The neuron-level comparison's value at layer 0 (its own per-text pass) and the
+        // summary's direction: the sign of the mean difference over the matched pairs.
+        let curves = &json["comparison"]["neurons"]["models"][i];
+        let h = curves["layers"][0]["values"]["hoyer"]["value"]
+            .as_f64()
+            .unwrap();
+        assert!(
+            (h - hoyer).abs() < 1e-6,
+            "{name}: comparison Hoyer {h} vs {hoyer}"
+        );
         // The threshold sweep: the fraction of recomputed variances below each threshold.
         let sweep = &neurons["threshold_sweep"];
         let thresholds = sweep["thresholds"].as_array().unwrap();
@@ -572,7 +582,24 @@ fn analyze_numbers_match_an_independent_recomputation() {
             assert_eq!(s.as_f64().unwrap(), count / n, "{name}: sweep at {t}");
         }
     }
+    let cmp = &json["comparison"]["neurons"]["comparisons"][0];
+    for m in cmp["summary"].as_array().unwrap() {
+        let Some(sparser) = m["sparser"].as_str() else {
+            continue;
+        };
+        let sign = if sparser == cmp["a"].as_str().unwrap() {
+            1.0
+        } else {
+            -1.0
+        };
+        for p in cmp["pairs"].as_array().unwrap() {
+            let d = &p["differences"][m["measure"].as_str().unwrap()];
+            let diff = d["a"].as_f64().unwrap() - d["b"].as_f64().unwrap();
+            assert!(sign * diff > 0.0, "{m}: pair {p}");
+        }
+    }
     let md = std::fs::read_to_string(out_dir.join("report.md")).unwrap();
+    assert!(md.contains("## Answers") && md.contains("Neuron_Sparsity_by_Depth.png"));
     assert!(
         md.contains("Threshold_Sweep.png"),
         "the sweep plot is referenced from report.md"

@@ -91,6 +91,9 @@ pub struct AttentionResult {
     pub mean_activation: f64,
     /// Mean pairwise cosine distance of the top-k activation profiles.
     pub neuron_diversity: f64,
+    /// Every neuron's score, by neuron index (absent in reports written before it was recorded).
+    #[serde(default)]
+    pub scores: Vec<f64>,
 }
 
 /// The attention-neuron stage's result.
@@ -329,6 +332,7 @@ fn result(site: &str, scores: &[f64], acts: &Array2<f64>, k: usize) -> Attention
         top,
         mean_activation,
         neuron_diversity: neuron_diversity(acts.view(), &cols),
+        scores: scores.to_vec(),
     }
 }
 

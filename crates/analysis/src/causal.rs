@@ -421,10 +421,8 @@ pub fn causal_neurons(
         .collect();
     let n_layers = model.num_layers();
     let prompt_tok = TokenizedTexts {
-        sequences: prompts
-            .iter()
-            .map(|p| p.iter().map(|&i| i as u32).collect())
-            .collect(),
+        sequences: tok.sequences[..prompts.len()].to_vec(),
+        indices: tok.indices[..prompts.len()].to_vec(),
     };
     let perplexity_clean =
         perplexity_with(model, tok, config.batch_size, None, device).map_err(err)?;

@@ -49,6 +49,9 @@ pub struct DeltaRanking {
     pub top: Vec<RankedNeuron>,
     /// Mean score over every neuron (for scale).
     pub mean_score: f64,
+    /// Every neuron's score, by neuron index (absent in reports written before it was recorded).
+    #[serde(default)]
+    pub scores: Vec<f64>,
 }
 
 /// The delta-sensitive rankings of one layer, by definition key.
@@ -135,6 +138,7 @@ fn ranking(definition: &str, site: String, scores: &[f64], k: usize) -> DeltaRan
         site,
         top: ranked(scores, k),
         mean_score: scores.iter().sum::<f64>() / scores.len().max(1) as f64,
+        scores: scores.to_vec(),
     }
 }
 

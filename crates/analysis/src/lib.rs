@@ -41,6 +41,7 @@ pub mod attention;
 pub mod causal;
 pub mod collect;
 pub mod delta;
+pub mod depth;
 pub mod efficiency;
 pub mod report;
 mod tensors;
@@ -127,8 +128,12 @@ pub struct AnalysisConfig {
     pub delta_epsilon: f32,
     /// Traditional threshold override (default by family: Mamba 0.01, transformer 1e-5).
     pub threshold: Option<f64>,
-    /// Seed of every random choice (noise ablations).
+    /// Seed of every random choice (noise ablations, random neuron sets, bootstrap resamples).
     pub seed: u64,
+    /// Bootstrap resamples of the texts behind the neuron-level comparison's intervals
+    /// (`--bootstrap`, at least 1000).
+    #[serde(default = "default_bootstrap")]
+    pub bootstrap_resamples: usize,
     /// Record a failed stage and continue instead of stopping.
     pub keep_going: bool,
     /// Memory budget in bytes for one forward pass's activations (`--max-memory`); `None`: the
@@ -158,15 +163,26 @@ impl Default for AnalysisConfig {
             delta_epsilon: 0.1,
             threshold: None,
             seed: 0,
+            bootstrap_resamples: default_bootstrap(),
             keep_going: false,
             max_memory: None,
         }
     }
 }
 
+fn default_bootstrap() -> usize {
+    1000
+}
+
 impl AnalysisConfig {
     /// Checks the options.
     pub fn validate(&self) -> Result<()> {
+        if self.bootstrap_resamples < 1000 {
+            return Err(AnalysisError::Invalid(format!(
+                "--bootstrap {}: the intervals need at least 1000 resamples",
+                self.bootstrap_resamples
+            )));
+        }
         if self.top_k == 0 {
             return Err(AnalysisError::Invalid("--top-k must be at least 1".into()));
         }
@@ -240,6 +256,8 @@ pub struct AnalysisModel {
 pub struct TokenizedTexts {
     /// Token ids per text.
     pub sequences: Vec<Vec<u32>>,
+    /// Index of each kept text in the input list.
+    pub indices: Vec<usize>,
 }
 
 impl TokenizedTexts {
@@ -252,11 +270,13 @@ impl TokenizedTexts {
         max_length: usize,
     ) -> sparsity_models::Result<Self> {
         let mut sequences = Vec::new();
-        for t in texts.iter().take(limit) {
+        let mut indices = Vec::new();
+        for (i, t) in texts.iter().take(limit).enumerate() {
             let mut ids = tokenizer.encode(t)?;
             ids.truncate(max_length);
             if ids.len() >= 2 {
                 sequences.push(ids);
+                indices.push(i);
             }
         }
         if sequences.is_empty() {
@@ -264,7 +284,7 @@ impl TokenizedTexts {
                 source_name: "analysis texts (every text gave fewer than 2 tokens)".into(),
             });
         }
-        Ok(Self { sequences })
+        Ok(Self { sequences, indices })
     }
 
     /// Right-padded batches of `batch_size` texts.
@@ -335,10 +355,15 @@ pub struct ModelAnalysis {
     /// (absent in reports written before it was recorded).
     #[serde(default)]
     pub ranking_agreement: Vec<RankingAgreement>,
+    /// Per-text statistics of every layer's neuron site, the input of the neuron-level comparison
+    /// ([`depth`]); not written to the JSON (the comparison is).
+    #[serde(skip)]
+    pub neuron_texts: Option<depth::NeuronTextStats>,
 }
 
 /// How much two rankings of one layer's neurons agree: the Jaccard index of their top-k sets,
-/// with what two random k-sets of the site's neurons would give on average.
+/// with what two random k-sets of the site's neurons would give on average, and Spearman's rank
+/// correlation of their scores over every neuron both rankings scored.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RankingAgreement {
     /// Layer.
@@ -358,6 +383,22 @@ pub struct RankingAgreement {
     /// The Jaccard index two random k-subsets of the site's `n` neurons give in expectation,
     /// approximated as `s / (2k − s)` with `s = k²/n` (the expected overlap).
     pub chance_jaccard: f64,
+    /// Spearman's ρ between the two rankings' scores (average ranks for ties) over the neurons
+    /// both scored (the causal stage scores only its candidates); `None` when either score vector
+    /// is constant there or fewer than 3 neurons are shared.
+    #[serde(default)]
+    pub spearman: Option<f64>,
+    /// Neurons the correlation is computed over.
+    #[serde(default)]
+    pub spearman_neurons: usize,
+}
+
+/// One ranking's top list and its scores by neuron.
+struct Scored {
+    name: String,
+    site: String,
+    top: Vec<usize>,
+    scores: BTreeMap<usize, f64>,
 }
 
 /// [`RankingAgreement`] of every two rankings that score the same site of the same layer;
@@ -366,59 +407,81 @@ pub fn ranking_agreement(
     a: &ModelAnalysis,
     width: &dyn Fn(&str) -> Option<usize>,
 ) -> Vec<RankingAgreement> {
-    let mut by_layer: BTreeMap<usize, Vec<(String, String, Vec<usize>)>> = BTreeMap::new();
+    let mut by_layer: BTreeMap<usize, Vec<Scored>> = BTreeMap::new();
     let ids = |top: &[RankedNeuron]| top.iter().map(|r| r.neuron).collect::<Vec<usize>>();
+    let full = |s: &[f64]| {
+        s.iter()
+            .copied()
+            .enumerate()
+            .collect::<BTreeMap<usize, f64>>()
+    };
     if let Some(c) = &a.causal {
         for (l, lc) in &c.layers {
-            by_layer
-                .entry(*l)
-                .or_default()
-                .push(("causal".into(), lc.site.clone(), ids(&lc.top)));
+            by_layer.entry(*l).or_default().push(Scored {
+                name: "causal".into(),
+                site: lc.site.clone(),
+                top: ids(&lc.top),
+                scores: lc.impacts.iter().map(|i| (i.neuron, i.kl)).collect(),
+            });
         }
     }
     if let Some(d) = &a.delta_sensitive {
         for (l, ds) in d {
             for (k, r) in &ds.rankings {
-                by_layer.entry(*l).or_default().push((
-                    format!("delta:{k}"),
-                    r.site.clone(),
-                    ids(&r.top),
-                ));
+                by_layer.entry(*l).or_default().push(Scored {
+                    name: format!("delta:{k}"),
+                    site: r.site.clone(),
+                    top: ids(&r.top),
+                    scores: full(&r.scores),
+                });
             }
         }
     }
     if let Some(at) = &a.attention_neurons {
         for (l, ms) in &at.layers {
             for (m, r) in ms {
-                by_layer.entry(*l).or_default().push((
-                    format!("attention:{m}"),
-                    r.site.clone(),
-                    ids(&r.top),
-                ));
+                by_layer.entry(*l).or_default().push(Scored {
+                    name: format!("attention:{m}"),
+                    site: r.site.clone(),
+                    top: ids(&r.top),
+                    scores: full(&r.scores),
+                });
             }
         }
     }
     let mut out = Vec::new();
     for (l, rankings) in &by_layer {
-        for (i, (na, sa, ta)) in rankings.iter().enumerate() {
-            for (nb, sb, tb) in &rankings[i + 1..] {
-                let k = ta.len().min(tb.len());
-                let Some(n) = width(sa) else { continue };
-                if sa != sb || k == 0 || n == 0 {
+        for (i, x) in rankings.iter().enumerate() {
+            for y in &rankings[i + 1..] {
+                let k = x.top.len().min(y.top.len());
+                let Some(n) = width(&x.site) else { continue };
+                if x.site != y.site || k == 0 || n == 0 {
                     continue;
                 }
-                let (x, y) = (&ta[..k], &tb[..k]);
-                let shared = x.iter().filter(|v| y.contains(v)).count();
+                let (tx, ty) = (&x.top[..k], &y.top[..k]);
+                let shared = tx.iter().filter(|v| ty.contains(v)).count();
                 let s = (k * k) as f64 / n as f64;
+                let (sx, sy): (Vec<f64>, Vec<f64>) = x
+                    .scores
+                    .iter()
+                    .filter_map(|(j, v)| Some((*v, *y.scores.get(j)?)))
+                    .unzip();
+                let spearman = if sx.len() >= 3 {
+                    sparsity_stats::spearman(&sx, &sy).ok()
+                } else {
+                    None
+                };
                 out.push(RankingAgreement {
                     layer: *l,
-                    site: sa.clone(),
-                    a: na.clone(),
-                    b: nb.clone(),
+                    site: x.site.clone(),
+                    a: x.name.clone(),
+                    b: y.name.clone(),
                     k,
                     shared,
                     jaccard: shared as f64 / (2 * k - shared) as f64,
                     chance_jaccard: s / (2.0 * k as f64 - s),
+                    spearman,
+                    spearman_neurons: sx.len(),
                 });
             }
         }
@@ -480,6 +543,7 @@ pub fn analyze_model(
         failures: Vec::new(),
         stage_seconds: BTreeMap::new(),
         ranking_agreement: Vec::new(),
+        neuron_texts: None,
     };
 
     macro_rules! stage {
@@ -506,6 +570,14 @@ pub fn analyze_model(
         "sparsity",
         sparsity,
         collect::collect(m, &tok, &layers, config, device)
+    );
+    let threshold = config.threshold.unwrap_or_else(|| {
+        AnalysisConfig::metrics_family(model.architecture()).default_threshold()
+    });
+    stage!(
+        "neuron_texts",
+        neuron_texts,
+        depth::collect_text_stats(m, &tok, config, threshold, device)
     );
     stage!(
         "delta_sensitive",
@@ -648,7 +720,7 @@ pub fn run(
     for m in models {
         out.push(analyze_model(m, texts, config, device)?);
     }
-    let comparison = compare(&out);
+    let comparison = compare(&out, config)?;
     Ok(AnalysisRun {
         config: config.clone(),
         models: out,

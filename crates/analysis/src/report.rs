@@ -8,7 +8,11 @@ use plotters::prelude::*;
 use serde::{Deserialize, Serialize};
 use sparsity_plot::FONT;
 
-use super::ModelAnalysis;
+use super::depth::{
+    DepthComparison, Estimate, MEASURES, ModelTexts, compare_depth, measure_description,
+    measure_name,
+};
+use super::{AnalysisConfig, AnalysisError, ModelAnalysis};
 
 use sparsity_plot::PALETTE as COLORS;
 
@@ -37,7 +41,8 @@ pub enum ReportError {
     },
 }
 
-/// How one measure compares across the models.
+/// One measure of the residual stream (`block_out`) at each model's first analysed layer: a
+/// description without uncertainty; the answer comes from [`Comparison::neurons`].
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct MeasureComparison {
     /// Measure key (as in `SparsityReport::method_sparsities`).
@@ -46,25 +51,34 @@ pub struct MeasureComparison {
     pub values: BTreeMap<String, f64>,
     /// max − min over the models.
     pub spread: f64,
-    /// `tautological` (equals its parameter by construction), `discriminates` (spread ≥ 0.05) or
-    /// `similar`.
+    /// `tautological` (equals its parameter by construction), `not comparable` (computed at
+    /// different absolute thresholds) or `descriptive` (no interval: never a verdict).
     pub verdict: String,
 }
 
 /// The comparison of every analysed model.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Comparison {
-    /// Per measure.
+    /// The residual stream at the first analysed layer, per measure (descriptive).
     pub measures: Vec<MeasureComparison>,
-    /// A plain-language summary.
+    /// The neuron-level comparison over every layer at matched depth, with paired bootstrap
+    /// intervals (absent with fewer than two models with per-text statistics).
+    #[serde(default)]
+    pub neurons: Option<DepthComparison>,
+    /// The answers in sentences.
     pub summary: String,
 }
 
 /// Builds the comparison from the analyses (models without a sparsity stage are skipped).
-pub fn compare(analyses: &[ModelAnalysis]) -> Comparison {
+pub fn compare(
+    analyses: &[ModelAnalysis],
+    config: &AnalysisConfig,
+) -> Result<Comparison, AnalysisError> {
     let mut per: BTreeMap<String, BTreeMap<String, f64>> = BTreeMap::new();
+    let mut thresholds = Vec::new();
     for a in analyses {
         let Some(sp) = &a.sparsity else { continue };
+        thresholds.push(sp.threshold);
         let Some((_, layer)) = sp.layers.iter().next() else {
             continue;
         };
@@ -72,6 +86,7 @@ pub fn compare(analyses: &[ModelAnalysis]) -> Comparison {
             per.entry(k).or_default().insert(a.model.clone(), v);
         }
     }
+    let same_threshold = thresholds.windows(2).all(|w| w[0] == w[1]);
     let mut measures = Vec::new();
     for (measure, values) in per {
         let (lo, hi) = values
@@ -80,12 +95,15 @@ pub fn compare(analyses: &[ModelAnalysis]) -> Comparison {
                 (l.min(v), h.max(v))
             });
         let spread = if values.len() > 1 { hi - lo } else { 0.0 };
-        let verdict = if measure.starts_with("percentile_") || measure == "optimal" {
+        let verdict = if measure.starts_with("percentile_")
+            || measure.starts_with("calibrated_")
+            || measure == "optimal"
+        {
             "tautological"
-        } else if spread >= 0.05 {
-            "discriminates"
+        } else if measure == "traditional" && !same_threshold {
+            "not comparable"
         } else {
-            "similar"
+            "descriptive"
         };
         measures.push(MeasureComparison {
             measure,
@@ -94,28 +112,54 @@ pub fn compare(analyses: &[ModelAnalysis]) -> Comparison {
             verdict: verdict.to_string(),
         });
     }
-    let disc: Vec<&str> = measures
+    let with_texts: Vec<ModelTexts<'_>> = analyses
         .iter()
-        .filter(|m| m.verdict == "discriminates")
-        .map(|m| m.measure.as_str())
+        .filter_map(|a| {
+            Some(ModelTexts {
+                model: &a.model,
+                site: a
+                    .sparsity
+                    .as_ref()
+                    .and_then(|s| s.layers.values().next())
+                    .map_or("neurons", |l| {
+                        l.neurons.site.split('.').next().unwrap_or("neurons")
+                    }),
+                stats: a.neuron_texts.as_ref()?,
+            })
+        })
         .collect();
-    let mut summary = String::new();
-    if analyses.len() < 2 {
-        summary.push_str("Only one model was analysed, so nothing is compared. ");
-    } else if disc.is_empty() {
-        summary.push_str("No non-tautological measure separates the models by 0.05 or more at the first analysed layer. ");
+    let neurons = if with_texts.len() >= 2 {
+        Some(compare_depth(
+            &with_texts,
+            config.bootstrap_resamples,
+            0.95,
+            config.seed,
+        )?)
     } else {
-        let _ = write!(
-            summary,
-            "Measures that separate the models (spread ≥ 0.05 at the first analysed layer): {}. ",
-            disc.join(", ")
-        );
+        None
+    };
+    let mut summary = String::new();
+    match &neurons {
+        None if analyses.len() < 2 => {
+            summary.push_str("Only one model was analysed, so nothing is compared.");
+        }
+        None => summary.push_str(
+            "The neuron-level comparison needs per-text statistics of at least two models; a stage failed.",
+        ),
+        Some(d) => {
+            for c in &d.comparisons {
+                for m in &c.summary {
+                    summary.push_str(&m.sentence);
+                    summary.push('\n');
+                }
+            }
+        }
     }
-    summary.push_str(
-        "Percentile sparsities equal p/100 and the optimal-threshold sparsity equals its target by construction \
-         (only their thresholds carry information), so they never discriminate.",
-    );
-    Comparison { measures, summary }
+    Ok(Comparison {
+        measures,
+        neurons,
+        summary: summary.trim_end().to_string(),
+    })
 }
 
 fn plot_err(path: &Path, e: impl std::fmt::Display) -> ReportError {
@@ -214,6 +258,250 @@ fn line_chart(
             .label_font((FONT, 16))
             .draw()
             .map_err(|e| e.to_string())?;
+        root.present().map_err(|e| e.to_string())
+    })
+}
+
+/// Every measure of the neuron-level comparison against relative depth: one panel per measure,
+/// one line per model with its bootstrap interval as a band.
+fn depth_bands(path: &Path, d: &DepthComparison) -> Result<(), ReportError> {
+    png(path, (1600, 860), |root| {
+        root.fill(&WHITE).map_err(|e| e.to_string())?;
+        let (title, body) = root.split_vertically(50);
+        title
+            .draw_text(
+                &format!(
+                    "Neuron sparsity against relative depth ({:.0} % bootstrap bands over {} texts, {} resamples)",
+                    d.confidence * 100.0,
+                    d.texts,
+                    d.resamples
+                ),
+                &(FONT, 24).into_text_style(&title),
+                (20, 14),
+            )
+            .map_err(|e| e.to_string())?;
+        let panels = body.split_evenly((2, 4));
+        for (panel, key) in panels.iter().zip(MEASURES) {
+            let pts: Vec<&Estimate> = d
+                .models
+                .iter()
+                .flat_map(|m| m.layers.iter().filter_map(|l| l.values.get(key)))
+                .collect();
+            if pts.is_empty() {
+                continue;
+            }
+            let lo = pts
+                .iter()
+                .map(|e| e.lo.min(e.value))
+                .fold(f64::INFINITY, f64::min);
+            let hi = pts
+                .iter()
+                .map(|e| e.hi.max(e.value))
+                .fold(f64::NEG_INFINITY, f64::max);
+            let pad = ((hi - lo) * 0.08).max(1e-3);
+            let caption = if key == "traditional"
+                && d.models
+                    .windows(2)
+                    .any(|w| w[0].threshold != w[1].threshold)
+            {
+                "traditional (thresholds differ: not comparable)".to_string()
+            } else {
+                measure_name(key).to_string()
+            };
+            let mut chart = ChartBuilder::on(panel)
+                .caption(caption, (FONT, 18))
+                .margin(10)
+                .x_label_area_size(36)
+                .y_label_area_size(56)
+                .build_cartesian_2d(0.0..1.0, (lo - pad)..(hi + pad))
+                .map_err(|e| e.to_string())?;
+            chart
+                .configure_mesh()
+                .x_desc("relative depth")
+                .label_style((FONT, 13))
+                .axis_desc_style((FONT, 14))
+                .draw()
+                .map_err(|e| e.to_string())?;
+            for (i, m) in d.models.iter().enumerate() {
+                let c = COLORS[i % COLORS.len()];
+                let est: Vec<(f64, &Estimate)> = m
+                    .layers
+                    .iter()
+                    .filter_map(|l| Some((l.depth, l.values.get(key)?)))
+                    .collect();
+                if est.is_empty() {
+                    continue;
+                }
+                let mut band: Vec<(f64, f64)> = est.iter().map(|(x, e)| (*x, e.lo)).collect();
+                band.extend(est.iter().rev().map(|(x, e)| (*x, e.hi)));
+                chart
+                    .draw_series(std::iter::once(Polygon::new(band, c.mix(0.2).filled())))
+                    .map_err(|e| e.to_string())?;
+                let line: Vec<(f64, f64)> = est.iter().map(|(x, e)| (*x, e.value)).collect();
+                chart
+                    .draw_series(LineSeries::new(line.clone(), c.stroke_width(2)))
+                    .map_err(|e| e.to_string())?
+                    .label(m.model.clone())
+                    .legend(move |(x, y)| {
+                        PathElement::new(vec![(x, y), (x + 16, y)], c.stroke_width(2))
+                    });
+                chart
+                    .draw_series(line.iter().map(|&pt| Circle::new(pt, 3, c.filled())))
+                    .map_err(|e| e.to_string())?;
+            }
+            if key == "hoyer" {
+                chart
+                    .configure_series_labels()
+                    .background_style(WHITE.mix(0.85))
+                    .border_style(BLACK)
+                    .label_font((FONT, 13))
+                    .draw()
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+        root.present().map_err(|e| e.to_string())
+    })
+}
+
+/// A line chart of [`write_report`]: file stem, title, x and y labels, series, log y, what.
+type Chart<'a> = (
+    &'a str,
+    String,
+    &'a str,
+    &'a str,
+    &'a [(String, Vec<(f64, f64)>)],
+    bool,
+    &'a str,
+);
+
+/// Counts of `log10(v)` (positive finite values) in `bins` equal bins: (bin centre, count).
+fn log_histogram(values: &[f64], bins: usize) -> Option<Vec<(f64, f64)>> {
+    let logs: Vec<f64> = values
+        .iter()
+        .filter(|v| v.is_finite() && **v > 0.0)
+        .map(|v| v.log10())
+        .collect();
+    let lo = logs.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = logs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    if logs.is_empty() || bins == 0 {
+        return None;
+    }
+    let width = if hi > lo {
+        (hi - lo) / bins as f64
+    } else {
+        1.0
+    };
+    let mut counts = vec![0usize; bins];
+    for v in &logs {
+        let i = (((v - lo) / width) as usize).min(bins - 1);
+        counts[i] += 1;
+    }
+    Some(
+        counts
+            .iter()
+            .enumerate()
+            .map(|(i, &c)| (lo + (i as f64 + 0.5) * width, c as f64))
+            .collect(),
+    )
+}
+
+/// Efficiency bars: per model the active-neuron ratio and the fraction of activations below its
+/// threshold (left; thresholds named: they differ by family), forward tokens/s (right).
+fn efficiency_bars(path: &Path, eff: &[(&str, &crate::Efficiency)]) -> Result<(), ReportError> {
+    png(path, (1200, 560), |root| {
+        root.fill(&WHITE).map_err(|e| e.to_string())?;
+        let (left, right) = root.split_horizontally(760);
+        let n = eff.len();
+        let mut chart = ChartBuilder::on(&left)
+            .caption(
+                "Active-neuron ratio and activations below threshold",
+                (FONT, 20),
+            )
+            .margin(16)
+            .x_label_area_size(40)
+            .y_label_area_size(60)
+            .build_cartesian_2d(0.0..(2 * (n + 1)) as f64, -0.08..1.1)
+            .map_err(|e| e.to_string())?;
+        chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .x_labels(0)
+            .y_desc("fraction")
+            .label_style((FONT, 14))
+            .axis_desc_style((FONT, 16))
+            .draw()
+            .map_err(|e| e.to_string())?;
+        for (g, (what, get)) in [
+            (
+                "efficiency ratio",
+                (|e: &crate::Efficiency| e.efficiency_ratio) as fn(&crate::Efficiency) -> f64,
+            ),
+            ("below threshold", |e: &crate::Efficiency| e.mean_sparsity),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            for (i, (model, e)) in eff.iter().enumerate() {
+                let x0 = (g * (n + 1) + i) as f64 + 0.5;
+                let c = COLORS[i % COLORS.len()];
+                chart
+                    .draw_series(std::iter::once(Rectangle::new(
+                        [(x0, 0.0), (x0 + 0.9, get(e))],
+                        c.filled(),
+                    )))
+                    .map_err(|e| e.to_string())?;
+                chart
+                    .draw_series(std::iter::once(Text::new(
+                        format!("{model} t={:.0e}", e.threshold),
+                        (x0, get(e) + 0.02),
+                        (FONT, 12).into_font(),
+                    )))
+                    .map_err(|e| e.to_string())?;
+            }
+            chart
+                .draw_series(std::iter::once(Text::new(
+                    what.to_string(),
+                    ((g * (n + 1)) as f64 + 0.6, -0.05),
+                    (FONT, 14).into_font(),
+                )))
+                .map_err(|e| e.to_string())?;
+        }
+        let tmax = eff
+            .iter()
+            .map(|(_, e)| e.tokens_per_second)
+            .fold(0.0, f64::max)
+            .max(1.0);
+        let mut chart = ChartBuilder::on(&right)
+            .caption("Forward tokens/s (this machine)", (FONT, 20))
+            .margin(16)
+            .x_label_area_size(40)
+            .y_label_area_size(70)
+            .build_cartesian_2d(0.0..n as f64, 0.0..tmax * 1.1)
+            .map_err(|e| e.to_string())?;
+        chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .x_labels(0)
+            .label_style((FONT, 14))
+            .draw()
+            .map_err(|e| e.to_string())?;
+        for (i, (model, e)) in eff.iter().enumerate() {
+            let c = COLORS[i % COLORS.len()];
+            let x0 = i as f64 + 0.1;
+            chart
+                .draw_series(std::iter::once(Rectangle::new(
+                    [(x0, 0.0), (x0 + 0.8, e.tokens_per_second)],
+                    c.filled(),
+                )))
+                .map_err(|e| e.to_string())?;
+            chart
+                .draw_series(std::iter::once(Text::new(
+                    model.to_string(),
+                    (x0, e.tokens_per_second * 1.02),
+                    (FONT, 13).into_font(),
+                )))
+                .map_err(|e| e.to_string())?;
+        }
         root.present().map_err(|e| e.to_string())
     })
 }
@@ -356,6 +644,14 @@ pub fn write_report(
     texts_source: &str,
 ) -> Result<ReportFiles, ReportError> {
     let mut plots: Vec<(String, PathBuf)> = Vec::new();
+    if let Some(d) = &comparison.neurons {
+        let p = plots_dir.join("Neuron_Sparsity_by_Depth.png");
+        depth_bands(&p, d)?;
+        plots.push((
+            "Neuron sparsity against relative depth, with bootstrap bands".into(),
+            p,
+        ));
+    }
     // layer-wise variance and sparsity curves
     let var_series: Vec<(String, Vec<(f64, f64)>)> = analyses
         .iter()
@@ -537,6 +833,148 @@ pub fn write_report(
         }
     }
 
+    // causal impacts: distribution, ranked (top-k) and cumulative; inter-layer effects
+    for a in analyses {
+        let Some(c) = &a.causal else { continue };
+        let mut dist = Vec::new();
+        let mut ranked_kl = Vec::new();
+        let mut cumulative = Vec::new();
+        let mut inter = Vec::new();
+        for (l, lc) in &c.layers {
+            let kl: Vec<f64> = lc.impacts.iter().map(|i| i.kl).collect();
+            if let Some(h) = log_histogram(&kl, 20) {
+                dist.push((format!("layer {l}"), h));
+            }
+            let mut sorted = kl.clone();
+            sorted.sort_by(|x, y| y.total_cmp(x));
+            let total: f64 = sorted.iter().filter(|v| v.is_finite()).sum();
+            ranked_kl.push((
+                format!("layer {l}"),
+                sorted
+                    .iter()
+                    .enumerate()
+                    .map(|(r, &v)| ((r + 1) as f64, v))
+                    .collect::<Vec<_>>(),
+            ));
+            if total > 0.0 {
+                let mut acc = 0.0;
+                cumulative.push((
+                    format!("layer {l}"),
+                    sorted
+                        .iter()
+                        .enumerate()
+                        .map(|(r, &v)| {
+                            acc += v;
+                            ((r + 1) as f64, acc / total)
+                        })
+                        .collect::<Vec<_>>(),
+                ));
+            }
+            let pts: Vec<(f64, f64)> = lc
+                .inter_layer_impact
+                .iter()
+                .enumerate()
+                .filter_map(|(m, v)| Some((m as f64, (*v)?)))
+                .collect();
+            if !pts.is_empty() {
+                inter.push((format!("ablate layer {l}"), pts));
+            }
+        }
+        let model = slug(&a.model);
+        let charts: [Chart<'_>; 4] = [
+            (
+                "Causal_Impact_Distribution",
+                format!(
+                    "{}: distribution of single-neuron causal impacts (candidates)",
+                    a.model
+                ),
+                "log10 KL at the last position (nats)",
+                "neurons",
+                &dist,
+                false,
+                "Causal impact distribution",
+            ),
+            (
+                "Causal_Ranked_Impact",
+                format!(
+                    "{}: single-neuron impact by rank (top-{} marked in the tables)",
+                    a.model,
+                    c.layers.values().next().map_or(0, |lc| lc.top.len())
+                ),
+                "rank",
+                "KL (nats)",
+                &ranked_kl,
+                true,
+                "Top-k impact (impact by rank)",
+            ),
+            (
+                "Causal_Cumulative_Impact",
+                format!(
+                    "{}: cumulative share of the summed single-neuron impact",
+                    a.model
+                ),
+                "neurons (by rank)",
+                "share of Σ KL",
+                &cumulative,
+                false,
+                "Cumulative impact",
+            ),
+            (
+                "Inter_Layer_Impact",
+                format!(
+                    "{}: relative change of block_out downstream of the ablated top-k set",
+                    a.model
+                ),
+                "target layer",
+                "relative change",
+                &inter,
+                false,
+                "Inter-layer effect",
+            ),
+        ];
+        for (file, title, x, y, series, log_y, what) in charts {
+            if series.is_empty() {
+                continue;
+            }
+            let p = plots_dir.join(format!("{file}_{model}.png"));
+            line_chart(&p, &title, x, y, series, log_y)?;
+            plots.push((format!("{what}, {}", a.model), p));
+        }
+        if let Some(r) = a
+            .attention_neurons
+            .as_ref()
+            .and_then(|at| at.rollout.as_ref())
+        {
+            let m: Vec<Vec<Option<f64>>> = r
+                .iter()
+                .map(|row| row.iter().map(|&v| Some(v)).collect())
+                .collect();
+            let names: Vec<String> = (0..m.len()).map(|i| i.to_string()).collect();
+            let p = plots_dir.join(format!("Attention_Rollout_{model}.png"));
+            heat_map(
+                &p,
+                &format!(
+                    "{}: attention rollout to the deepest analysed layer (first text)",
+                    a.model
+                ),
+                "key position",
+                "query position",
+                &m,
+                &names,
+            )?;
+            plots.push((format!("Attention rollout, {}", a.model), p));
+        }
+    }
+    let eff: Vec<(&str, &crate::Efficiency)> = analyses
+        .iter()
+        .filter_map(|a| Some((a.model.as_str(), a.efficiency.as_ref()?)))
+        .collect();
+    if !eff.is_empty() {
+        let p = plots_dir.join("Efficiency_Comparison.png");
+        efficiency_bars(&p, &eff)?;
+        plots.push(("Efficiency".into(), p));
+    }
+
     let md_path = out_dir.join("report.md");
     let md = markdown(
         analyses,
@@ -590,6 +1028,175 @@ fn fmt_top(top: &[super::RankedNeuron]) -> String {
         .join(", ")
 }
 
+/// The report's first section: the two questions answered in sentences built from the numbers.
+fn answers(s: &mut String, analyses: &[ModelAnalysis], comparison: &Comparison) {
+    let _ = writeln!(s, "## Answers\n\n### Which model's neurons are sparser?\n");
+    match &comparison.neurons {
+        Some(d) => {
+            let _ = writeln!(
+                s,
+                "Neuron sites (`mlp_act` for transformers, `mixer_gated` for Mamba) of every layer, \
+                 each layer of the shallower model matched with the nearest layer of the other by \
+                 relative depth (l + ½)/L; {:.0} % percentile intervals from a paired bootstrap \
+                 over the {} texts both models read ({} resamples, seed {}). A direction is stated \
+                 only where the interval of the mean difference excludes 0 and every matched pair \
+                 points the same way.\n",
+                d.confidence * 100.0,
+                d.texts,
+                d.resamples,
+                d.seed
+            );
+            for c in &d.comparisons {
+                for m in &c.summary {
+                    let _ = writeln!(s, "- {}", m.sentence);
+                }
+            }
+        }
+        None => {
+            let _ = writeln!(s, "{}", comparison.summary);
+        }
+    }
+    let _ = writeln!(s, "\n### Which neurons matter?\n");
+    let mut any = false;
+    for a in analyses {
+        let Some(c) = &a.causal else { continue };
+        let bs: Vec<(usize, &crate::causal::RandomBaseline)> = c
+            .layers
+            .iter()
+            .filter_map(|(l, lc)| Some((*l, lc.random_baseline.as_ref()?)))
+            .collect();
+        if bs.is_empty() {
+            continue;
+        }
+        any = true;
+        let sig = bs.iter().filter(|(_, b)| b.significant).count();
+        let mult: Vec<f64> = bs
+            .iter()
+            .filter_map(|(_, b)| b.multiple_of_random)
+            .collect();
+        let range = if mult.is_empty() {
+            "–".to_string()
+        } else {
+            let lo = mult.iter().copied().fold(f64::INFINITY, f64::min);
+            let hi = mult.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            format!("{lo:.1}–{hi:.1}×")
+        };
+        let draws = bs[0].1.random_effects.len();
+        let k = bs[0].1.k;
+        let _ = writeln!(
+            s,
+            "- In {}, ablating each analysed layer's top-{k} causal neurons together (intervention \
+             `{}`, {} prompts) moves the next-token distribution {range} as much as {k} random \
+             neurons of the same layer ({draws} seeded draws); the top set beats the random sets \
+             with Holm-corrected permutation p < 0.05 at {sig} of {} layers ({}).",
+            a.model,
+            c.mode,
+            c.prompts,
+            bs.len(),
+            bs.iter()
+                .map(|(l, b)| format!("layer {l}: p = {:.3}", b.p_holm))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    if !any {
+        let _ = writeln!(s, "No causal stage with a random baseline ran.");
+    }
+    s.push('\n');
+}
+
+/// The neuron-level comparison's tables: per measure over all pairs, then per matched pair.
+fn neuron_tables(s: &mut String, d: &DepthComparison) {
+    let _ = writeln!(
+        s,
+        "\n## Neuron-level comparison at matched depth\n\nEvery measure is higher for the sparser \
+         model. Intervals: {:.0} % paired bootstrap over {} texts ({} resamples). The per-model \
+         values of every layer, with their intervals, are in the JSON (`comparison.neurons.models`) \
+         and drawn in the depth plot below.\n",
+        d.confidence * 100.0,
+        d.texts,
+        d.resamples
+    );
+    let _ = writeln!(s, "| measure | definition |\n|---|---|");
+    for k in MEASURES {
+        let _ = writeln!(
+            s,
+            "| `{k}` | {} |",
+            measure_description(k).replace('|', "\\|")
+        );
+    }
+    for c in &d.comparisons {
+        let _ = writeln!(
+            s,
+            "\n### {} vs {}: over the {} matched layer pairs\n\n| measure | {} | {} | difference (a − b) [CI] | pairs: {} sparser / {} sparser / no verdict | sparser |\n|---|---|---|---|---|---|",
+            c.a,
+            c.b,
+            c.pairs.len(),
+            c.a,
+            c.b,
+            c.a,
+            c.b
+        );
+        for m in &c.summary {
+            let diff = m.difference.map_or("not comparable".to_string(), |e| {
+                format!("{:+.4} [{:+.4}, {:+.4}]", e.value, e.lo, e.hi)
+            });
+            let _ = writeln!(
+                s,
+                "| `{}` | {:.4} | {:.4} | {} | {} / {} / {} | {} |",
+                m.measure,
+                m.mean_a,
+                m.mean_b,
+                diff,
+                m.pairs_a_sparser,
+                m.pairs_b_sparser,
+                m.pairs_undecided,
+                m.sparser.as_deref().unwrap_or("—")
+            );
+        }
+        let keys: Vec<&str> = MEASURES
+            .iter()
+            .copied()
+            .filter(|k| c.pairs.iter().any(|p| p.differences.contains_key(*k)))
+            .collect();
+        let _ = writeln!(
+            s,
+            "\nPer matched pair: {} − {} [CI]; `*` marks an interval that excludes 0.\n\n| {} layer (depth) | {} layer (depth) | {} |\n|---|---|{}",
+            c.a,
+            c.b,
+            c.a,
+            c.b,
+            keys.join(" | "),
+            "---|".repeat(keys.len())
+        );
+        for p in &c.pairs {
+            let cells: Vec<String> = keys
+                .iter()
+                .map(|k| {
+                    p.differences.get(*k).map_or("—".to_string(), |x| {
+                        format!(
+                            "{:+.3} [{:+.3}, {:+.3}]{}",
+                            x.difference.value,
+                            x.difference.lo,
+                            x.difference.hi,
+                            if x.sparser.is_some() { " *" } else { "" }
+                        )
+                    })
+                })
+                .collect();
+            let _ = writeln!(
+                s,
+                "| {} ({:.2}) | {} ({:.2}) | {} |",
+                p.layer_a,
+                p.depth_a,
+                p.layer_b,
+                p.depth_b,
+                cells.join(" | ")
+            );
+        }
+    }
+}
+
 fn markdown(
     analyses: &[ModelAnalysis],
     comparison: &Comparison,
@@ -606,6 +1213,7 @@ fn markdown(
          {texts_source} (texts and tokens used per model in the table below). The full results \
          are in [`{json_name}`]({json_name}).\n"
     );
+    answers(&mut s, analyses, comparison);
     let _ = writeln!(
         s,
         "## Models\n\n| model | family | layers | texts | tokens | parameters | tokens/s |\n|---|---|---|---|---|---|---|"
@@ -626,10 +1234,19 @@ fn markdown(
             a.model, a.family, a.num_layers, a.num_texts, a.num_tokens, p, tps
         );
     }
-    let _ = writeln!(s, "\n## Summary\n\n{}\n", comparison.summary);
+    if let Some(d) = &comparison.neurons {
+        neuron_tables(&mut s, d);
+    }
     let _ = writeln!(
         s,
-        "| measure | {} | spread | verdict |",
+        "\n## Residual stream at the first analysed layer (descriptive)\n\n`block_out`, per-sequence-mean \
+         variances, no interval: these values describe, they do not decide. `tautological` measures \
+         equal their parameter by construction; `not comparable` ones count values below absolute \
+         thresholds that differ between the models.\n"
+    );
+    let _ = writeln!(
+        s,
+        "| measure | {} | spread | status |",
         analyses
             .iter()
             .map(|a| a.model.as_str())
@@ -796,14 +1413,25 @@ fn markdown(
             let _ = writeln!(
                 s,
                 "\n### Agreement between rankings\n\nJaccard index of the top-k sets of two rankings \
-                 of the same layer and site, and what two random k-sets would give.\n\n| layer | site | \
-                 rankings | k | shared | Jaccard | chance |\n|---|---|---|---|---|---|---|"
+                 of the same layer and site, what two random k-sets would give, and Spearman's ρ \
+                 between their scores over the neurons both scored (the causal stage scores its \
+                 candidates only).\n\n| layer | site | rankings | k | shared | Jaccard | chance | \
+                 Spearman ρ (neurons) |\n|---|---|---|---|---|---|---|---|"
             );
             for g in &a.ranking_agreement {
                 let _ = writeln!(
                     s,
-                    "| {} | {} | `{}` vs `{}` | {} | {} | {:.3} | {:.3} |",
-                    g.layer, g.site, g.a, g.b, g.k, g.shared, g.jaccard, g.chance_jaccard
+                    "| {} | {} | `{}` vs `{}` | {} | {} | {:.3} | {:.3} | {} ({}) |",
+                    g.layer,
+                    g.site,
+                    g.a,
+                    g.b,
+                    g.k,
+                    g.shared,
+                    g.jaccard,
+                    g.chance_jaccard,
+                    g.spearman.map_or("–".to_string(), |r| format!("{r:+.3}")),
+                    g.spearman_neurons
                 );
             }
         }

@@ -217,6 +217,7 @@ fn full_analysis_on_the_fixture_models() {
         assert!(a.failures.is_empty());
         // Ranking agreement, recomputed from the rankings themselves.
         assert!(!a.ranking_agreement.is_empty());
+        assert!(a.ranking_agreement.iter().any(|g| g.spearman.is_some()));
         for g in &a.ranking_agreement {
             let top_of = |name: &str| -> Vec<usize> {
                 let ids =
@@ -237,6 +238,43 @@ fn full_analysis_on_the_fixture_models() {
             let union = 2 * k - shared;
             assert!((g.jaccard - shared as f64 / union as f64).abs() < 1e-15);
             assert!(g.chance_jaccard > 0.0 && g.chance_jaccard < 1.0);
+            // Spearman, recomputed with a quadratic rank count (ties: average rank)
+            let scores_of = |name: &str| -> Vec<(usize, f64)> {
+                let full = |s: &[f64]| s.iter().copied().enumerate().collect::<Vec<_>>();
+                if name == "causal" {
+                    let lc = &a.causal.as_ref().unwrap().layers[&g.layer];
+                    lc.impacts.iter().map(|i| (i.neuron, i.kl)).collect()
+                } else if let Some(k) = name.strip_prefix("delta:") {
+                    full(&a.delta_sensitive.as_ref().unwrap()[&g.layer].rankings[k].scores)
+                } else {
+                    let m = name.strip_prefix("attention:").unwrap();
+                    full(&a.attention_neurons.as_ref().unwrap().layers[&g.layer][m].scores)
+                }
+            };
+            let (sa, sb) = (scores_of(&g.a), scores_of(&g.b));
+            let pairs: Vec<(f64, f64)> = sa
+                .iter()
+                .filter_map(|(j, v)| Some((*v, sb.iter().find(|(i, _)| i == j)?.1)))
+                .collect();
+            assert_eq!(g.spearman_neurons, pairs.len());
+            let rank = |v: &[f64], x: f64| {
+                let below = v.iter().filter(|&&y| y < x).count() as f64;
+                let equal = v.iter().filter(|&&y| y == x).count() as f64;
+                below + (equal + 1.0) / 2.0
+            };
+            let xs: Vec<f64> = pairs.iter().map(|p| p.0).collect();
+            let ys: Vec<f64> = pairs.iter().map(|p| p.1).collect();
+            let rx: Vec<f64> = xs.iter().map(|&x| rank(&xs, x)).collect();
+            let ry: Vec<f64> = ys.iter().map(|&y| rank(&ys, y)).collect();
+            let n = rx.len() as f64;
+            let (mx, my) = (rx.iter().sum::<f64>() / n, ry.iter().sum::<f64>() / n);
+            let cov: f64 = rx.iter().zip(&ry).map(|(x, y)| (x - mx) * (y - my)).sum();
+            let vx: f64 = rx.iter().map(|x| (x - mx).powi(2)).sum();
+            let vy: f64 = ry.iter().map(|y| (y - my).powi(2)).sum();
+            match g.spearman {
+                Some(r) => assert!((r - cov / (vx * vy).sqrt()).abs() < 1e-12, "{g:?}"),
+                None => assert!(vx == 0.0 || vy == 0.0 || pairs.len() < 3, "{g:?}"),
+            }
         }
         let sp = a.sparsity.as_ref().unwrap();
         assert_eq!(sp.layer_dynamics.len(), 2);
@@ -302,6 +340,7 @@ fn full_analysis_on_the_fixture_models() {
     .unwrap();
     let md = std::fs::read_to_string(&files.markdown).unwrap();
     assert!(md.contains("on these texts: six test sentences"));
+    neuron_comparison_agrees_with_its_layers(&run, &md);
     assert!(md.contains("## gpt2-tiny") && md.contains("## mamba-tiny"));
     for p in &files.plots {
         assert!(
@@ -497,4 +536,77 @@ fn random_sets_are_seeded_distinct_and_avoid_the_top_set() {
     }
     assert_eq!(sets, random_sets(40, &top, 3, 50, 9));
     assert_ne!(sets, random_sets(40, &top, 3, 50, 10));
+}
+
+/// The neuron-level comparison of a run: every summarised direction has the sign of every matched
+/// pair it summarises, every pair's values are the per-model curve values at those layers (the
+/// plot's data), the analysed layers' Hoyer equals the per-layer table's (computed by a different
+/// path: streaming `NeuronStats`), and every sentence is in the report.
+fn neuron_comparison_agrees_with_its_layers(run: &sparsity_analysis::AnalysisRun, md: &str) {
+    let d = run
+        .comparison
+        .neurons
+        .as_ref()
+        .expect("two models: a comparison");
+    assert_eq!(d.resamples, 1000);
+    assert!(md.contains("## Answers") && md.contains("Neuron_Sparsity_by_Depth.png"));
+    assert!(md.find("## Answers").unwrap() < md.find("## Models").unwrap());
+    for (curves, a) in d.models.iter().zip(&run.models) {
+        assert_eq!(curves.layers.len(), a.num_layers);
+        let sp = a.sparsity.as_ref().unwrap();
+        for (l, ls) in &sp.layers {
+            let table = ls.neurons.per_sequence_mean.hoyer.hoyer_sparsity;
+            let h = curves.layers[*l].values["hoyer"];
+            assert!(
+                (h.value - table).abs() < 1e-9,
+                "{} L{l}: {} vs {table}",
+                a.model,
+                h.value
+            );
+            assert!(h.lo <= h.hi);
+            let g = curves.layers[*l].values["gini"].value;
+            assert!((g - ls.neurons.per_sequence_mean.gini.sparsity_from_gini).abs() < 1e-9);
+        }
+    }
+    let c = &d.comparisons[0];
+    let (ca, cb) = (&d.models[0], &d.models[1]);
+    for m in &c.summary {
+        assert!(md.contains(&m.sentence), "sentence missing: {}", m.sentence);
+        assert!(run.comparison.summary.contains(&m.sentence));
+        let mut signs = Vec::new();
+        for p in &c.pairs {
+            let va = ca.layers[p.layer_a].values.get(&m.measure);
+            let vb = cb.layers[p.layer_b].values.get(&m.measure);
+            if let Some(x) = p.differences.get(&m.measure) {
+                assert_eq!(x.a, va.unwrap().value);
+                assert_eq!(x.b, vb.unwrap().value);
+                assert!((x.difference.value - (x.a - x.b)).abs() < 1e-15);
+                if let Some(s) = &x.sparser {
+                    let sign = if *s == c.a { 1.0 } else { -1.0 };
+                    assert!(sign * x.difference.lo > 0.0 && sign * x.difference.hi > 0.0);
+                }
+                signs.push(x.a - x.b);
+            }
+        }
+        match (&m.sparser, m.difference) {
+            (Some(s), Some(e)) => {
+                let sign = if *s == c.a { 1.0 } else { -1.0 };
+                assert!(
+                    signs.iter().all(|&x| sign * x > 0.0),
+                    "{}: {signs:?}",
+                    m.measure
+                );
+                assert!(sign * e.lo > 0.0 && sign * e.value > 0.0);
+                let mean = signs.iter().sum::<f64>() / signs.len() as f64;
+                assert!((mean - e.value).abs() < 1e-12);
+            }
+            (Some(_), None) => panic!("a direction without an interval"),
+            (None, _) => {}
+        }
+        if m.measure == "traditional" {
+            // the families' default thresholds differ (1e-5 vs 0.01): never a verdict
+            assert!(!m.comparable && m.sparser.is_none() && m.difference.is_none());
+            assert!(m.sentence.contains("not comparable"));
+        }
+    }
 }

@@ -1459,6 +1459,55 @@ pub fn paired_t(a: &[f64], b: &[f64], confidence: f64) -> Result<PairedDifferenc
     })
 }
 
+/// Ranks of `x` from 1, ties given their average rank (`scipy.stats.rankdata`'s default).
+pub fn average_ranks(x: &[f64]) -> Vec<f64> {
+    let mut order: Vec<usize> = (0..x.len()).collect();
+    order.sort_by(|&i, &j| x[i].total_cmp(&x[j]));
+    let mut ranks = vec![0.0; x.len()];
+    let mut i = 0;
+    while i < order.len() {
+        let mut j = i;
+        while j + 1 < order.len() && x[order[j + 1]] == x[order[i]] {
+            j += 1;
+        }
+        let r = (i + j) as f64 / 2.0 + 1.0;
+        for &o in &order[i..=j] {
+            ranks[o] = r;
+        }
+        i = j + 1;
+    }
+    ranks
+}
+
+/// Spearman's rank correlation of `a` and `b` (paired, ≥ 2 each): Pearson's correlation of their
+/// average ranks, as `scipy.stats.spearmanr`. A constant input has no ranking:
+/// [`StatsError::ZeroVariance`].
+pub fn spearman(a: &[f64], b: &[f64]) -> Result<f64> {
+    const TEST: &str = "Spearman correlation";
+    check_group(TEST, a, 0, None, 2)?;
+    check_group(TEST, b, 1, None, 2)?;
+    if a.len() != b.len() {
+        return Err(StatsError::InvalidArgument {
+            name: "pairs (b's length)",
+            value: b.len() as f64,
+            requirement: "must equal a's length",
+        });
+    }
+    let (ra, rb) = (average_ranks(a), average_ranks(b));
+    let (ma, mb) = (mean(&ra), mean(&rb));
+    let (va, vb) = (sum_sq_dev(&ra, ma), sum_sq_dev(&rb, mb));
+    if va <= 0.0 || vb <= 0.0 {
+        return Err(StatsError::ZeroVariance {
+            test: TEST,
+            statistic: "rho",
+            between: 0.0,
+            outcome: "undefined (0/0)",
+        });
+    }
+    let c: f64 = ra.iter().zip(&rb).map(|(x, y)| (x - ma) * (y - mb)).sum();
+    finite(TEST, "rho", (c / (va * vb).sqrt()).clamp(-1.0, 1.0))
+}
+
 /// Power of the two-sided paired t-test with `n` pairs at true standardised effect `dz`
 /// (mean difference / sd of differences) and level `alpha`: the one-sample noncentral t with
 /// `n − 1` degrees of freedom and noncentrality `dz · sqrt(n)`, both tails.

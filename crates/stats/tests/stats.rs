@@ -828,3 +828,25 @@ fn pairing_removes_shared_seed_variance() {
     assert!(broken.ci_high - broken.ci_low > 10.0 * (paired.ci_high - paired.ci_low));
     assert!(broken.ci_low < 0.0 && broken.ci_high > 0.0, "{broken:?}");
 }
+
+#[test]
+fn spearman_matches_scipy_with_ties() {
+    use sparsity_stats::{average_ranks, spearman};
+    // scipy.stats.spearmanr (average ranks for ties)
+    let r = spearman(&[1.0, 2.0, 3.0, 4.0, 5.0], &[5.0, 6.0, 7.0, 8.0, 7.0]).unwrap();
+    assert!((r - 0.8207826816681233).abs() < 1e-14, "{r}");
+    let r = spearman(
+        &[0.3, 0.1, 0.4, 0.1, 0.5, 0.9, 0.2],
+        &[2.0, 7.0, 1.0, 8.0, 2.0, 8.0, 1.0],
+    )
+    .unwrap();
+    assert!((r - -0.08334762598987157).abs() < 1e-14, "{r}");
+    assert_eq!(
+        average_ranks(&[3.0, 1.0, 3.0, 2.0]),
+        vec![3.5, 1.0, 3.5, 2.0]
+    );
+    assert!((spearman(&[1.0, 2.0, 3.0], &[30.0, 20.0, 10.0]).unwrap() + 1.0).abs() < 1e-15);
+    assert!(spearman(&[1.0, 1.0, 1.0], &[1.0, 2.0, 3.0]).is_err());
+    assert!(spearman(&[1.0, 2.0], &[1.0, 2.0, 3.0]).is_err());
+    assert!(spearman(&[1.0, f64::NAN], &[1.0, 2.0]).is_err());
+}

@@ -39,6 +39,10 @@ pub struct Args {
     /// Random sets of k neurons per layer the causal top-k set is compared with (≥ 20).
     #[arg(long, default_value_t = 99)]
     random_draws: usize,
+    /// Bootstrap resamples of the texts behind the neuron-level comparison's 95 % intervals
+    /// (≥ 1000).
+    #[arg(long, default_value_t = 1000)]
+    bootstrap: usize,
     /// Text source (.txt: one text per non-empty line; .jsonl: a `text` field). Default: the built-in
     /// corpus's held-out split.
     #[arg(long)]
@@ -130,6 +134,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         causal_candidates: args.causal_candidates,
         causal_prompts: args.prompts,
         random_draws: args.random_draws,
+        bootstrap_resamples: args.bootstrap,
         causal_mode: args.causal_mode,
         threshold: args.threshold,
         seed: args.seed,
