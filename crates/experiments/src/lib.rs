@@ -32,6 +32,7 @@ pub mod analyze;
 pub mod bench;
 pub mod cluster;
 pub mod decode_bench;
+pub mod dsa_recall;
 pub mod dsa_sweep;
 pub mod error;
 pub mod prune;

@@ -436,7 +436,8 @@ mod sweep {
         let stream: Vec<u32> = (0..4000u32).map(|i| (i * 3 + i / 7) % 20).collect();
         SweepData {
             train: stream[..3000].to_vec(),
-            validation: stream[3000..].to_vec(),
+            validation: stream[3000..3500].to_vec(),
+            test: stream[3500..].to_vec(),
             vocab_size: 20,
             source: "test".into(),
         }
@@ -734,6 +735,10 @@ mod sweep {
             mean_kept_fraction: 1.0,
             peak_rss_bytes: None,
             options: Some(quick().run_options()),
+            test_loss: None,
+            test_accuracy: None,
+            validation_recall: None,
+            test_recall: None,
         }
     }
 
@@ -852,4 +857,93 @@ fn loop_accuracy_equals_the_sweep_evaluator() {
     assert!((loss - loss2).abs() < 1e-6, "{loss} vs {loss2}");
     assert_eq!(acc, acc2);
     assert!(acc > 0.0 && acc < 1.0, "{acc}");
+}
+
+#[test]
+fn the_test_split_is_disjoint_from_training_and_validation() {
+    use sparsity_demo::corpus::{CorpusSplits, SplitSizes};
+    use sparsity_experiments::dsa_sweep::SweepData;
+    let splits = CorpusSplits::generate(42, SplitSizes::default()).unwrap();
+    let seen: std::collections::HashSet<&String> =
+        splits.train.iter().chain(&splits.validation).collect();
+    assert!(!splits.held_out.is_empty());
+    for t in &splits.held_out {
+        assert!(!seen.contains(t), "test text also in train/validation: {t}");
+    }
+    let val: std::collections::HashSet<&String> = splits.validation.iter().collect();
+    assert!(splits.train.iter().all(|t| !val.contains(t)));
+    // the sweep's test stream is the held-out split's, encoded
+    let data = SweepData::demo_corpus(42, 300).unwrap();
+    assert!(data.test.len() > 1000);
+    assert_ne!(data.test[..500], data.validation[..500]);
+}
+
+/// The recall numbers of `evaluate_split`, recomputed from the model's own selections, on a
+/// random model: accuracy at the query positions and the fraction of (query, layer) whose top-k
+/// holds the fact; dense reports no indexer recall and keep 1.0 holds every fact.
+#[test]
+fn recall_accuracy_and_indexer_recall_equal_a_direct_count() {
+    use sparsity_experiments::dsa_recall::{RecallTask, build_recall_stream};
+    use sparsity_experiments::dsa_sweep::evaluate_split;
+    use sparsity_models::burn::module::Module;
+    let device = cpu_device();
+    let task = RecallTask {
+        pairs: 2,
+        keys: 4,
+        values: 4,
+    };
+    let (base, len) = (10usize, 32usize);
+    let text: Vec<u32> = (0..900u32).map(|i| (i * 7 + i / 5) % 10).collect();
+    let s = build_recall_stream(&text, len, &task, base, 3).unwrap();
+    let cfg = DsaConfig {
+        vocab_size: base + task.extra_tokens(),
+        max_seq_len: len,
+        ..config()
+    };
+    for (mode, keep) in [
+        (AttentionMode::sparse(0.125), Some(0.125)),
+        (AttentionMode::sparse(1.0), Some(1.0)),
+        (AttentionMode::Dense, None),
+    ] {
+        let model = DsaTransformer::init(&cfg, mode, 4, &device)
+            .unwrap()
+            .valid();
+        let e = evaluate_split(&model, &s.ids, len, 3, &s.queries).unwrap();
+        let r = e.recall.unwrap();
+        assert_eq!(r.queries, s.queries.len());
+        let (mut hits, mut held, mut pairs) = (0usize, 0usize, 0usize);
+        let windows = (s.ids.len() - 1) / len;
+        for w in 0..windows {
+            let input: Vec<i64> = s.ids[w * len..w * len + len]
+                .iter()
+                .map(|&x| i64::from(x))
+                .collect();
+            let out = model.forward(ids(&input, 1), mode, false).unwrap();
+            let pred = tensor_to_vec(&out.logits.argmax(2).float()).unwrap();
+            for q in s.queries.iter().filter(|q| q.window == w) {
+                hits += usize::from(pred[q.position] as u32 == q.value);
+                for sel in &out.selections {
+                    pairs += 1;
+                    held += usize::from(
+                        sel.as_ref()
+                            .is_none_or(|sel| sel.keys(0, q.position).contains(&q.source)),
+                    );
+                }
+            }
+        }
+        assert!((r.accuracy - hits as f64 / s.queries.len() as f64).abs() < 1e-12);
+        match keep {
+            None => assert_eq!(r.indexer_recall, None),
+            Some(k) => {
+                let got = r.indexer_recall.unwrap();
+                assert!((got - held as f64 / pairs as f64).abs() < 1e-12, "{got}");
+                if k == 1.0 {
+                    assert_eq!(got, 1.0);
+                } else {
+                    // k = 4 of 32: a random indexer misses some facts
+                    assert!(got < 1.0, "{got}");
+                }
+            }
+        }
+    }
 }

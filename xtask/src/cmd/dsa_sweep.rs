@@ -6,8 +6,9 @@
 use std::path::PathBuf;
 
 use anyhow::bail;
+use sparsity_experiments::dsa_recall::RecallTask;
 use sparsity_experiments::dsa_sweep::{
-    Preset, RatioSemantics, RunOptions, SweepAction, SweepParams, SweepRun, parse_bytes,
+    Preset, RatioSemantics, RunOptions, SweepAction, SweepParams, SweepRun, Task, parse_bytes,
     parse_shard, run_sweep,
 };
 use sparsity_models::dsa::SparseImpl;
@@ -65,6 +66,13 @@ pub struct Args {
     /// BPE vocabulary trained on the corpus's training split.
     #[arg(long, default_value_t = 1024)]
     pub vocab: usize,
+    /// The task: `recall` (the corpus text with key–value facts planted early in every window
+    /// and queried late: the task where the choice of keys matters; docs/dsa.md) or `text`.
+    #[arg(long, default_value = "recall", value_parser = ["recall", "text"])]
+    pub task: String,
+    /// Facts (and queries) per window of the recall task (8 keys, 16 values).
+    #[arg(long, default_value_t = 4)]
+    pub recall_pairs: usize,
     /// Run only shard i of n (`i/n`, 0-based).
     #[arg(long, value_parser = parse_shard)]
     pub shard: Option<(usize, usize)>,
@@ -116,6 +124,8 @@ impl Args {
             indexer_loss_weight,
             data_seed,
             vocab,
+            task,
+            recall_pairs,
             shard: _,
             emit_slurm: _,
             implementation,
@@ -150,6 +160,8 @@ impl Args {
         opt("indexer-loss-weight", indexer_loss_weight.to_string());
         opt("data-seed", data_seed.to_string());
         opt("vocab", vocab.to_string());
+        opt("task", task.clone());
+        opt("recall-pairs", recall_pairs.to_string());
         opt("implementation", implementation.name().to_string());
         opt("results-dir", results_dir.display().to_string());
         if let Some(m) = max_memory {
@@ -198,6 +210,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             implementation: args.implementation,
             data_seed: args.data_seed,
             vocab: args.vocab,
+            task: match args.task.as_str() {
+                "text" => Task::Text,
+                _ => Task::Recall(RecallTask {
+                    pairs: args.recall_pairs,
+                    ..RecallTask::default()
+                }),
+            },
         },
     };
     let action = match (args.dry_run, args.emit_slurm) {
@@ -296,6 +315,10 @@ mod tests {
             "8",
             "--vocab",
             "300",
+            "--task",
+            "text",
+            "--recall-pairs",
+            "2",
             "--implementation",
             "gather",
             "--results-dir",
@@ -343,6 +366,11 @@ mod tests {
             ),
             ("data-seed", original.data_seed != defaults.data_seed),
             ("vocab", original.vocab != defaults.vocab),
+            ("task", original.task != defaults.task),
+            (
+                "recall-pairs",
+                original.recall_pairs != defaults.recall_pairs,
+            ),
             (
                 "implementation",
                 original.implementation != defaults.implementation,
