@@ -1,6 +1,7 @@
 //! DeepSeek sparse attention: forward + backward (one training step's compute, no optimiser)
-//! tokens/s of the DSA transformer against dense attention, at L = 1024 and 4096 (tiny preset) and
-//! L = 1024 (paper preset), batch 1, on burn's ndarray CPU backend. DSA runs in both forms: `gather`
+//! tokens/s of the DSA transformer against dense attention, at L = 64, 128, 256 (the recall
+//! sweep's lengths), 1024 and 4096 (tiny preset) and L = 1024 (paper preset), batch 1, on the
+//! default CPU device (burn's `flex` backend). DSA runs in both forms: `gather`
 //! (each query gathers its k keys) and `masked-dense` (full scores, unselected masked: what the
 //! original did, which cannot be faster than dense). Reports criterion's time per step; tokens/s
 //! = L / time. Run with `cargo bench -p sparsity-benches --bench dsa` (results in
@@ -35,6 +36,10 @@ fn step(
 fn bench_dsa(c: &mut Criterion) {
     let device = cpu_device().autodiff();
     let cases: Vec<(&str, DsaConfig, usize)> = vec![
+        // The recall sweep's lengths (docs/dsa.md), tiny preset.
+        ("tiny", DsaConfig::tiny(VOCAB, 4096), 64),
+        ("tiny", DsaConfig::tiny(VOCAB, 4096), 128),
+        ("tiny", DsaConfig::tiny(VOCAB, 4096), 256),
         ("tiny", DsaConfig::tiny(VOCAB, 4096), 1024),
         ("tiny", DsaConfig::tiny(VOCAB, 4096), 4096),
         ("paper", DsaConfig::paper(VOCAB, 1024), 1024),
