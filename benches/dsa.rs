@@ -28,8 +28,14 @@ fn step(
     targets: &Tensor<1, Int>,
     mode: AttentionMode,
 ) {
-    let out = model.forward(ids.clone(), mode, false).unwrap();
-    let loss = next_token_loss(out.logits, targets.clone());
+    // As in training (`dsa-sweep`): the indexer's KL loss joins the backward. Without it the
+    // indexer's scores are autodiff nodes no backward reaches, and burn's orphan cleanup
+    // (`GraphCleaner::cleanup_orphaned_entries`) took 92 % of a sparse step at L = 64 (1.15 s).
+    let out = model.forward(ids.clone(), mode, true).unwrap();
+    let mut loss = next_token_loss(out.logits, targets.clone());
+    if let Some(kl) = out.indexer_loss {
+        loss = loss + kl;
+    }
     black_box(loss.backward());
 }
 
