@@ -55,28 +55,16 @@ fn out_dir() -> PathBuf {
 fn export(m: &BinaryMatrix) -> PathBuf {
     let dir = out_dir();
     std::fs::create_dir_all(&dir).unwrap();
-    let header = format!(
-        "{{'descr': '|b1', 'fortran_order': False, 'shape': ({}, {}), }}",
-        m.n_features(),
-        m.n_bits()
-    );
-    let mut h = header.into_bytes();
-    while (10 + h.len() + 1) % 64 != 0 {
-        h.push(b' ');
-    }
-    h.push(b'\n');
-    let mut bytes = Vec::with_capacity(10 + h.len() + m.n_features() * m.n_bits());
-    bytes.extend_from_slice(b"\x93NUMPY\x01\x00");
-    bytes.extend_from_slice(&(h.len() as u16).to_le_bytes());
-    bytes.extend_from_slice(&h);
+    let mut body = Vec::with_capacity(m.n_features() * m.n_bits());
     for f in 0..m.n_features() {
         for (wi, &word) in m.feature_words(f).iter().enumerate() {
             let bits = (m.n_bits() - wi * 64).min(64);
-            bytes.extend((0..bits).map(|b| u8::from((word >> b) & 1 == 1)));
+            body.extend((0..bits).map(|b| u8::from((word >> b) & 1 == 1)));
         }
     }
     let npy = dir.join("bits.npy");
-    sparsity_io::write_atomic(&npy, &bytes).unwrap();
+    sparsity_benches::harness::write_npy_raw(&npy, "|b1", &[m.n_features(), m.n_bits()], &body)
+        .unwrap();
     let pd = all_pairs(m);
     let checksum: u64 = pd.condensed().iter().map(|&c| u64::from(c)).sum();
     let nn = nearest_neighbours(m, REFERENCE, TOP_K).unwrap();

@@ -60,25 +60,8 @@ fn data() -> Array2<f32> {
 }
 
 fn write_npy(a: &Array2<f32>, path: &Path) {
-    let header = format!(
-        "{{'descr': '<f4', 'fortran_order': False, 'shape': ({}, {}), }}",
-        a.nrows(),
-        a.ncols()
-    );
-    let mut h = header.into_bytes();
-    while (10 + h.len() + 1) % 64 != 0 {
-        h.push(b' ');
-    }
-    h.push(b'\n');
     let slice = a.as_slice().unwrap();
-    let mut bytes = Vec::with_capacity(10 + h.len() + slice.len() * 4);
-    bytes.extend_from_slice(b"\x93NUMPY\x01\x00");
-    bytes.extend_from_slice(&(h.len() as u16).to_le_bytes());
-    bytes.extend_from_slice(&h);
-    for x in slice {
-        bytes.extend_from_slice(&x.to_le_bytes());
-    }
-    sparsity_io::write_atomic(path, &bytes).unwrap();
+    sparsity_benches::harness::write_npy(path, &[a.nrows(), a.ncols()], slice).unwrap();
 }
 
 fn run_peer(npy: &Path) {
