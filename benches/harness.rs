@@ -576,20 +576,89 @@ pub fn blocks(doc: &str) -> Vec<(String, String)> {
 /// `doc` with the block of `run.suite` replaced by [`render_table`] (appended at the end, under
 /// a heading, when the document has no such block).
 pub fn update_doc(doc: &str, run: &SuiteRun) -> String {
-    let (begin, end) = markers(&run.suite);
-    let table = render_table(run);
+    replace_block(doc, &run.suite, &render_table(run))
+}
+
+/// The JSON file of block `decode`: written by `cargo xtask decode-bench --out-dir
+/// docs/results/bench` (end-to-end decoding runs its engines in one process each, not through
+/// the worker protocol).
+pub const DECODE_JSON: &str = "decode_bench.json";
+
+/// The body of generated block `name` from its committed JSON under `dir`: a suite's table; for
+/// `decode` the rendering of `cargo xtask decode-bench`'s report; for `sparse_decode` the table
+/// `cargo xtask sparse-decode` wrote.
+pub fn render_block(dir: &Path, name: &str) -> Result<String> {
+    if name == "sparse_decode" {
+        return sparse_decode_block(dir);
+    }
+    if name == "decode" {
+        let p = dir.join(DECODE_JSON);
+        let text = std::fs::read_to_string(&p)
+            .map_err(|e| HarnessError(format!("{}: {e}", p.display())))?;
+        let report: sparsity_experiments::decode_bench::DecodeBenchReport =
+            serde_json::from_str(&text)
+                .map_err(|e| HarnessError(format!("{}: {e}", p.display())))?;
+        return Ok(report
+            .doc_block(&format!("docs/results/bench/{DECODE_JSON}"))
+            .trim_end()
+            .to_string());
+    }
+    Ok(render_table(&read_run(dir, name)?).trim_end().to_string())
+}
+
+/// The body of block `sparse_decode`: `cargo xtask sparse-decode --out-dir
+/// docs/results/bench/sparse_decode`'s Markdown (its title dropped) under a line naming the run
+/// from its JSON.
+fn sparse_decode_block(dir: &Path) -> Result<String> {
+    let d = dir.join("sparse_decode");
+    let read = |name: &str| {
+        let p = d.join(name);
+        std::fs::read_to_string(&p).map_err(|e| HarnessError(format!("{}: {e}", p.display())))
+    };
+    let json: serde_json::Value = serde_json::from_str(&read("sparse_decode.json")?)
+        .map_err(|e| HarnessError(format!("sparse_decode.json: {e}")))?;
+    let field = |k: &str| json[k].as_str().unwrap_or("unrecorded").to_string();
+    let o = &json["options"];
+    let md = read("sparse_decode.md")?;
+    let body = md
+        .strip_prefix("# ")
+        .and_then(|rest| rest.split_once('\n'))
+        .map_or(md.as_str(), |(_, rest)| rest);
+    Ok(format!(
+        "Generated from [`docs/results/bench/sparse_decode/`](results/bench/sparse_decode/) by \
+         `cargo xtask sparse-decode --decode-windows {} --nsamples {} --sparsities {} --out-dir \
+         docs/results/bench/sparse_decode` on {} (revision {}): {}.\n\n{}",
+        o["decode_windows"],
+        o["nsamples"],
+        o["sparsities"]
+            .as_array()
+            .map(|v| v
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(","))
+            .unwrap_or_default(),
+        field("date"),
+        field("git_revision"),
+        field("cpu"),
+        body.trim()
+    ))
+}
+
+/// Replaces the body of block `name` in `doc` (appends the block when absent).
+pub fn replace_block(doc: &str, name: &str, body: &str) -> String {
+    let (begin, end) = markers(name);
     match (doc.find(&begin), doc.find(&end)) {
         (Some(i), Some(j)) if j > i => format!(
             "{}{begin}\n{}\n{end}{}",
             &doc[..i],
-            table.trim_end(),
+            body.trim_end(),
             &doc[j + end.len()..]
         ),
         _ => format!(
-            "{}\n\n## Generated: {}\n\n{begin}\n{}\n{end}\n",
+            "{}\n\n## Generated: {name}\n\n{begin}\n{}\n{end}\n",
             doc.trim_end(),
-            run.suite,
-            table.trim_end()
+            body.trim_end()
         ),
     }
 }
@@ -702,10 +771,9 @@ mod tests {
             "docs/benchmarks.md has no generated table"
         );
         for (name, body) in found {
-            let run = read_run(&root.join("docs/results/bench"), &name).unwrap();
             assert_eq!(
                 body,
-                render_table(&run).trim_end(),
+                render_block(&root.join("docs/results/bench"), &name).unwrap(),
                 "docs/benchmarks.md's `{name}` table differs from docs/results/bench/{name}.json: \
                  regenerate it (`cargo bench -p sparsity-benches --bench suite -- tables`)"
             );

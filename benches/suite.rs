@@ -10,7 +10,8 @@
 //! `run` writes each suite's data once under `target/bench-data/<suite>/`, measures every row
 //! (ours and the peer in fresh worker processes, interleaved), writes
 //! `docs/results/bench/<suite>.json` and replaces the suite's table in `docs/benchmarks.md`.
-//! Suites: `metrics` (numpy), `pruning` (PyTorch), `clustering` (scipy), `models` (transformers);
+//! Suites: `metrics` (numpy), `pruning` (PyTorch), `clustering` (scipy), `gemv` (numpy),
+//! `models` (transformers);
 //! `--suite all` (the default) runs each. Options: `--workers N` (2 fresh worker pairs per row),
 //! `--rounds N` (3 interleaved rounds per pair), `--attempts N` (2),
 //! `--out DIR`, `--doc FILE`.
@@ -56,6 +57,25 @@ const CL_TOP_REPS_OURS: usize = 100;
 const CL_TOP_REPS_PEER: usize = 2;
 const SEQ: usize = 128;
 const MODELS: [&str; 2] = ["gpt2_small", "mamba_130m"];
+/// GEMV shapes [out × in]: LLaMA-7B's attention and MLP matrices, TinyLlama-1.1B's MLP, and a
+/// cache-resident one (the demo models' MLP).
+const GEMV_SHAPES: [(usize, usize); 5] = [
+    (4096, 4096),
+    (11008, 4096),
+    (4096, 11008),
+    (5632, 2048),
+    (512, 128),
+];
+/// Kernels per shape: ours dense, and ours masked at these activation sparsities (the peer is
+/// numpy's dense `W @ x` on every row: what the masked GEMV replaces).
+const GEMV_SPARSITIES: [f64; 2] = [0.5, 0.9];
+/// Bytes of weight copies each side rotates through (≫ the last-level cache), so weights come
+/// from memory; shapes under [`GEMV_CACHED_BYTES`] use one copy (they stay cached, as in decoding).
+const GEMV_ROTATE_BYTES: usize = 1 << 30;
+const GEMV_CACHED_BYTES: usize = 1 << 20;
+/// GEMVs per timed call (a few ms each; the table reports the time per GEMV).
+const GEMV_CALLS: usize = 48;
+const GEMV_CALLS_SMALL: usize = 20_000;
 
 fn suites() -> Vec<Suite> {
     let mut pruning = Vec::new();
@@ -143,6 +163,43 @@ fn suites() -> Vec<Suite> {
             )],
         },
         Suite {
+            name: "gemv",
+            threads: 2,
+            cases: GEMV_SHAPES
+                .iter()
+                .flat_map(|&(o, i)| {
+                    let mut v = vec![(
+                        format!("{o}x{i}/dense"),
+                        "ours dense (every row of Wᵀ read)".to_string(),
+                    )];
+                    v.extend(GEMV_SPARSITIES.iter().map(|s| {
+                        (
+                            format!("{o}x{i}/masked_{s}"),
+                            format!("ours masked, {:.0} % of the inputs skipped", s * 100.0),
+                        )
+                    }));
+                    v
+                })
+                .collect(),
+            notes: vec![format!(
+                "Batch-1 GEMV y = W·x with f32 weights. Data per shape [out × in]: W uniform in \
+                 ±1/√in and x ~ N(0, 1), written once as `.npy` and read by both sides. Each side \
+                 rotates through copies of W totalling {} MiB (one copy for shapes under {} MiB, \
+                 which stay cached as in decoding), {GEMV_CALLS} GEMVs per timed call \
+                 ({GEMV_CALLS_SMALL} for the cached shape), divided by the kept fraction on masked \
+                 rows (the peer runs as many); times are per GEMV. Ours: \
+                 `sparsity_kernels` on Wᵀ [in, out] (the layout a masked GEMV needs), dense, or \
+                 masked at τ = the quantile of |x| that skips the stated fraction of inputs \
+                 (`ThresholdCalibration`); the kernel's default `GemvConfig` (split-K on the \
+                 pool; calls under 1 Mi weights on the calling thread). Peer on every row: \
+                 numpy's dense `W @ x` (W [out, in], BLAS sgemv), what the masked GEMV replaces, \
+                 so a masked row's ratio is its speed-up over dense numpy; ideal for ours at \
+                 sparsity s is 1/(1−s) over our dense row.",
+                GEMV_ROTATE_BYTES >> 20,
+                GEMV_CACHED_BYTES >> 20
+            )],
+        },
+        Suite {
             name: "models",
             threads: 2,
             cases: MODELS
@@ -169,6 +226,19 @@ fn suites() -> Vec<Suite> {
             ],
         },
     ]
+}
+
+/// GEMVs per timed call of a gemv case (the Python peer computes the same): [`GEMV_CALLS_SMALL`]
+/// for a cached shape (one copy), else [`GEMV_CALLS`] (at least one pass over the copies) divided
+/// by the kept fraction, so a masked call lasts about as long as a dense one (short calls were
+/// at the scheduler's resolution: spreads up to 2.5×).
+fn gemv_calls(copies: usize, sparsity: f64) -> usize {
+    let base = if copies == 1 {
+        GEMV_CALLS_SMALL
+    } else {
+        GEMV_CALLS.max(copies)
+    };
+    (base as f64 / (1.0 - sparsity)).ceil() as usize
 }
 
 fn data_dir(suite: &str) -> PathBuf {
@@ -238,6 +308,30 @@ fn write_data(suite: &str) -> Result<()> {
                 "reference": CL_REFERENCE,
                 "top": top.indices,
                 "top_reps_peer": CL_TOP_REPS_PEER,
+            });
+            sparsity_io::write_atomic(&dir.join("meta.json"), meta.to_string().as_bytes())
+                .map_err(|e| HarnessError(e.to_string()))
+        }
+        "gemv" => {
+            for (o, i) in GEMV_SHAPES {
+                let d = dir.join(format!("{o}x{i}"));
+                std::fs::create_dir_all(&d)
+                    .map_err(|e| HarnessError(format!("{}: {e}", d.display())))?;
+                let mut rng = ChaCha8Rng::seed_from_u64(4096);
+                let bound = 1.0 / (i as f32).sqrt();
+                let w: Vec<f32> = (0..o * i)
+                    .map(|_| rand::Rng::random_range(&mut rng, -bound..bound))
+                    .collect();
+                let n = normal();
+                let x: Vec<f32> = (0..i).map(|_| n.sample(&mut rng)).collect();
+                write_npy(&d.join("w.npy"), &[o, i], &w)?;
+                write_npy(&d.join("x.npy"), &[i], &x)?;
+            }
+            let meta = serde_json::json!({
+                "rotate_bytes": GEMV_ROTATE_BYTES,
+                "cached_bytes": GEMV_CACHED_BYTES,
+                "calls": GEMV_CALLS,
+                "calls_small": GEMV_CALLS_SMALL,
             });
             sparsity_io::write_atomic(&dir.join("meta.json"), meta.to_string().as_bytes())
                 .map_err(|e| HarnessError(e.to_string()))
@@ -438,6 +532,67 @@ fn worker(suite: &str, case: &str, data: &Path) -> Result<()> {
                 Err(HarnessError(format!("clustering: unknown case {case}")))
             }
         }
+        "gemv" => {
+            use sparsity_kernels::{
+                GemvConfig, ThresholdCalibration, gemv_dense_into, gemv_masked_into,
+            };
+            let (shape, kernel) = case
+                .split_once('/')
+                .ok_or_else(|| HarnessError(format!("gemv: bad case {case}")))?;
+            let (wshape, w) = read_npy(&data.join(shape).join("w.npy"))?;
+            let (_, x) = read_npy(&data.join(shape).join("x.npy"))?;
+            let (o, i) = match wshape[..] {
+                [o, i] => (o, i),
+                _ => return Err(HarnessError(format!("gemv: w.npy shape {wshape:?}"))),
+            };
+            let w_t = Array2::from_shape_vec((o, i), w)
+                .map_err(|e| HarnessError(e.to_string()))?
+                .reversed_axes()
+                .as_standard_layout()
+                .into_owned();
+            let bytes = o * i * 4;
+            let copies = if bytes < GEMV_CACHED_BYTES {
+                1
+            } else {
+                GEMV_ROTATE_BYTES.div_ceil(bytes).max(2)
+            };
+            let sparsity = match kernel {
+                "dense" => 0.0,
+                k => k
+                    .strip_prefix("masked_")
+                    .and_then(|s| s.parse::<f64>().ok())
+                    .filter(|s| (0.0..1.0).contains(s))
+                    .ok_or_else(|| HarnessError(format!("gemv: bad case {case}")))?,
+            };
+            let calls = gemv_calls(copies, sparsity);
+            let weights: Vec<Array2<f32>> = (0..copies).map(|_| w_t.clone()).collect();
+            drop(w_t);
+            let x = ndarray::Array1::from(x);
+            let tau = if kernel == "dense" {
+                None
+            } else {
+                let fit = ThresholdCalibration::new(sparsity)
+                    .fit(x.view().insert_axis(Axis(0)))
+                    .map_err(|e| HarnessError(e.to_string()))?;
+                Some(fit.tau)
+            };
+            let config = GemvConfig::default();
+            let mut y = ndarray::Array1::<f32>::zeros(o);
+            serve(versions, move || {
+                timed(|| {
+                    for c in 0..calls {
+                        let w = weights[c % copies].view();
+                        match tau {
+                            Some(t) => {
+                                gemv_masked_into(w, x.view(), t, y.view_mut(), &config).unwrap();
+                            }
+                            None => gemv_dense_into(w, x.view(), y.view_mut(), &config).unwrap(),
+                        }
+                        std::hint::black_box(&y);
+                    }
+                }) / calls as f64
+            })
+        }
         "models" => {
             use sparsity_models::{Batch, Capture, CausalLm, cpu_device};
             let (model, shape) = case
@@ -628,14 +783,22 @@ fn main() {
                 .unwrap_or_default();
             names
                 .iter()
-                .map(|n| harness::read_run(&out, n))
+                .map(|n| Ok((n, harness::render_block(&out, n)?)))
                 .collect::<Result<Vec<_>>>()
-                .and_then(|runs| update_tables(&doc, &runs))
+                .and_then(|bodies| {
+                    let mut text = std::fs::read_to_string(&doc)
+                        .map_err(|e| HarnessError(format!("{}: {e}", doc.display())))?;
+                    for (name, body) in bodies {
+                        text = harness::replace_block(&text, name, &body);
+                    }
+                    sparsity_io::write_atomic(&doc, text.as_bytes())
+                        .map_err(|e| HarnessError(format!("{}: {e}", doc.display())))
+                })
         }
         // `cargo bench --workspace` runs every bench target with no arguments: nothing to do.
         None => {
             eprintln!(
-                "suite: `run --suite all|metrics,pruning,clustering,models --python PY` or `tables` \
+                "suite: `run --suite all|metrics,pruning,clustering,gemv,models --python PY` or `tables` \
                  (see benches/suite.rs)"
             );
             Ok(())

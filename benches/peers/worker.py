@@ -10,12 +10,14 @@ Protocol: prints {"ready": true, "versions": {...}} when loaded; then for each s
 Suites: `smoke` (pure Python, no data: the harness's own test), `metrics` (numpy, the functions
 of metrics_peer.py on DIR/acts.npy), `pruning` (PyTorch, the functions of pruning_peer.py on
 DIR/<shape>/w.npy and x.npy), `clustering` (scipy pdist / cdist on DIR/bits.npy, answers checked
-against ours in DIR/meta.json), `models` (transformers' forward of DIR/<model>/ on DIR/ids.npy).
+against ours in DIR/meta.json), `gemv` (numpy's dense `W @ x` on DIR/<shape>/w.npy, x.npy,
+rotating copies as DIR/meta.json says), `models` (transformers' forward of DIR/<model>/ on DIR/ids.npy).
 A case whose function has a `per_call` attribute reports the time divided by it.
 """
 
 import argparse
 import json
+import math
 import os
 import platform
 import resource
@@ -148,6 +150,34 @@ def clustering(case, data, threads, versions):
     raise SystemExit(f"clustering: unknown case {case}")
 
 
+def gemv(case, data, threads, versions):
+    import numpy as np
+
+    versions["numpy"] = np.__version__
+    with open(os.path.join(data, "meta.json")) as f:
+        meta = json.load(f)
+    shape, kernel = case.split("/")  # the peer is numpy's dense W @ x on every row
+    sparsity = 0.0 if kernel == "dense" else float(kernel.removeprefix("masked_"))
+    W = np.load(os.path.join(data, shape, "w.npy"))
+    x = np.load(os.path.join(data, shape, "x.npy"))
+    if W.nbytes < meta["cached_bytes"]:
+        copies, base = [W], meta["calls_small"]
+    else:
+        n = max(2, -(-meta["rotate_bytes"] // W.nbytes))
+        copies = [W.copy() for _ in range(n)]
+        base = max(meta["calls"], n)
+    del W
+    # as many GEMVs per call as ours (benches/suite.rs, gemv_calls)
+    calls = math.ceil(base / (1.0 - sparsity))
+
+    def run():
+        for c in range(calls):
+            copies[c % len(copies)] @ x
+
+    run.per_call = calls
+    return run
+
+
 def models(case, data, threads, versions):
     import numpy as np
     import torch
@@ -196,6 +226,7 @@ def main():
         "metrics": metrics,
         "pruning": pruning,
         "clustering": clustering,
+        "gemv": gemv,
         "models": models,
     }.get(a.suite)
     if build is None:

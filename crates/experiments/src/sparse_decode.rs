@@ -79,6 +79,10 @@ pub struct ModelEntry {
 pub struct SparseDecodeOutput {
     /// Code revision.
     pub git_revision: String,
+    /// When the sweep finished (UTC, minutes).
+    pub date: String,
+    /// The CPU (`model name` of /proc/cpuinfo) and its logical cores.
+    pub cpu: String,
     /// The options.
     pub options: SparseDecodeRun,
     /// Per model and allocation.
@@ -199,6 +203,8 @@ pub fn run_sparse_decode(run: &SparseDecodeRun, device: &Device) -> Result<Strin
         .with_step(|| format!("creating {}", run.out_dir.display()))?;
     let out = SparseDecodeOutput {
         git_revision: git_revision(),
+        date: chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string(),
+        cpu: crate::decode_bench::cpu_name(),
         options: run.clone(),
         models: entries,
     };

@@ -1,13 +1,30 @@
 //! Quick bandwidth table of the CPU kernels without the xtask driver:
-//! `cargo run --release -p sparsity-kernels --example bench_gemv_quick`.
+//! `cargo run --release -p sparsity-kernels --example bench_gemv_quick [DTYPE [SHAPES [SPARSITIES]]]`,
+//! e.g. `-- bf16 5632x2048,2048x5632 0,0.5` (defaults: f32, the three LLaMA-7B shapes, 0–0.9).
 
 use sparsity_kernels::bench::{GemvBenchConfig, run_gemv_bench};
 
-fn main() -> Result<(), sparsity_kernels::KernelError> {
-    let config = GemvBenchConfig {
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut config = GemvBenchConfig {
         reps: 24,
         ..GemvBenchConfig::default()
     };
+    if let Some(dtype) = args.first() {
+        config.dtype = dtype.parse()?;
+    }
+    if let Some(shapes) = args.get(1) {
+        config.shapes = shapes
+            .split(',')
+            .map(str::parse)
+            .collect::<Result<_, _>>()?;
+    }
+    if let Some(sparsities) = args.get(2) {
+        config.sparsities = sparsities
+            .split(',')
+            .map(str::parse)
+            .collect::<Result<_, _>>()?;
+    }
     let report = run_gemv_bench(&config)?;
     let bw = report.bandwidth;
     println!(

@@ -90,7 +90,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         return Ok(());
     }
     let device = sparsity_models::cpu_device();
-    let report = run_decode_bench(&config, &peers, &args.work_dir, &device)?;
+    let mut report = run_decode_bench(&config, &peers, &args.work_dir, &device)?;
+    report.command = std::iter::once("cargo xtask decode-bench".to_string())
+        .chain(std::env::args().skip(2))
+        .collect::<Vec<_>>()
+        .join(" ");
     let table = report.table();
     std::fs::create_dir_all(&args.out_dir)
         .with_context(|| format!("creating {}", args.out_dir.display()))?;
