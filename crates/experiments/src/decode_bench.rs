@@ -52,6 +52,15 @@ pub struct DecodeBenchConfig {
     pub bandwidth_bytes: usize,
     /// Memory budget in bytes (`--max-memory`); `None`: the memory the system reports available.
     pub max_memory: Option<u64>,
+    /// Interleaved rounds: each round runs every level of ours (a fresh decoder per dtype), then
+    /// each peer, so slow phases of a shared machine hit every engine; a row reports its fastest
+    /// round and the spread. Absent in JSON from before rounds existed: 1.
+    #[serde(default = "one_round")]
+    pub rounds: usize,
+}
+
+fn one_round() -> usize {
+    1
 }
 
 impl DecodeBenchConfig {
@@ -78,6 +87,7 @@ impl DecodeBenchConfig {
             calib_prompts: 4,
             bandwidth_bytes: 1 << 30,
             max_memory: None,
+            rounds: 1,
         }
     }
 
@@ -153,6 +163,12 @@ impl DecodeBenchConfig {
                 "no weight dtype given",
             ));
         }
+        if self.rounds == 0 {
+            return Err(ExperimentError::invalid(
+                "--rounds",
+                "need at least 1 round",
+            ));
+        }
         if let Some(p) = self.sparsities.iter().find(|p| !(**p > 0.0 && **p < 1.0)) {
             return Err(ExperimentError::invalid(
                 "--sparsities",
@@ -198,10 +214,30 @@ pub struct DecodeBenchRow {
     pub achieved_sparsity: Option<f64>,
     /// Prompt processing, seconds.
     pub prefill_seconds: f64,
-    /// Generated tokens per second (prefill excluded).
+    /// Generated tokens per second (prefill excluded): the fastest round.
     pub decode_tokens_per_second: f64,
     /// The generated ids.
     pub generated: Vec<u32>,
+    /// Decode tokens/s of every round, in order (empty in JSON from before rounds existed).
+    #[serde(default)]
+    pub rounds_tokens_per_second: Vec<f64>,
+}
+
+impl DecodeBenchRow {
+    /// Fastest / slowest round's tokens/s (1 for a single round; `None` before rounds existed).
+    pub fn spread(&self) -> Option<f64> {
+        let r = &self.rounds_tokens_per_second;
+        let max = r.iter().copied().fold(f64::NAN, f64::max);
+        let min = r.iter().copied().fold(f64::NAN, f64::min);
+        (!r.is_empty() && min > 0.0).then(|| max / min)
+    }
+
+    /// Adds round `tps` (prefill `prefill`): keeps the fastest decode rate and the shortest prefill.
+    fn add_round(&mut self, prefill: f64, tps: f64) {
+        self.rounds_tokens_per_second.push(tps);
+        self.decode_tokens_per_second = self.decode_tokens_per_second.max(tps);
+        self.prefill_seconds = self.prefill_seconds.min(prefill);
+    }
 }
 
 /// The memory-bandwidth floor of one dtype.
@@ -334,7 +370,7 @@ pub fn run_decode_bench(
     std::fs::create_dir_all(work_dir)
         .with_step(|| format!("creating the work directory {}", work_dir.display()))?;
     let date = chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string();
-    let total = config.dtypes.len() * (config.sparsities.len() + 1 + peers.len());
+    let total = config.rounds * config.dtypes.len() * (config.sparsities.len() + 1 + peers.len());
     let span = tracing::info_span!(
         "decode-bench",
         progress_total = total as u64,
@@ -370,69 +406,92 @@ pub fn run_decode_bench(
         calibrate_thresholds(&model, &calib, &config.sparsities, 1, device)
             .step("calibrating thresholds")?
     };
-    let mut rows = Vec::new();
+    let mut rows: Vec<DecodeBenchRow> = Vec::new();
     let mut peer_notes: Vec<String> = Vec::new();
-    for &dtype in &config.dtypes {
-        let mut decoder =
-            Decoder::with_weights(&model, None, dtype).step("building the decoder")?;
-        let levels: Vec<Option<&Thresholds>> = std::iter::once(None)
-            .chain(thresholds.iter().map(Some))
-            .collect();
-        for th in levels {
-            decoder.set_thresholds(th).step("setting thresholds")?;
-            let (prefill, tps, generated) = generate(&mut decoder, &prompt, config.new_tokens)?;
-            let kept = decoder.kept_inputs();
-            let row = DecodeBenchRow {
-                engine: "ours".into(),
-                dtype,
-                sparsity: th.map(|t| t.target),
-                achieved_sparsity: th.map(|_| 1.0 - kept.kept as f64 / kept.total.max(1) as f64),
-                prefill_seconds: prefill,
-                decode_tokens_per_second: tps,
-                generated,
-            };
-            tracing::info!(?dtype, sparsity = ?row.sparsity, tokens_per_second = tps, "ours");
-            tracing::trace!(target: sparsity_models::PROGRESS, progress_inc = 1u64);
-            rows.push(row);
+    // Adds one round of a configuration: a new row in the first round, else into its row.
+    let record = |rows: &mut Vec<DecodeBenchRow>, row: DecodeBenchRow| {
+        let same = |r: &&mut DecodeBenchRow| {
+            r.engine == row.engine && r.dtype == row.dtype && r.sparsity == row.sparsity
+        };
+        match rows.iter_mut().find(|r| same(r)) {
+            Some(r) => r.add_round(row.prefill_seconds, row.decode_tokens_per_second),
+            None => rows.push(DecodeBenchRow {
+                rounds_tokens_per_second: vec![row.decode_tokens_per_second],
+                ..row
+            }),
         }
-        drop(decoder);
-        for p in peers {
-            let peer_dtype = if p.half_as_f16 && dtype == WeightDtype::Bf16 {
-                WeightDtype::F16
-            } else {
-                dtype
-            };
-            match run_peer(
-                p,
-                &model_dir,
-                &work_dir.join("prompt.json"),
-                peer_dtype,
-                config,
-                probe.threads,
-            ) {
-                Ok(out) => {
-                    tracing::info!(
-                        ?peer_dtype,
-                        tokens_per_second = out.decode_tokens_per_second,
-                        "{}",
-                        p.name
-                    );
-                    rows.push(DecodeBenchRow {
-                        engine: p.name.clone(),
-                        dtype: peer_dtype,
-                        sparsity: None,
-                        achieved_sparsity: None,
-                        prefill_seconds: out.prefill_seconds,
-                        decode_tokens_per_second: out.decode_tokens_per_second,
-                        generated: out.generated,
-                    });
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "the {} peer failed", p.name);
-                    peer_notes.push(format!("{} ({peer_dtype:?}): {e}", p.name));
-                }
+    };
+    let levels: Vec<Option<&Thresholds>> = std::iter::once(None)
+        .chain(thresholds.iter().map(Some))
+        .collect();
+    for &dtype in &config.dtypes {
+        for round in 0..config.rounds {
+            let mut decoder =
+                Decoder::with_weights(&model, None, dtype).step("building the decoder")?;
+            for th in &levels {
+                decoder.set_thresholds(*th).step("setting thresholds")?;
+                let (prefill, tps, generated) = generate(&mut decoder, &prompt, config.new_tokens)?;
+                let kept = decoder.kept_inputs();
+                let row = DecodeBenchRow {
+                    engine: "ours".into(),
+                    dtype,
+                    sparsity: th.map(|t| t.target),
+                    achieved_sparsity: th
+                        .map(|_| 1.0 - kept.kept as f64 / kept.total.max(1) as f64),
+                    prefill_seconds: prefill,
+                    decode_tokens_per_second: tps,
+                    generated,
+                    rounds_tokens_per_second: Vec::new(),
+                };
+                tracing::info!(?dtype, round, sparsity = ?row.sparsity, tokens_per_second = tps, "ours");
+                tracing::trace!(target: sparsity_models::PROGRESS, progress_inc = 1u64);
+                record(&mut rows, row);
             }
-            tracing::trace!(target: sparsity_models::PROGRESS, progress_inc = 1u64);
+            // the peer gets the memory our decoder held
+            drop(decoder);
+            for p in peers {
+                let peer_dtype = if p.half_as_f16 && dtype == WeightDtype::Bf16 {
+                    WeightDtype::F16
+                } else {
+                    dtype
+                };
+                match run_peer(
+                    p,
+                    &model_dir,
+                    &work_dir.join("prompt.json"),
+                    peer_dtype,
+                    config,
+                    probe.threads,
+                ) {
+                    Ok(out) => {
+                        tracing::info!(
+                            ?peer_dtype,
+                            round,
+                            tokens_per_second = out.decode_tokens_per_second,
+                            "{}",
+                            p.name
+                        );
+                        record(
+                            &mut rows,
+                            DecodeBenchRow {
+                                engine: p.name.clone(),
+                                dtype: peer_dtype,
+                                sparsity: None,
+                                achieved_sparsity: None,
+                                prefill_seconds: out.prefill_seconds,
+                                decode_tokens_per_second: out.decode_tokens_per_second,
+                                generated: out.generated,
+                                rounds_tokens_per_second: Vec::new(),
+                            },
+                        );
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "the {} peer failed", p.name);
+                        peer_notes.push(format!("{} ({peer_dtype:?}, round {round}): {e}", p.name));
+                    }
+                }
+                tracing::trace!(target: sparsity_models::PROGRESS, progress_inc = 1u64);
+            }
         }
     }
     if peers.is_empty() {
@@ -542,7 +601,9 @@ impl DecodeBenchReport {
              {cpu}, {threads} threads for every engine, STREAM copy {copy:.1} GB/s, read \
              {read:.1} GB/s. Model: {layers} layers, hidden {hidden}, intermediate {inter}, {heads} \
              heads / {kv} key-value heads, vocabulary {vocab}, random weights (seed {seed}); a \
-             {prompt}-token prompt, then {new} greedy tokens.\n\n",
+             {prompt}-token prompt, then {new} greedy tokens. Rounds: {rounds} (each: ours at every level, \
+             then each peer); a row shows its fastest round and the spread, fastest / slowest (– \
+             where the run predates rounds).\n\n",
             link = json_path.trim_start_matches("docs/"),
             command = if self.command.is_empty() {
                 "cargo xtask decode-bench"
@@ -572,6 +633,7 @@ impl DecodeBenchReport {
             seed = c.seed,
             prompt = c.prompt_len,
             new = c.new_tokens,
+            rounds = c.rounds,
         );
         s.push_str(&self.table());
         if let Some(note) = &self.peer_note {
@@ -641,7 +703,7 @@ impl DecodeBenchReport {
     /// bandwidth floor, per dtype.
     pub fn table(&self) -> String {
         let mut s = String::from(
-            "| dtype | engine | activation sparsity (target / achieved) | prefill s | decode tok/s | vs our dense | vs transformers | % of bandwidth floor | same tokens as our dense |\n|---|---|---|---|---|---|---|---|---|\n",
+            "| dtype | engine | activation sparsity (target / achieved) | prefill s | decode tok/s | spread | vs our dense | vs transformers | % of bandwidth floor | same tokens as our dense |\n|---|---|---|---|---|---|---|---|---|---|\n",
         );
         for f in &self.floors {
             // rows of the same weight width (llama.cpp's f16 rows sit with bf16)
@@ -678,12 +740,13 @@ impl DecodeBenchReport {
                     _ => "dense".into(),
                 };
                 s.push_str(&format!(
-                    "| {:?} | {} | {} | {:.2} | {:.3} | {} | {} | {:.0} % | {} |\n",
+                    "| {:?} | {} | {} | {:.2} | {:.3} | {} | {} | {} | {:.0} % | {} |\n",
                     r.dtype,
                     r.engine,
                     level,
                     r.prefill_seconds,
                     r.decode_tokens_per_second,
+                    r.spread().map_or("–".into(), |x| format!("{x:.2}")),
                     ratio(dense),
                     ratio(peer),
                     100.0 * r.decode_tokens_per_second / f.floor_tokens_per_second,
@@ -691,7 +754,7 @@ impl DecodeBenchReport {
                 ));
             }
             s.push_str(&format!(
-                "| {:?} | bandwidth floor | {:.2} GB/token at {:.1} GB/s copy | | {:.3} | | | 100 % | |\n",
+                "| {:?} | bandwidth floor | {:.2} GB/token at {:.1} GB/s copy | | {:.3} | | | | 100 % | |\n",
                 f.dtype,
                 f.bytes_per_token / 1e9,
                 self.copy_gbs,
@@ -715,6 +778,7 @@ mod tests {
             prefill_seconds: 1.0,
             decode_tokens_per_second: tps,
             generated: vec![1, 2, 3],
+            rounds_tokens_per_second: vec![tps],
         }
     }
 
@@ -782,6 +846,25 @@ mod tests {
             g.contains("| bandwidth floor ÷ our dense | Bf16 | 2.50× | ≤ 1.3× | **not met** |"),
             "{g}"
         );
+    }
+
+    #[test]
+    fn rounds_keep_the_fastest_and_their_spread() {
+        let mut r = row("ours", WeightDtype::F32, None, 5.0);
+        r.add_round(0.5, 8.0);
+        r.add_round(2.0, 4.0);
+        assert_eq!(r.decode_tokens_per_second, 8.0);
+        assert_eq!(r.prefill_seconds, 0.5);
+        assert_eq!(r.rounds_tokens_per_second, vec![5.0, 8.0, 4.0]);
+        assert_eq!(r.spread(), Some(2.0));
+        // JSON from before rounds: no spread, one round
+        let old = r#"{"engine":"ours","dtype":"f32","sparsity":null,"achieved_sparsity":null,"prefill_seconds":1.0,"decode_tokens_per_second":3.0,"generated":[]}"#;
+        let back: DecodeBenchRow = serde_json::from_str(old).unwrap();
+        assert_eq!(back.spread(), None);
+        let mut config = serde_json::to_value(DecodeBenchConfig::tinyllama()).unwrap();
+        config.as_object_mut().unwrap().remove("rounds");
+        let config: DecodeBenchConfig = serde_json::from_value(config).unwrap();
+        assert_eq!(config.rounds, 1);
     }
 
     #[test]

@@ -30,6 +30,10 @@ pub struct Args {
     /// Seed of weights and prompts.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Interleaved rounds (ours at every level, then each peer, per round); rows report the
+    /// fastest round and the spread.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
     /// Python with torch + transformers (benches/peers/requirements-torch.txt): also time
     /// transformers' `generate` on the same weights.
     #[arg(long)]
@@ -66,6 +70,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     config.prompt_len = args.prompt_len;
     config.new_tokens = args.new_tokens;
     config.seed = args.seed;
+    config.rounds = args.rounds;
     config.max_memory = args.budget.max_memory;
     let mut peers: Vec<Peer> = args
         .python
