@@ -39,9 +39,15 @@ def main():
     t1 = statistics.median(run(1)[0] for _ in range(max(a.reps, 1)))
     runs = [run(a.new_tokens) for _ in range(max(a.reps, 1))]
     tn = statistics.median(t for t, _ in runs)
+    if tn <= t1:
+        # the difference is below the timer's and the machine's noise: no rate to report
+        raise SystemExit(
+            f"generating {a.new_tokens} tokens took {tn:.6f} s, not more than 1 token's {t1:.6f} s: "
+            "the decode rate is not measurable at this size (use more --new-tokens)"
+        )
     print(json.dumps({
         "prefill_seconds": t1,
-        "decode_tokens_per_second": (a.new_tokens - 1) / max(tn - t1, 1e-9),
+        "decode_tokens_per_second": (a.new_tokens - 1) / (tn - t1),
         "generated": runs[0][1],
         "torch": torch.__version__,
         "transformers": transformers.__version__,
