@@ -21,7 +21,7 @@
 //! JSON (`docs/results/bench/NAME.json`), so no table is typed by hand.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::Instant;
@@ -713,13 +713,31 @@ pub fn write_npy_raw(path: &Path, descr: &str, shape: &[usize], body: &[u8]) -> 
 /// Reads a `.npy` (version 1, C order) whose element type is `descr` and whose elements are
 /// `item` bytes each: (shape, the elements' bytes).
 pub fn read_npy_raw(path: &Path, descr: &str, item: usize) -> Result<(Vec<usize>, Vec<u8>)> {
-    let mut bytes =
-        std::fs::read(path).map_err(|e| HarnessError(format!("{}: {e}", path.display())))?;
-    if bytes.len() < 10 || &bytes[..8] != b"\x93NUMPY\x01\x00" {
+    let (mut f, shape, len) = open_npy(path, descr, item)?;
+    let mut body = Vec::with_capacity(len);
+    f.read_to_end(&mut body)
+        .map_err(|e| HarnessError(format!("{}: {e}", path.display())))?;
+    Ok((shape, body))
+}
+
+/// Opens a version-1 C-order `.npy` of element type `descr` (`item` bytes each), checks that the
+/// file holds exactly the data its shape needs, and returns the file positioned at the data, the
+/// shape and the data's length in bytes.
+fn open_npy(path: &Path, descr: &str, item: usize) -> Result<(std::fs::File, Vec<usize>, usize)> {
+    let io = |e: std::io::Error| HarnessError(format!("{}: {e}", path.display()));
+    let mut f = std::fs::File::open(path).map_err(io)?;
+    let file_len = f.metadata().map_err(io)?.len();
+    let mut pre = [0u8; 10];
+    f.read_exact(&mut pre)
+        .map_err(|_| HarnessError(format!("{}: not a version-1 .npy", path.display())))?;
+    if &pre[..8] != b"\x93NUMPY\x01\x00" {
         return err(format!("{}: not a version-1 .npy", path.display()));
     }
-    let hl = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
-    let header = String::from_utf8_lossy(&bytes[10..(10 + hl).min(bytes.len())]).to_string();
+    let hl = u16::from_le_bytes([pre[8], pre[9]]) as usize;
+    let mut raw = vec![0u8; hl];
+    f.read_exact(&mut raw)
+        .map_err(|_| HarnessError(format!("{}: truncated .npy header", path.display())))?;
+    let header = String::from_utf8_lossy(&raw).to_string();
     if !header.contains(&format!("'descr': '{descr}'"))
         || !header.contains("'fortran_order': False")
     {
@@ -734,26 +752,38 @@ pub fn read_npy_raw(path: &Path, descr: &str, item: usize) -> Result<(Vec<usize>
         .and_then(|s| s.split(')').next())
         .map(|s| s.split(',').filter_map(|d| d.trim().parse().ok()).collect())
         .unwrap_or_default();
-    let n: usize = shape.iter().product();
-    if bytes.len() - (10 + hl).min(bytes.len()) != n * item {
+    let len = shape
+        .iter()
+        .try_fold(item, |acc, &d| acc.checked_mul(d))
+        .ok_or_else(|| HarnessError(format!("{}: shape {shape:?} overflows", path.display())))?;
+    let have = file_len.saturating_sub(10 + hl as u64);
+    if have != len as u64 {
         return err(format!(
-            "{}: shape {shape:?} needs {} bytes, file has {}",
-            path.display(),
-            n * item,
-            bytes.len().saturating_sub(10 + hl)
+            "{}: shape {shape:?} needs {len} bytes, file has {have}",
+            path.display()
         ));
     }
-    bytes.drain(..10 + hl);
-    Ok((shape, bytes))
+    Ok((f, shape, len))
 }
 
-/// Reads a little-endian f32 `.npy` (C order, version 1): (shape, data).
+/// Reads a little-endian f32 `.npy` (C order, version 1): (shape, data). The data is converted
+/// one MiB at a time, so the peak is the array plus that buffer (it was the file twice).
 pub fn read_npy(path: &Path) -> Result<(Vec<usize>, Vec<f32>)> {
-    let (shape, body) = read_npy_raw(path, "<f4", 4)?;
-    let data = body
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect();
+    let (mut f, shape, len) = open_npy(path, "<f4", 4)?;
+    let mut data = Vec::with_capacity(len / 4);
+    let mut buf = vec![0u8; 1 << 20];
+    let mut left = len;
+    while left > 0 {
+        let n = left.min(buf.len());
+        f.read_exact(&mut buf[..n])
+            .map_err(|e| HarnessError(format!("{}: {e}", path.display())))?;
+        data.extend(
+            buf[..n]
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+        );
+        left -= n;
+    }
     Ok((shape, data))
 }
 
@@ -788,6 +818,18 @@ mod tests {
         let data: Vec<f32> = (0..24).map(|i| i as f32 * 0.5 - 3.0).collect();
         write_npy(&p, &[2, 3, 4], &data).unwrap();
         assert_eq!(read_npy(&p).unwrap(), (vec![2, 3, 4], data));
+        // more than one conversion buffer (1 MiB), and a length that is not a multiple of it
+        let big: Vec<f32> = (0..300_001).map(|i| (i as f32).sin()).collect();
+        write_npy(&p, &[300_001], &big).unwrap();
+        assert_eq!(read_npy(&p).unwrap(), (vec![300_001], big));
+        // a file shorter than its shape needs is an error naming the file and both sizes
+        let bytes = std::fs::read(&p).unwrap();
+        std::fs::write(&p, &bytes[..bytes.len() - 4]).unwrap();
+        let e = read_npy(&p).unwrap_err().to_string();
+        assert!(
+            e.contains("a.npy") && e.contains("needs 1200004 bytes, file has 1200000"),
+            "{e}"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
         let t = SideTimes::new(vec![2.0, 1.0, 4.0, 3.0], None, BTreeMap::new());
         assert_eq!((t.min, t.median, t.spread), (1.0, 2.5, 4.0));

@@ -606,7 +606,18 @@ fn worker(suite: &str, case: &str, data: &Path) -> Result<()> {
             let lm = CausalLm::load_dir(&data.join(model), &device)
                 .map_err(|e| HarnessError(e.to_string()))?;
             let (_, ids) = read_npy(&data.join("ids.npy"))?;
-            let ids: Vec<i64> = ids[..b * SEQ].iter().map(|&x| x as i64).collect();
+            let ids: Vec<i64> = ids
+                .get(..b * SEQ)
+                .ok_or_else(|| {
+                    HarnessError(format!(
+                        "models: ids.npy holds {} ids, case {case} needs {}",
+                        ids.len(),
+                        b * SEQ
+                    ))
+                })?
+                .iter()
+                .map(|&x| x as i64)
+                .collect();
             let batch =
                 Batch::from_ids(&ids, b, SEQ, &device).map_err(|e| HarnessError(e.to_string()))?;
             serve(versions, || {
