@@ -127,6 +127,10 @@ pub struct Machine {
     pub copy_gib_s: f64,
     /// `rustc --version`.
     pub rustc: String,
+    /// The vector instructions our GEMV kernels run with (`sparsity_kernels::simd_level`; empty
+    /// in runs before run-time dispatch, which ran baseline SSE2).
+    #[serde(default)]
+    pub simd: String,
 }
 
 /// One suite's run: what the tables are generated from.
@@ -315,26 +319,15 @@ pub fn peak_rss_bytes() -> Option<u64> {
     Some(kb * 1024)
 }
 
-/// The 1-minute load average.
+/// The 1-minute load average (NaN where the system has none).
 pub fn load_average() -> f64 {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse().ok())
-        .unwrap_or(f64::NAN)
+    sparsity_experiments::machine::load_average().unwrap_or(f64::NAN)
 }
 
 /// The machine, with a copy-bandwidth probe.
 pub fn machine() -> Machine {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|m| m.trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown".into());
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let cpu = sparsity_experiments::machine::cpu_model();
+    let cores = sparsity_experiments::machine::logical_cores();
     let n = 64 << 20; // 64 Mi f32 = 256 MiB
     let src = vec![1.0f32; n];
     let mut dst = vec![0.0f32; n];
@@ -355,6 +348,7 @@ pub fn machine() -> Machine {
         cpu,
         cores,
         copy_gib_s: (n * 4) as f64 / best / f64::from(1u32 << 30),
+        simd: sparsity_kernels::simd_level().name().into(),
         rustc,
     }
 }
@@ -488,7 +482,7 @@ pub fn render_table(run: &SuiteRun) -> String {
     let _ = writeln!(
         s,
         "Generated from [`docs/results/bench/{0}.json`](results/bench/{0}.json) by `{1}` on {2} \
-         (revision {3}): {4}, {5} cores, copy bandwidth {6:.1} GiB/s, {7}; {8}. {9} thread(s) per \
+         (revision {3}): {4}, {5} cores, copy bandwidth {6:.1} GiB/s, {7}{12}; {8}. {9} thread(s) per \
          side; per row {10} pairs of fresh worker processes, each with a warm-up run per side and \
          then {11} interleaved rounds (ours, peer, …); min, median and spread over all of them.",
         run.suite,
@@ -506,7 +500,12 @@ pub fn render_table(run: &SuiteRun) -> String {
             .join(", "),
         run.threads,
         run.workers,
-        run.rounds
+        run.rounds,
+        if run.machine.simd.is_empty() {
+            String::new()
+        } else {
+            format!(", GEMV kernels `{}`", run.machine.simd)
+        }
     );
     for n in &run.notes {
         let _ = writeln!(s, "{n}");
@@ -627,7 +626,7 @@ fn sparse_decode_block(dir: &Path) -> Result<String> {
     Ok(format!(
         "Generated from [`docs/results/bench/sparse_decode/`](results/bench/sparse_decode/) by \
          `cargo xtask sparse-decode --decode-windows {} --nsamples {} --sparsities {} --out-dir \
-         docs/results/bench/sparse_decode` on {} (revision {}): {}.\n\n{}",
+         docs/results/bench/sparse_decode` on {} (revision {}): {}{}.\n\n{}",
         o["decode_windows"],
         o["nsamples"],
         o["sparsities"]
@@ -641,8 +640,32 @@ fn sparse_decode_block(dir: &Path) -> Result<String> {
         field("date"),
         field("git_revision"),
         field("cpu"),
+        sparse_decode_conditions(&json),
         body.trim()
     ))
+}
+
+/// The SIMD level and load average of a `sparse_decode.json` (absent in runs before they were
+/// recorded), with the unreliable mark when the load average exceeded the core count.
+fn sparse_decode_conditions(json: &serde_json::Value) -> String {
+    let mut s = String::new();
+    if let Some(simd) = json["simd"].as_str() {
+        s.push_str(&format!("; GEMV kernels: `{simd}`"));
+    }
+    match (json["load_max"].as_f64(), json["cores"].as_u64()) {
+        (Some(load), Some(cores)) => {
+            s.push_str(&format!(
+                "; highest load average around the timed decodes {load:.2}"
+            ));
+            if sparsity_experiments::machine::load_exceeds_cores(load, cores as usize) {
+                s.push_str(&format!(
+                    " (**unreliable**: above the {cores} cores; the tok/s columns shared the machine)"
+                ));
+            }
+        }
+        _ => s.push_str("; load average not recorded in this run"),
+    }
+    s
 }
 
 /// Replaces the body of block `name` in `doc` (appends the block when absent).
@@ -811,6 +834,23 @@ mod tests {
     }
 
     #[test]
+    fn sparse_decode_conditions_mark_a_loaded_machine() {
+        let calm = serde_json::json!({"simd": "avx512", "load_max": 1.5, "cores": 2});
+        assert_eq!(
+            sparse_decode_conditions(&calm),
+            "; GEMV kernels: `avx512`; highest load average around the timed decodes 1.50"
+        );
+        let busy = serde_json::json!({"simd": "avx2", "load_max": 3.25, "cores": 2});
+        assert!(
+            sparse_decode_conditions(&busy).contains("3.25 (**unreliable**: above the 2 cores")
+        );
+        assert_eq!(
+            sparse_decode_conditions(&serde_json::json!({})),
+            "; load average not recorded in this run"
+        );
+    }
+
+    #[test]
     fn npy_round_trip_and_summaries() {
         let dir = std::env::temp_dir().join(format!("harness-npy-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -906,6 +946,7 @@ mod tests {
                 cores: 2,
                 copy_gib_s: 10.0,
                 rustc: "rustc".into(),
+                simd: "avx2".into(),
             },
             rows: vec![row, row2],
             notes: vec![],

@@ -221,6 +221,10 @@ pub struct DecodeBenchRow {
     /// Decode tokens/s of every round, in order (empty in JSON from before rounds existed).
     #[serde(default)]
     pub rounds_tokens_per_second: Vec<f64>,
+    /// Highest 1-minute load average read before or after any of the row's rounds (`None`:
+    /// not recorded, as in runs before 2026-12-04 evening).
+    #[serde(default)]
+    pub load_max: Option<f64>,
 }
 
 impl DecodeBenchRow {
@@ -232,13 +236,36 @@ impl DecodeBenchRow {
         (!r.is_empty() && min > 0.0).then(|| max / min)
     }
 
-    /// Adds round `tps` (prefill `prefill`): keeps the fastest decode rate and the shortest prefill.
-    fn add_round(&mut self, prefill: f64, tps: f64) {
+    /// Adds round `other`: keeps the fastest decode rate, the shortest prefill and the highest
+    /// load average.
+    fn add_round(&mut self, other: &DecodeBenchRow) {
+        let tps = other.decode_tokens_per_second;
         self.rounds_tokens_per_second.push(tps);
         self.decode_tokens_per_second = self.decode_tokens_per_second.max(tps);
-        self.prefill_seconds = self.prefill_seconds.min(prefill);
+        self.prefill_seconds = self.prefill_seconds.min(other.prefill_seconds);
+        self.load_max = crate::machine::max_load(self.load_max, other.load_max);
+    }
+
+    /// Why the row is unreliable, by the rule of every benchmark table here (docs/benchmarks.md):
+    /// its rounds spread more than [`MAX_SPREAD`] (fastest / slowest), or the load average
+    /// exceeded the `cores` of the machine while it ran. `None`: reliable (or not recorded).
+    pub fn unreliable(&self, cores: usize) -> Option<String> {
+        let mut why = Vec::new();
+        if let Some(spread) = self.spread().filter(|&x| x > MAX_SPREAD) {
+            why.push(format!("spread {spread:.2}× > {MAX_SPREAD}×"));
+        }
+        if let Some(load) = self
+            .load_max
+            .filter(|&l| cores > 0 && crate::machine::load_exceeds_cores(l, cores))
+        {
+            why.push(format!("load average {load:.2} > {cores} cores"));
+        }
+        (!why.is_empty()).then(|| why.join("; "))
     }
 }
+
+/// Fastest / slowest round above which a row is unreliable (the harness's rule).
+pub const MAX_SPREAD: f64 = 1.3;
 
 /// The memory-bandwidth floor of one dtype.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -279,6 +306,14 @@ pub struct DecodeBenchReport {
     /// The command line that produced the run (set by the caller; shown in the docs block).
     #[serde(default)]
     pub command: String,
+    /// Logical cores of the machine (0: not recorded); rows measured while the load average
+    /// exceeded it are unreliable.
+    #[serde(default)]
+    pub cores: usize,
+    /// The vector instructions our GEMV kernels ran with (`sparsity_kernels::simd_level`:
+    /// `avx512`, `avx2`, `portable`; empty: not recorded, before run-time dispatch existed).
+    #[serde(default)]
+    pub simd: String,
 }
 
 /// How to run a peer: a Python script taking `--model --prompt --dtype --new-tokens --threads`
@@ -414,7 +449,7 @@ pub fn run_decode_bench(
             r.engine == row.engine && r.dtype == row.dtype && r.sparsity == row.sparsity
         };
         match rows.iter_mut().find(|r| same(r)) {
-            Some(r) => r.add_round(row.prefill_seconds, row.decode_tokens_per_second),
+            Some(r) => r.add_round(&row),
             None => rows.push(DecodeBenchRow {
                 rounds_tokens_per_second: vec![row.decode_tokens_per_second],
                 ..row
@@ -430,7 +465,10 @@ pub fn run_decode_bench(
                 Decoder::with_weights(&model, None, dtype).step("building the decoder")?;
             for th in &levels {
                 decoder.set_thresholds(*th).step("setting thresholds")?;
-                let (prefill, tps, generated) = generate(&mut decoder, &prompt, config.new_tokens)?;
+                let (generation, load) = crate::machine::with_load(|| {
+                    generate(&mut decoder, &prompt, config.new_tokens)
+                });
+                let (prefill, tps, generated) = generation?;
                 let kept = decoder.kept_inputs();
                 let row = DecodeBenchRow {
                     engine: "ours".into(),
@@ -442,6 +480,7 @@ pub fn run_decode_bench(
                     decode_tokens_per_second: tps,
                     generated,
                     rounds_tokens_per_second: Vec::new(),
+                    load_max: load,
                 };
                 tracing::info!(?dtype, round, sparsity = ?row.sparsity, tokens_per_second = tps, "ours");
                 tracing::trace!(target: sparsity_models::PROGRESS, progress_inc = 1u64);
@@ -455,14 +494,17 @@ pub fn run_decode_bench(
                 } else {
                     dtype
                 };
-                match run_peer(
-                    p,
-                    &model_dir,
-                    &work_dir.join("prompt.json"),
-                    peer_dtype,
-                    config,
-                    probe.threads,
-                ) {
+                let (peer_out, load) = crate::machine::with_load(|| {
+                    run_peer(
+                        p,
+                        &model_dir,
+                        &work_dir.join("prompt.json"),
+                        peer_dtype,
+                        config,
+                        probe.threads,
+                    )
+                });
+                match peer_out {
                     Ok(out) => {
                         tracing::info!(
                             ?peer_dtype,
@@ -482,6 +524,7 @@ pub fn run_decode_bench(
                                 decode_tokens_per_second: out.decode_tokens_per_second,
                                 generated: out.generated,
                                 rounds_tokens_per_second: Vec::new(),
+                                load_max: load,
                             },
                         );
                     }
@@ -512,7 +555,9 @@ pub fn run_decode_bench(
         .collect();
     Ok(DecodeBenchReport {
         date,
-        cpu: cpu_name(),
+        cpu: crate::machine::cpu_name(),
+        cores: crate::machine::logical_cores(),
+        simd: sparsity_kernels::simd_level().name().into(),
         command: String::new(),
         git_revision: git_revision(),
         config: config.clone(),
@@ -576,21 +621,6 @@ fn run_peer(
         .with_step(|| format!("reading the output of {}", peer.script.display()))
 }
 
-/// `model name` of /proc/cpuinfo and the logical core count ("unknown CPU" elsewhere).
-pub(crate) fn cpu_name() -> String {
-    let model = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|c| {
-            c.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split_once(':'))
-                .map(|(_, v)| v.trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
-    let cores = std::thread::available_parallelism().map_or(0, usize::from);
-    format!("{model}, {cores} logical cores")
-}
-
 impl DecodeBenchReport {
     /// The generated block of docs/benchmarks.md: where the figures come from (file, command,
     /// date, revision, machine), the [`DecodeBenchReport::table`] and the peer note.
@@ -601,9 +631,11 @@ impl DecodeBenchReport {
              {cpu}, {threads} threads for every engine, STREAM copy {copy:.1} GB/s, read \
              {read:.1} GB/s. Model: {layers} layers, hidden {hidden}, intermediate {inter}, {heads} \
              heads / {kv} key-value heads, vocabulary {vocab}, random weights (seed {seed}); a \
-             {prompt}-token prompt, then {new} greedy tokens. Rounds: {rounds} (each: ours at every level, \
-             then each peer); a row shows its fastest round and the spread, fastest / slowest (– \
-             where the run predates rounds).\n\n",
+             {prompt}-token prompt, then {new} greedy tokens. Our GEMV kernels ran with {simd}. \
+             Rounds: {rounds} (each: ours at every level, then each peer); a row shows its fastest \
+             round and the spread, fastest / slowest (– where the run predates rounds), and is \
+             marked unreliable when the spread exceeds {max_spread}× or the 1-minute load average \
+             read around any of its rounds exceeded the core count ({load}).\n\n",
             link = json_path.trim_start_matches("docs/"),
             command = if self.command.is_empty() {
                 "cargo xtask decode-bench"
@@ -634,6 +666,16 @@ impl DecodeBenchReport {
             prompt = c.prompt_len,
             new = c.new_tokens,
             rounds = c.rounds,
+            simd = if self.simd.is_empty() {
+                "an unrecorded SIMD level (before run-time dispatch: baseline SSE2)".to_string()
+            } else {
+                format!("`{}`", self.simd)
+            },
+            max_spread = MAX_SPREAD,
+            load = match self.rows.iter().filter_map(|r| r.load_max).reduce(f64::max) {
+                Some(l) => format!("highest load average {l:.2}"),
+                None => "the load average was not recorded in this run".into(),
+            },
         );
         s.push_str(&self.table());
         if let Some(note) = &self.peer_note {
@@ -746,7 +788,11 @@ impl DecodeBenchReport {
                     level,
                     r.prefill_seconds,
                     r.decode_tokens_per_second,
-                    r.spread().map_or("–".into(), |x| format!("{x:.2}")),
+                    match (r.spread(), r.unreliable(self.cores)) {
+                        (None, _) => "–".to_string(),
+                        (Some(x), None) => format!("{x:.2}"),
+                        (Some(x), Some(why)) => format!("{x:.2} **unreliable**: {why}"),
+                    },
                     ratio(dense),
                     ratio(peer),
                     100.0 * r.decode_tokens_per_second / f.floor_tokens_per_second,
@@ -779,6 +825,7 @@ mod tests {
             decode_tokens_per_second: tps,
             generated: vec![1, 2, 3],
             rounds_tokens_per_second: vec![tps],
+            load_max: Some(0.5),
         }
     }
 
@@ -812,6 +859,8 @@ mod tests {
             date: "2026-12-04 13:00 UTC".into(),
             cpu: "test CPU, 2 logical cores".into(),
             command: "cargo xtask decode-bench --threads 2".into(),
+            cores: 2,
+            simd: "avx512".into(),
         }
     }
 
@@ -851,12 +900,38 @@ mod tests {
     #[test]
     fn rounds_keep_the_fastest_and_their_spread() {
         let mut r = row("ours", WeightDtype::F32, None, 5.0);
-        r.add_round(0.5, 8.0);
-        r.add_round(2.0, 4.0);
+        let round = |prefill: f64, tps: f64, load: Option<f64>| DecodeBenchRow {
+            prefill_seconds: prefill,
+            load_max: load,
+            ..row("ours", WeightDtype::F32, None, tps)
+        };
+        r.add_round(&round(0.5, 8.0, Some(2.5)));
+        r.add_round(&round(2.0, 4.0, None));
         assert_eq!(r.decode_tokens_per_second, 8.0);
         assert_eq!(r.prefill_seconds, 0.5);
         assert_eq!(r.rounds_tokens_per_second, vec![5.0, 8.0, 4.0]);
         assert_eq!(r.spread(), Some(2.0));
+        assert_eq!(r.load_max, Some(2.5));
+        // spread 2 > 1.3 and load 2.5 > 2 cores: both named; on 4 cores only the spread
+        let why = r.unreliable(2).unwrap_or_default();
+        assert!(
+            why.contains("spread 2.00×") && why.contains("load average 2.50 > 2 cores"),
+            "{why}"
+        );
+        let why = r.unreliable(4).unwrap_or_default();
+        assert!(!why.contains("load"), "{why}");
+        let calm = row("ours", WeightDtype::F32, None, 5.0);
+        assert_eq!(calm.unreliable(2), None);
+        let mut marked = report();
+        marked.rows[0] = r.clone();
+        assert!(
+            marked.table().contains(
+                "| 2.00 **unreliable**: spread 2.00× > 1.3×; load average 2.50 > 2 cores |"
+            ),
+            "{}",
+            marked.table()
+        );
+        assert!(!report().table().contains("unreliable"));
         // JSON from before rounds: no spread, one round
         let old = r#"{"engine":"ours","dtype":"f32","sparsity":null,"achieved_sparsity":null,"prefill_seconds":1.0,"decode_tokens_per_second":3.0,"generated":[]}"#;
         let back: DecodeBenchRow = serde_json::from_str(old).unwrap();

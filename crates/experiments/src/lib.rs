@@ -35,6 +35,7 @@ pub mod decode_bench;
 pub mod dsa_recall;
 pub mod dsa_sweep;
 pub mod error;
+pub mod machine;
 pub mod prune;
 pub mod results;
 pub mod source;

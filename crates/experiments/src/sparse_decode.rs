@@ -83,6 +83,13 @@ pub struct SparseDecodeOutput {
     pub date: String,
     /// The CPU (`model name` of /proc/cpuinfo) and its logical cores.
     pub cpu: String,
+    /// Logical cores: timings taken while the load average exceeded them are unreliable.
+    pub cores: usize,
+    /// The vector instructions the GEMV kernels ran with (`sparsity_kernels::simd_level`).
+    pub simd: String,
+    /// Highest 1-minute load average read before or after any timed decode (`None`: the system
+    /// has none).
+    pub load_max: Option<f64>,
     /// The options.
     pub options: SparseDecodeRun,
     /// Per model and allocation.
@@ -132,6 +139,7 @@ pub fn run_sparse_decode(run: &SparseDecodeRun, device: &Device) -> Result<Strin
         "--eval-texts",
     )?;
     let mut entries = Vec::new();
+    let mut load_max = None;
     for (name, dir) in &set.models {
         let model =
             CausalLm::load_dir(dir, device).with_step(|| format!("loading {}", dir.display()))?;
@@ -167,7 +175,7 @@ pub fn run_sparse_decode(run: &SparseDecodeRun, device: &Device) -> Result<Strin
         let dense = if windows.is_empty() {
             None
         } else {
-            Some(timed_decode(&model, None, windows)?)
+            Some(timed_decode(&model, None, windows, &mut load_max)?)
         };
         for &allocation in &run.allocations {
             tracing::info!(model = %name, allocation = allocation.name(), "sparse-decode sweep");
@@ -187,7 +195,9 @@ pub fn run_sparse_decode(run: &SparseDecodeRun, device: &Device) -> Result<Strin
                     per_target: report
                         .rows
                         .iter()
-                        .map(|row| timed_decode(&model, Some(&row.thresholds), windows))
+                        .map(|row| {
+                            timed_decode(&model, Some(&row.thresholds), windows, &mut load_max)
+                        })
                         .collect::<Result<_>>()?,
                 }),
                 None => None,
@@ -204,7 +214,10 @@ pub fn run_sparse_decode(run: &SparseDecodeRun, device: &Device) -> Result<Strin
     let out = SparseDecodeOutput {
         git_revision: git_revision(),
         date: chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string(),
-        cpu: crate::decode_bench::cpu_name(),
+        cpu: crate::machine::cpu_name(),
+        cores: crate::machine::logical_cores(),
+        simd: sparsity_kernels::simd_level().name().into(),
+        load_max,
         options: run.clone(),
         models: entries,
     };
@@ -222,15 +235,19 @@ pub fn run_sparse_decode(run: &SparseDecodeRun, device: &Device) -> Result<Strin
     Ok(md)
 }
 
-/// Decodes `windows` after one warm-up window (pages in the weights, starts the rayon pool).
+/// Decodes `windows` after one warm-up window (pages in the weights, starts the rayon pool);
+/// raises `load_max` to the load average read around the timed part.
 fn timed_decode(
     model: &CausalLm,
     thresholds: Option<&sparsity_decoding::sparse_decode::Thresholds>,
     windows: &[Vec<u32>],
+    load_max: &mut Option<f64>,
 ) -> Result<DecodeRun> {
     let mut dec = Decoder::new(model, thresholds).step("building the decoder")?;
     decode_sequences(&mut dec, &windows[..1]).step("decoding (warm-up)")?;
-    decode_sequences(&mut dec, windows).step("decoding")
+    let (run, load) = crate::machine::with_load(|| decode_sequences(&mut dec, windows));
+    *load_max = crate::machine::max_load(*load_max, load);
+    run.step("decoding")
 }
 
 /// The Markdown table of `sparse_decode.md`.

@@ -28,8 +28,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let report = run_gemv_bench(&config)?;
     let bw = report.bandwidth;
     println!(
-        "threads {} copy {:.1} GB/s read {:.1} GB/s",
-        bw.threads, bw.copy_gbs, bw.read_gbs
+        "threads {} copy {:.1} GB/s read {:.1} GB/s kernels {}",
+        bw.threads, bw.copy_gbs, bw.read_gbs, report.simd
     );
     println!(
         "| shape (out×in) | kernel | sparsity | median µs | eff. GB/s | % copy BW | × dense | × ndarray dot |"

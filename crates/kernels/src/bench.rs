@@ -226,6 +226,10 @@ pub struct GemvBenchReport {
     pub bandwidth: BandwidthProbe,
     /// Points, shape by shape.
     pub rows: Vec<GemvBenchRow>,
+    /// The vector instructions the kernels ran with ([`crate::simd_level`]; empty in reports
+    /// from before run-time dispatch).
+    #[serde(default)]
+    pub simd: String,
 }
 
 impl GemvBenchReport {
@@ -234,11 +238,16 @@ impl GemvBenchReport {
     pub fn table(&self) -> String {
         let bw = &self.bandwidth;
         let mut t = format!(
-            "bandwidth ({} threads, {} MiB buffers): copy {:.1} GB/s, read {:.1} GB/s\n",
+            "bandwidth ({} threads, {} MiB buffers): copy {:.1} GB/s, read {:.1} GB/s; kernels: {}\n",
             bw.threads,
             bw.buffer_bytes >> 20,
             bw.copy_gbs,
-            bw.read_gbs
+            bw.read_gbs,
+            if self.simd.is_empty() {
+                "unrecorded"
+            } else {
+                &self.simd
+            }
         );
         t += &format!(
             "{:<12} {:<5} {:<12} {:>8} {:>8} {:>11} {:>9} {:>9} {:>9} {:>9}\n",
@@ -400,6 +409,7 @@ pub fn run_gemv_bench_with(
         config: config.clone(),
         bandwidth,
         rows,
+        simd: crate::simd_level().name().into(),
     })
 }
 

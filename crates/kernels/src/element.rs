@@ -3,12 +3,17 @@
 //! Every kernel accumulates in f32: a half-precision weight row is widened to f32 in
 //! registers (bf16 by a 16-bit shift, f16 through `half`'s F16C path when the CPU has
 //! it), multiplied by the kept activation and added to the output accumulator.
-//! `wide::f32x8` carries the f32 arithmetic (SSE2 pairs on baseline x86-64, AVX when
-//! the build enables it).
+//! Rows of every type run the loops of [`crate::simd`] at the widest level the CPU has
+//! (AVX-512 or AVX2 + FMA, chosen at run time). On other CPUs (or
+//! `SPARSITY_KERNELS_SIMD=portable`) `wide::f32x8` carries the f32 arithmetic (SSE2 pairs on
+//! baseline x86-64, AVX when the build enables it) and half-precision rows are widened a tile
+//! at a time first.
 
 use half::slice::HalfFloatSliceExt;
 use half::{bf16, f16};
 use wide::f32x8;
+
+use crate::simd::{self, simd_level};
 
 /// Outputs widened per step by the half-precision micro-kernels.
 const TILE: usize = 64;
@@ -52,6 +57,9 @@ impl WeightElement for f32 {
 
     #[inline]
     fn axpy4(acc: &mut [f32], rows: [&[f32]; 4], coeff: [f32; 4]) {
+        if simd::axpy4_f32(simd_level(), acc, rows, coeff) {
+            return;
+        }
         let n = acc.len();
         let (acc_c, acc_t) = acc.as_chunks_mut::<8>();
         let (r0, t0) = rows[0][..n].as_chunks::<8>();
@@ -74,6 +82,9 @@ impl WeightElement for f32 {
 
     #[inline]
     fn axpy1(acc: &mut [f32], row: &[f32], coeff: f32) {
+        if simd::axpy1_f32(simd_level(), acc, row, coeff) {
+            return;
+        }
         let n = acc.len();
         let (acc_c, acc_t) = acc.as_chunks_mut::<8>();
         let (r, t) = row[..n].as_chunks::<8>();
@@ -158,12 +169,16 @@ impl WeightElement for bf16 {
 
     #[inline]
     fn axpy4(acc: &mut [f32], rows: [&[Self]; 4], coeff: [f32; 4]) {
-        half_axpy4(acc, rows, coeff);
+        if !simd::axpy4_bf16(simd_level(), acc, rows, coeff) {
+            half_axpy4(acc, rows, coeff);
+        }
     }
 
     #[inline]
     fn axpy1(acc: &mut [f32], row: &[Self], coeff: f32) {
-        half_axpy1(acc, row, coeff);
+        if !simd::axpy1_bf16(simd_level(), acc, row, coeff) {
+            half_axpy1(acc, row, coeff);
+        }
     }
 }
 
@@ -182,12 +197,16 @@ impl WeightElement for f16 {
 
     #[inline]
     fn axpy4(acc: &mut [f32], rows: [&[Self]; 4], coeff: [f32; 4]) {
-        half_axpy4(acc, rows, coeff);
+        if !simd::axpy4_f16(simd_level(), acc, rows, coeff) {
+            half_axpy4(acc, rows, coeff);
+        }
     }
 
     #[inline]
     fn axpy1(acc: &mut [f32], row: &[Self], coeff: f32) {
-        half_axpy1(acc, row, coeff);
+        if !simd::axpy1_f16(simd_level(), acc, row, coeff) {
+            half_axpy1(acc, row, coeff);
+        }
     }
 }
 

@@ -44,6 +44,7 @@ pub mod cube_launch;
 pub mod element;
 pub mod error;
 pub mod gemv;
+pub mod simd;
 pub mod sparse_linear;
 
 pub use calibrate::{CalibratedThreshold, ThresholdCalibration};
@@ -54,6 +55,7 @@ pub use gemv::{
     gemv_dense, gemv_dense_into, gemv_masked, gemv_masked_into, mask_activations,
     reference_gemv_masked,
 };
+pub use simd::{SimdLevel, detected_simd_level, simd_level};
 pub use sparse_linear::SparseLinear;
 
 /// The README's example, compiled and run as a doctest.
