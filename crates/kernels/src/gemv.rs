@@ -39,7 +39,9 @@ pub struct GemvConfig {
     /// Smallest call (weights read: kept rows × outputs × batch) worth the pool: below it the
     /// call runs on the calling thread. On small shapes the pool costs more than the GEMV itself
     /// (criterion `gemv_small_*`: a 512 × 128 dense GEMV takes 5.9 µs on the calling thread and
-    /// 12.0 µs through the pool; docs/benchmarks.md).
+    /// 12.0 µs through the pool; docs/benchmarks.md). Above 2^18 the pool wins: a 256 × 2048
+    /// f32 call (a key/value projection of TinyLlama) took 235–289 µs on the calling thread and
+    /// 122–163 µs on two threads (`bench_gemv_quick`, 2026-12-04).
     pub min_parallel_work: usize,
     /// Single-vector calls on the pool split the kept **inputs** among the threads (split-K):
     /// each thread AXPYs whole rows of `Wᵀ` from one contiguous run of them into a private
@@ -59,7 +61,7 @@ impl Default for GemvConfig {
         Self {
             chunk_outputs: 2048,
             parallel: true,
-            min_parallel_work: 1 << 20,
+            min_parallel_work: 1 << 18,
             split_k: true,
         }
     }

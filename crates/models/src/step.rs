@@ -211,9 +211,108 @@ pub fn spec_dense(
     spec_in_out(name, input_site, &d.weight, d.bias.as_ref())
 }
 
+/// One layer computing several layers that read the same input, their outputs side by side
+/// (`q_proj | k_proj | v_proj`, `gate_proj | up_proj`): one GEMV streams all their weights, so a
+/// small projection (a key/value head group: 2048 × 256 at TinyLlama's shape) runs on the whole
+/// pool with the large one instead of as a call too small to split, and the input is thresholded
+/// once. Every part must be [`WeightLayout::InOut`] with the same input width and site; a part
+/// without a bias gets zeros where another has one. `name` names the fused layer in errors.
+pub fn concat_outputs(name: &str, parts: Vec<LinearSpec>) -> Result<LinearSpec> {
+    let first = parts
+        .first()
+        .ok_or_else(|| ModelError::Invalid(format!("{name}: no layers to concatenate")))?;
+    let (n_in, site) = (first.in_features, first.input_site.clone());
+    for p in &parts {
+        if p.layout != WeightLayout::InOut
+            || p.in_features != n_in
+            || p.input_site != site
+            || p.weight.len() != p.in_features * p.out_features
+            || p.bias.as_ref().is_some_and(|b| b.len() != p.out_features)
+        {
+            return Err(ModelError::Invalid(format!(
+                "{name}: `{}` ({} → {}, site {:?}) cannot share an input with `{}` ({n_in} inputs, \
+                 site {site:?})",
+                p.name, p.in_features, p.out_features, p.input_site, first.name
+            )));
+        }
+    }
+    let n_out: usize = parts.iter().map(|p| p.out_features).sum();
+    let mut weight = Vec::with_capacity(n_in * n_out);
+    for i in 0..n_in {
+        for p in &parts {
+            weight.extend_from_slice(&p.weight[i * p.out_features..(i + 1) * p.out_features]);
+        }
+    }
+    let bias = parts.iter().any(|p| p.bias.is_some()).then(|| {
+        parts
+            .iter()
+            .flat_map(|p| p.bias.clone().unwrap_or_else(|| vec![0.0; p.out_features]))
+            .collect()
+    });
+    Ok(LinearSpec {
+        name: name.to_string(),
+        input_site: site,
+        weight,
+        layout: WeightLayout::InOut,
+        in_features: n_in,
+        out_features: n_out,
+        bias,
+    })
+}
+
 /// y = W·x (+ b) into a new vector of the layer's output width.
 pub fn apply_new(layer: &dyn StepLinear, x: &[f32]) -> Result<Vec<f32>> {
     let mut y = vec![0.0; layer.out_features()];
     layer.apply(x, &mut y)?;
     Ok(y)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(name: &str, n_in: usize, n_out: usize, bias: bool, base: f32) -> LinearSpec {
+        LinearSpec {
+            name: name.into(),
+            input_site: Some("attn_in.0".into()),
+            weight: (0..n_in * n_out).map(|i| base + i as f32).collect(),
+            layout: WeightLayout::InOut,
+            in_features: n_in,
+            out_features: n_out,
+            bias: bias.then(|| (0..n_out).map(|i| -(base + i as f32)).collect()),
+        }
+    }
+
+    #[test]
+    fn concatenated_outputs_equal_the_parts() {
+        let parts = vec![
+            spec("q", 3, 4, true, 0.0),
+            spec("k", 3, 2, false, 100.0),
+            spec("v", 3, 1, true, 200.0),
+        ];
+        let fused = concat_outputs("qkv", parts.clone()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((fused.in_features, fused.out_features), (3, 7));
+        let x = [0.5f32, -2.0, 3.0];
+        let apply = |s: &LinearSpec| -> Vec<f32> {
+            (0..s.out_features)
+                .map(|o| {
+                    (0..s.in_features)
+                        .map(|i| x[i] * s.weight[i * s.out_features + o])
+                        .sum::<f32>()
+                        + s.bias.as_ref().map_or(0.0, |b| b[o])
+                })
+                .collect()
+        };
+        let expect: Vec<f32> = parts.iter().flat_map(apply).collect();
+        assert_eq!(apply(&fused), expect);
+        // a part with another input width or site is named
+        let mut bad = spec("k", 2, 2, false, 0.0);
+        let e = concat_outputs("qkv", vec![spec("q", 3, 4, true, 0.0), bad.clone()]).unwrap_err();
+        assert!(e.to_string().contains("`k` (2 → 2"), "{e}");
+        bad.in_features = 3;
+        bad.weight = vec![0.0; 6];
+        bad.input_site = Some("mlp_in.0".into());
+        assert!(concat_outputs("qkv", vec![spec("q", 3, 4, true, 0.0), bad]).is_err());
+        assert!(concat_outputs("qkv", vec![]).is_err());
+    }
 }

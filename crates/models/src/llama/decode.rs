@@ -9,19 +9,18 @@ use crate::config::Activation;
 use crate::error::Result;
 use crate::step::{
     LinearFactory, StepDecoder, StepLinear, activate, apply_new, cached_attention, check_step,
-    param_values, rms_norm, spec_dense, spec_head,
+    concat_outputs, param_values, rms_norm, spec_dense, spec_head,
 };
 
 #[derive(Debug)]
 struct Block {
     input_norm: Vec<f32>,
-    q: Box<dyn StepLinear>,
-    k: Box<dyn StepLinear>,
-    v: Box<dyn StepLinear>,
+    /// `q_proj | k_proj | v_proj`, one GEMV ([`concat_outputs`]).
+    qkv: Box<dyn StepLinear>,
     o: Box<dyn StepLinear>,
     post_norm: Vec<f32>,
-    gate: Box<dyn StepLinear>,
-    up: Box<dyn StepLinear>,
+    /// `gate_proj | up_proj`, one GEMV.
+    gate_up: Box<dyn StepLinear>,
     down: Box<dyn StepLinear>,
     window: Option<usize>,
     k_cache: Vec<f32>,
@@ -51,18 +50,32 @@ impl LlamaStep {
         let c = &m.config;
         let mut blocks = Vec::with_capacity(m.blocks.len());
         for (l, b) in m.blocks.iter().enumerate() {
-            let lin = |name: &str, site: &str, d: &crate::nn::Dense| {
-                linears.linear(spec_dense(name, Some(format!("{site}.{l}")), d)?)
+            let spec = |name: &str, site: &str, d: &crate::nn::Dense| {
+                spec_dense(name, Some(format!("{site}.{l}")), d)
             };
+            let lin =
+                |name: &str, site: &str, d: &crate::nn::Dense| linears.linear(spec(name, site, d)?);
+            let qkv = concat_outputs(
+                "self_attn.q_proj|k_proj|v_proj",
+                vec![
+                    spec("self_attn.q_proj", "attn_in", &b.q_proj)?,
+                    spec("self_attn.k_proj", "attn_in", &b.k_proj)?,
+                    spec("self_attn.v_proj", "attn_in", &b.v_proj)?,
+                ],
+            )?;
+            let gate_up = concat_outputs(
+                "mlp.gate_proj|up_proj",
+                vec![
+                    spec("mlp.gate_proj", "mlp_in", &b.gate_proj)?,
+                    spec("mlp.up_proj", "mlp_in", &b.up_proj)?,
+                ],
+            )?;
             blocks.push(Block {
                 input_norm: param_values(&b.input_norm)?,
-                q: lin("self_attn.q_proj", "attn_in", &b.q_proj)?,
-                k: lin("self_attn.k_proj", "attn_in", &b.k_proj)?,
-                v: lin("self_attn.v_proj", "attn_in", &b.v_proj)?,
+                qkv: linears.linear(qkv)?,
                 o: lin("self_attn.o_proj", "attn_ctx", &b.o_proj)?,
                 post_norm: param_values(&b.post_norm)?,
-                gate: lin("mlp.gate_proj", "mlp_in", &b.gate_proj)?,
-                up: lin("mlp.up_proj", "mlp_in", &b.up_proj)?,
+                gate_up: linears.linear(gate_up)?,
                 down: lin("mlp.down_proj", "mlp_act", &b.down_proj)?,
                 window: c.layer_window(l),
                 k_cache: Vec::new(),
@@ -106,26 +119,28 @@ impl StepDecoder for LlamaStep {
         let mut ctx = vec![0.0f32; h * hd];
         for b in &mut self.blocks {
             let a = rms_norm(&x, &b.input_norm, eps);
-            let mut q = apply_new(b.q.as_ref(), &a)?;
-            let mut k = apply_new(b.k.as_ref(), &a)?;
+            let mut qkv = apply_new(b.qkv.as_ref(), &a)?;
+            let (q, kv_part) = qkv.split_at_mut(h * hd);
+            let (k, v) = kv_part.split_at_mut(kv * hd);
             q.chunks_exact_mut(hd)
                 .chain(k.chunks_exact_mut(hd))
                 .for_each(|head| apply_rope_row(head, &cos, &sin));
-            b.k_cache.extend(k);
-            b.v_cache.extend(apply_new(b.v.as_ref(), &a)?);
+            b.k_cache.extend_from_slice(k);
+            b.v_cache.extend_from_slice(v);
+            let q = &*q;
             let first = b.window.map_or(0, |w| (pos + 1).saturating_sub(w));
-            cached_attention(
-                &q, &b.k_cache, &b.v_cache, h, kv, hd, scale, first, &mut ctx,
-            );
+            cached_attention(q, &b.k_cache, &b.v_cache, h, kv, hd, scale, first, &mut ctx);
             let y = apply_new(b.o.as_ref(), &ctx)?;
             x.iter_mut().zip(&y).for_each(|(x, y)| *x += y);
             let m = rms_norm(&x, &b.post_norm, eps);
-            let mut g = apply_new(b.gate.as_ref(), &m)?;
-            let u = apply_new(b.up.as_ref(), &m)?;
+            let mut gu = apply_new(b.gate_up.as_ref(), &m)?;
+            let half = gu.len() / 2;
+            let (g, u) = gu.split_at_mut(half);
             g.iter_mut()
-                .zip(&u)
+                .zip(&*u)
                 .for_each(|(g, u)| *g = activate(self.act, *g) * u);
-            let y = apply_new(b.down.as_ref(), &g)?;
+            let g = &*g;
+            let y = apply_new(b.down.as_ref(), g)?;
             x.iter_mut().zip(&y).for_each(|(x, y)| *x += y);
         }
         let x = rms_norm(&x, &self.norm, eps);

@@ -6,15 +6,14 @@ use crate::config::Activation;
 use crate::error::Result;
 use crate::step::{
     LinearFactory, StepDecoder, StepLinear, activate, apply_new, cached_attention, check_step,
-    layer_norm, param_values, spec_dense, spec_head,
+    concat_outputs, layer_norm, param_values, spec_dense, spec_head,
 };
 
 #[derive(Debug)]
 struct Block {
     attn_norm: (Vec<f32>, Vec<f32>),
-    q: Box<dyn StepLinear>,
-    k: Box<dyn StepLinear>,
-    v: Box<dyn StepLinear>,
+    /// `q_proj | k_proj | v_proj`, one GEMV ([`concat_outputs`]).
+    qkv: Box<dyn StepLinear>,
     out: Box<dyn StepLinear>,
     mlp_norm: (Vec<f32>, Vec<f32>),
     fc1: Box<dyn StepLinear>,
@@ -50,14 +49,22 @@ impl OptStep {
         };
         let mut blocks = Vec::with_capacity(m.blocks.len());
         for (l, b) in m.blocks.iter().enumerate() {
-            let lin = |name: &str, site: &str, d: &crate::nn::Dense| {
-                linears.linear(spec_dense(name, Some(format!("{site}.{l}")), d)?)
+            let spec = |name: &str, site: &str, d: &crate::nn::Dense| {
+                spec_dense(name, Some(format!("{site}.{l}")), d)
             };
+            let lin =
+                |name: &str, site: &str, d: &crate::nn::Dense| linears.linear(spec(name, site, d)?);
+            let qkv = concat_outputs(
+                "self_attn.q_proj|k_proj|v_proj",
+                vec![
+                    spec("self_attn.q_proj", "attn_in", &b.q_proj)?,
+                    spec("self_attn.k_proj", "attn_in", &b.k_proj)?,
+                    spec("self_attn.v_proj", "attn_in", &b.v_proj)?,
+                ],
+            )?;
             blocks.push(Block {
                 attn_norm: norm(&b.attn_norm)?,
-                q: lin("self_attn.q_proj", "attn_in", &b.q_proj)?,
-                k: lin("self_attn.k_proj", "attn_in", &b.k_proj)?,
-                v: lin("self_attn.v_proj", "attn_in", &b.v_proj)?,
+                qkv: linears.linear(qkv)?,
                 out: lin("self_attn.out_proj", "attn_ctx", &b.out_proj)?,
                 mlp_norm: norm(&b.mlp_norm)?,
                 fc1: lin("fc1", "mlp_in", &b.fc1)?,
@@ -123,11 +130,13 @@ impl StepDecoder for OptStep {
             } else {
                 x.clone()
             };
-            let mut q = apply_new(b.q.as_ref(), &a)?;
+            let mut qkv = apply_new(b.qkv.as_ref(), &a)?;
+            let (q, kv_part) = qkv.split_at_mut(d);
             q.iter_mut().for_each(|v| *v *= scale);
-            b.k_cache.extend(apply_new(b.k.as_ref(), &a)?);
-            b.v_cache.extend(apply_new(b.v.as_ref(), &a)?);
-            cached_attention(&q, &b.k_cache, &b.v_cache, h, h, dh, 1.0, 0, &mut ctx);
+            let (k, v) = kv_part.split_at(d);
+            b.k_cache.extend_from_slice(k);
+            b.v_cache.extend_from_slice(v);
+            cached_attention(q, &b.k_cache, &b.v_cache, h, h, dh, 1.0, 0, &mut ctx);
             let y = apply_new(b.out.as_ref(), &ctx)?;
             x.iter_mut().zip(&y).for_each(|(x, y)| *x += y);
             if !self.pre_ln {
