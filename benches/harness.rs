@@ -645,25 +645,32 @@ fn sparse_decode_block(dir: &Path) -> Result<String> {
     ))
 }
 
-/// The SIMD level and load average of a `sparse_decode.json` (absent in runs before they were
-/// recorded), with the unreliable mark when the load average exceeded the core count.
+/// The SIMD level, the CPU time of other processes and the load average of a
+/// `sparse_decode.json` (absent in runs before they were recorded), with the unreliable mark when
+/// other processes took more than a tenth of the cores (the decode-bench rule; the load average
+/// counts the decoder's own threads).
 fn sparse_decode_conditions(json: &serde_json::Value) -> String {
     let mut s = String::new();
     if let Some(simd) = json["simd"].as_str() {
         s.push_str(&format!("; GEMV kernels: `{simd}`"));
     }
-    match (json["load_max"].as_f64(), json["cores"].as_u64()) {
-        (Some(load), Some(cores)) => {
+    let cores = json["cores"].as_u64().unwrap_or(0) as usize;
+    match json["other_cpus_max"].as_f64() {
+        Some(other) => {
             s.push_str(&format!(
-                "; highest load average around the timed decodes {load:.2}"
+                "; other processes used at most {other:.2} CPUs during the timed decodes"
             ));
-            if sparsity_experiments::machine::load_exceeds_cores(load, cores as usize) {
+            let limit = sparsity_experiments::machine::other_cpus_limit(cores);
+            if cores > 0 && other > limit {
                 s.push_str(&format!(
-                    " (**unreliable**: above the {cores} cores; the tok/s columns shared the machine)"
+                    " (**unreliable**: more than {limit:.1}; the tok/s columns shared the machine)"
                 ));
             }
         }
-        _ => s.push_str("; load average not recorded in this run"),
+        None => s.push_str("; other processes' CPU time not recorded"),
+    }
+    if let Some(load) = json["load_max"].as_f64() {
+        s.push_str(&format!(", highest 1-minute load average {load:.2}"));
     }
     s
 }
@@ -835,18 +842,20 @@ mod tests {
 
     #[test]
     fn sparse_decode_conditions_mark_a_loaded_machine() {
-        let calm = serde_json::json!({"simd": "avx512", "load_max": 1.5, "cores": 2});
+        let calm = serde_json::json!({"simd": "avx512", "load_max": 2.2, "other_cpus_max": 0.05, "cores": 2});
         assert_eq!(
             sparse_decode_conditions(&calm),
-            "; GEMV kernels: `avx512`; highest load average around the timed decodes 1.50"
+            "; GEMV kernels: `avx512`; other processes used at most 0.05 CPUs during the timed \
+             decodes, highest 1-minute load average 2.20"
         );
-        let busy = serde_json::json!({"simd": "avx2", "load_max": 3.25, "cores": 2});
+        let busy = serde_json::json!({"simd": "avx2", "other_cpus_max": 0.75, "cores": 2});
         assert!(
-            sparse_decode_conditions(&busy).contains("3.25 (**unreliable**: above the 2 cores")
+            sparse_decode_conditions(&busy)
+                .contains("0.75 CPUs during the timed decodes (**unreliable**: more than 0.2")
         );
         assert_eq!(
             sparse_decode_conditions(&serde_json::json!({})),
-            "; load average not recorded in this run"
+            "; other processes' CPU time not recorded"
         );
     }
 

@@ -90,6 +90,9 @@ pub struct SparseDecodeOutput {
     /// Highest 1-minute load average read before or after any timed decode (`None`: the system
     /// has none).
     pub load_max: Option<f64>,
+    /// Highest average number of CPUs other processes and the hypervisor used during a timed
+    /// decode (`crate::machine::CpuSnapshot`).
+    pub other_cpus_max: Option<f64>,
     /// The options.
     pub options: SparseDecodeRun,
     /// Per model and allocation.
@@ -139,7 +142,7 @@ pub fn run_sparse_decode(run: &SparseDecodeRun, device: &Device) -> Result<Strin
         "--eval-texts",
     )?;
     let mut entries = Vec::new();
-    let mut load_max = None;
+    let mut conditions = crate::machine::Conditions::default();
     for (name, dir) in &set.models {
         let model =
             CausalLm::load_dir(dir, device).with_step(|| format!("loading {}", dir.display()))?;
@@ -175,7 +178,7 @@ pub fn run_sparse_decode(run: &SparseDecodeRun, device: &Device) -> Result<Strin
         let dense = if windows.is_empty() {
             None
         } else {
-            Some(timed_decode(&model, None, windows, &mut load_max)?)
+            Some(timed_decode(&model, None, windows, &mut conditions)?)
         };
         for &allocation in &run.allocations {
             tracing::info!(model = %name, allocation = allocation.name(), "sparse-decode sweep");
@@ -196,7 +199,7 @@ pub fn run_sparse_decode(run: &SparseDecodeRun, device: &Device) -> Result<Strin
                         .rows
                         .iter()
                         .map(|row| {
-                            timed_decode(&model, Some(&row.thresholds), windows, &mut load_max)
+                            timed_decode(&model, Some(&row.thresholds), windows, &mut conditions)
                         })
                         .collect::<Result<_>>()?,
                 }),
@@ -217,7 +220,8 @@ pub fn run_sparse_decode(run: &SparseDecodeRun, device: &Device) -> Result<Strin
         cpu: crate::machine::cpu_name(),
         cores: crate::machine::logical_cores(),
         simd: sparsity_kernels::simd_level().name().into(),
-        load_max,
+        load_max: conditions.load,
+        other_cpus_max: conditions.other_cpus,
         options: run.clone(),
         models: entries,
     };
@@ -236,17 +240,18 @@ pub fn run_sparse_decode(run: &SparseDecodeRun, device: &Device) -> Result<Strin
 }
 
 /// Decodes `windows` after one warm-up window (pages in the weights, starts the rayon pool);
-/// raises `load_max` to the load average read around the timed part.
+/// raises `worst` to the conditions measured around the timed part.
 fn timed_decode(
     model: &CausalLm,
     thresholds: Option<&sparsity_decoding::sparse_decode::Thresholds>,
     windows: &[Vec<u32>],
-    load_max: &mut Option<f64>,
+    worst: &mut crate::machine::Conditions,
 ) -> Result<DecodeRun> {
     let mut dec = Decoder::new(model, thresholds).step("building the decoder")?;
     decode_sequences(&mut dec, &windows[..1]).step("decoding (warm-up)")?;
-    let (run, load) = crate::machine::with_load(|| decode_sequences(&mut dec, windows));
-    *load_max = crate::machine::max_load(*load_max, load);
+    let (run, cond) = crate::machine::measure(|| decode_sequences(&mut dec, windows));
+    worst.load = crate::machine::max_load(worst.load, cond.load);
+    worst.other_cpus = crate::machine::max_load(worst.other_cpus, cond.other_cpus);
     run.step("decoding")
 }
 
