@@ -191,12 +191,13 @@ fn suites() -> Vec<Suite> {
                  `sparsity_kernels` on Wᵀ [in, out] (the layout a masked GEMV needs), dense, or \
                  masked at τ = the quantile of |x| that skips the stated fraction of inputs \
                  (`ThresholdCalibration`); the kernel's default `GemvConfig` (split-K on the \
-                 pool; calls under 1 Mi weights on the calling thread). Peer on every row: \
+                 pool; calls under {} Ki weights on the calling thread). Peer on every row: \
                  numpy's dense `W @ x` (W [out, in], BLAS sgemv), what the masked GEMV replaces, \
                  so a masked row's ratio is its speed-up over dense numpy; ideal for ours at \
                  sparsity s is 1/(1−s) over our dense row.",
                 GEMV_ROTATE_BYTES >> 20,
-                GEMV_CACHED_BYTES >> 20
+                GEMV_CACHED_BYTES >> 20,
+                sparsity_kernels::GemvConfig::default().min_parallel_work >> 10
             )],
         },
         Suite {

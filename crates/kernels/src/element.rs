@@ -217,13 +217,7 @@ mod tests {
     #[test]
     fn axpy4_matches_scalar_on_odd_lengths() {
         for n in [1usize, 7, 8, 9, 63, 64, 65, 130] {
-            let rows: Vec<Vec<f32>> = (0..4)
-                .map(|r| {
-                    (0..n)
-                        .map(|i| ((i * 7 + r * 3) % 11) as f32 - 5.0)
-                        .collect()
-                })
-                .collect();
+            let rows = crate::simd::small_integer_rows(n);
             let coeff = [0.5, -1.25, 2.0, 0.125];
             let mut acc: Vec<f32> = (0..n).map(|i| i as f32).collect();
             let mut expect = acc.clone();

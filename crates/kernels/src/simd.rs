@@ -281,6 +281,19 @@ pub(crate) fn axpy1_f16(level: SimdLevel, acc: &mut [f32], row: &[f16], c: f32) 
     dispatch!(level, axpy1_f16(acc, row, c))
 }
 
+/// Four rows of `n` small integers (exact in f32, bf16 and f16, and so are their products and sums
+/// with the tests' coefficients): kernels at any level must match a scalar loop bit for bit.
+#[cfg(test)]
+pub(crate) fn small_integer_rows(n: usize) -> Vec<Vec<f32>> {
+    (0..4)
+        .map(|r| {
+            (0..n)
+                .map(|i| ((i * 7 + r * 3) % 11) as f32 - 5.0)
+                .collect()
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -297,13 +310,7 @@ mod tests {
         // values with few significant bits: every product and sum is exact, so fused and
         // unfused loops must agree bit for bit with the reference
         for n in [0usize, 1, 7, 8, 15, 16, 17, 63, 64, 65, 130, 1000] {
-            let rows: Vec<Vec<f32>> = (0..4)
-                .map(|r| {
-                    (0..n)
-                        .map(|i| ((i * 7 + r * 3) % 11) as f32 - 5.0)
-                        .collect()
-                })
-                .collect();
+            let rows = small_integer_rows(n);
             let hrows: Vec<Vec<bf16>> = rows
                 .iter()
                 .map(|r| r.iter().map(|&v| bf16::from_f32(v)).collect())

@@ -260,6 +260,25 @@ pub fn concat_outputs(name: &str, parts: Vec<LinearSpec>) -> Result<LinearSpec> 
     })
 }
 
+/// Block `l`'s `self_attn.q_proj | k_proj | v_proj` as one layer reading site `attn_in.{l}`
+/// ([`concat_outputs`]; OPT and the Llama family).
+pub fn fused_qkv(
+    l: usize,
+    q: &crate::nn::Dense,
+    k: &crate::nn::Dense,
+    v: &crate::nn::Dense,
+) -> Result<LinearSpec> {
+    let site = || Some(format!("attn_in.{l}"));
+    concat_outputs(
+        "self_attn.q_proj|k_proj|v_proj",
+        vec![
+            spec_dense("self_attn.q_proj", site(), q)?,
+            spec_dense("self_attn.k_proj", site(), k)?,
+            spec_dense("self_attn.v_proj", site(), v)?,
+        ],
+    )
+}
+
 /// y = W·x (+ b) into a new vector of the layer's output width.
 pub fn apply_new(layer: &dyn StepLinear, x: &[f32]) -> Result<Vec<f32>> {
     let mut y = vec![0.0; layer.out_features()];

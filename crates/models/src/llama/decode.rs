@@ -9,13 +9,13 @@ use crate::config::Activation;
 use crate::error::Result;
 use crate::step::{
     LinearFactory, StepDecoder, StepLinear, activate, apply_new, cached_attention, check_step,
-    concat_outputs, param_values, rms_norm, spec_dense, spec_head,
+    concat_outputs, fused_qkv, param_values, rms_norm, spec_dense, spec_head,
 };
 
 #[derive(Debug)]
 struct Block {
     input_norm: Vec<f32>,
-    /// `q_proj | k_proj | v_proj`, one GEMV ([`concat_outputs`]).
+    /// `q_proj | k_proj | v_proj`, one GEMV ([`fused_qkv`]).
     qkv: Box<dyn StepLinear>,
     o: Box<dyn StepLinear>,
     post_norm: Vec<f32>,
@@ -55,14 +55,6 @@ impl LlamaStep {
             };
             let lin =
                 |name: &str, site: &str, d: &crate::nn::Dense| linears.linear(spec(name, site, d)?);
-            let qkv = concat_outputs(
-                "self_attn.q_proj|k_proj|v_proj",
-                vec![
-                    spec("self_attn.q_proj", "attn_in", &b.q_proj)?,
-                    spec("self_attn.k_proj", "attn_in", &b.k_proj)?,
-                    spec("self_attn.v_proj", "attn_in", &b.v_proj)?,
-                ],
-            )?;
             let gate_up = concat_outputs(
                 "mlp.gate_proj|up_proj",
                 vec![
@@ -72,7 +64,7 @@ impl LlamaStep {
             )?;
             blocks.push(Block {
                 input_norm: param_values(&b.input_norm)?,
-                qkv: linears.linear(qkv)?,
+                qkv: linears.linear(fused_qkv(l, &b.q_proj, &b.k_proj, &b.v_proj)?)?,
                 o: lin("self_attn.o_proj", "attn_ctx", &b.o_proj)?,
                 post_norm: param_values(&b.post_norm)?,
                 gate_up: linears.linear(gate_up)?,

@@ -6,13 +6,13 @@ use crate::config::Activation;
 use crate::error::Result;
 use crate::step::{
     LinearFactory, StepDecoder, StepLinear, activate, apply_new, cached_attention, check_step,
-    concat_outputs, layer_norm, param_values, spec_dense, spec_head,
+    fused_qkv, layer_norm, param_values, spec_dense, spec_head,
 };
 
 #[derive(Debug)]
 struct Block {
     attn_norm: (Vec<f32>, Vec<f32>),
-    /// `q_proj | k_proj | v_proj`, one GEMV ([`concat_outputs`]).
+    /// `q_proj | k_proj | v_proj`, one GEMV ([`fused_qkv`]).
     qkv: Box<dyn StepLinear>,
     out: Box<dyn StepLinear>,
     mlp_norm: (Vec<f32>, Vec<f32>),
@@ -49,22 +49,12 @@ impl OptStep {
         };
         let mut blocks = Vec::with_capacity(m.blocks.len());
         for (l, b) in m.blocks.iter().enumerate() {
-            let spec = |name: &str, site: &str, d: &crate::nn::Dense| {
-                spec_dense(name, Some(format!("{site}.{l}")), d)
+            let lin = |name: &str, site: &str, d: &crate::nn::Dense| {
+                linears.linear(spec_dense(name, Some(format!("{site}.{l}")), d)?)
             };
-            let lin =
-                |name: &str, site: &str, d: &crate::nn::Dense| linears.linear(spec(name, site, d)?);
-            let qkv = concat_outputs(
-                "self_attn.q_proj|k_proj|v_proj",
-                vec![
-                    spec("self_attn.q_proj", "attn_in", &b.q_proj)?,
-                    spec("self_attn.k_proj", "attn_in", &b.k_proj)?,
-                    spec("self_attn.v_proj", "attn_in", &b.v_proj)?,
-                ],
-            )?;
             blocks.push(Block {
                 attn_norm: norm(&b.attn_norm)?,
-                qkv: linears.linear(qkv)?,
+                qkv: linears.linear(fused_qkv(l, &b.q_proj, &b.k_proj, &b.v_proj)?)?,
                 out: lin("self_attn.out_proj", "attn_ctx", &b.out_proj)?,
                 mlp_norm: norm(&b.mlp_norm)?,
                 fc1: lin("fc1", "mlp_in", &b.fc1)?,
