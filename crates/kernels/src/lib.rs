@@ -9,9 +9,11 @@
 //! `y = W · mask(x)`, `mask(x)_j = x_j · 1(|x_j| > τ)`, with `W` [out, in] stored as
 //! `Wᵀ` [in, out] row-major so a kept input reads one contiguous row.
 //!
-//! - [`gemv`]: CPU kernels (gather kept inputs → AXPY rows of `Wᵀ`, `wide` SIMD, rayon
-//!   over output chunks), dense baseline of the same layout, small batches ≤ 8, f32 /
-//!   bf16 / f16 weights with f32 accumulation.
+//! - [`gemv`]: CPU kernels (gather kept inputs → AXPY rows of `Wᵀ`, split-K on the rayon
+//!   pool), dense baseline of the same layout, small batches ≤ 8, f32 / bf16 / f16 weights
+//!   with f32 accumulation.
+//! - [`simd`]: the AXPY loops at the CPU's widest vector level (AVX-512, AVX2 + FMA or the
+//!   build's baseline), chosen at run time.
 //! - [`SparseLinear`]: `Wᵀ` plus a threshold, the API sparse decoding calls.
 //! - [`calibrate`]: τ for a target sparsity (quantile of `|x|`).
 //! - [`bench`](mod@bench): the measurements behind `cargo xtask bench-gemv`.
