@@ -396,7 +396,7 @@ pub fn measure_row(
             options.workers, options.rounds
         ));
     }
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let cores = sparsity_experiments::machine::logical_cores();
     let mut attempt = 0;
     loop {
         attempt += 1;
@@ -432,7 +432,8 @@ pub fn measure_row(
                 ));
             }
         }
-        if load_before > cores || load_after > cores {
+        let exceeds = |l: f64| sparsity_experiments::machine::load_exceeds_cores(l, cores);
+        if exceeds(load_before) || exceeds(load_after) {
             why.push(format!(
                 "load average {load_before:.2} / {load_after:.2} above {cores} cores"
             ));

@@ -247,8 +247,9 @@ impl DecodeBenchRow {
         self.rounds_tokens_per_second.push(tps);
         self.decode_tokens_per_second = self.decode_tokens_per_second.max(tps);
         self.prefill_seconds = self.prefill_seconds.min(other.prefill_seconds);
-        self.load_max = crate::machine::max_load(self.load_max, other.load_max);
-        self.other_cpus_max = crate::machine::max_load(self.other_cpus_max, other.other_cpus_max);
+        self.load_max = crate::machine::max_reading(self.load_max, other.load_max);
+        self.other_cpus_max =
+            crate::machine::max_reading(self.other_cpus_max, other.other_cpus_max);
     }
 
     /// Why the row is unreliable: its rounds spread more than [`MAX_SPREAD`] (fastest /

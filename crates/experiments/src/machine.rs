@@ -136,12 +136,13 @@ pub fn measure<T>(f: impl FnOnce() -> T) -> (T, Conditions) {
     let other_cpus = cpu_before
         .zip(cpu_after)
         .and_then(|(a, b)| b.other_cpus_since(&a));
-    let load = max_load(load_before, load_average());
+    let load = max_reading(load_before, load_average());
     (out, Conditions { load, other_cpus })
 }
 
-/// The higher of two optional load readings (either one where the other is missing).
-pub fn max_load(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+/// The higher of two optional readings (load averages, other processes' CPUs; either one where
+/// the other is missing).
+pub fn max_reading(a: Option<f64>, b: Option<f64>) -> Option<f64> {
     match (a, b) {
         (Some(a), Some(b)) => Some(a.max(b)),
         (a, b) => a.or(b),
@@ -162,9 +163,9 @@ mod tests {
         }
         assert!(load_exceeds_cores(2.01, 2));
         assert!(!load_exceeds_cores(2.0, 2));
-        assert_eq!(max_load(Some(1.0), Some(3.0)), Some(3.0));
-        assert_eq!(max_load(None, Some(3.0)), Some(3.0));
-        assert_eq!(max_load(None, None), None);
+        assert_eq!(max_reading(Some(1.0), Some(3.0)), Some(3.0));
+        assert_eq!(max_reading(None, Some(3.0)), Some(3.0));
+        assert_eq!(max_reading(None, None), None);
         let (v, c) = measure(|| (0..2_000_000u64).map(|i| i ^ (i >> 3)).sum::<u64>());
         assert!(v > 0);
         assert_eq!(c.load.is_some(), load_average().is_some());

@@ -250,8 +250,8 @@ fn timed_decode(
     let mut dec = Decoder::new(model, thresholds).step("building the decoder")?;
     decode_sequences(&mut dec, &windows[..1]).step("decoding (warm-up)")?;
     let (run, cond) = crate::machine::measure(|| decode_sequences(&mut dec, windows));
-    worst.load = crate::machine::max_load(worst.load, cond.load);
-    worst.other_cpus = crate::machine::max_load(worst.other_cpus, cond.other_cpus);
+    worst.load = crate::machine::max_reading(worst.load, cond.load);
+    worst.other_cpus = crate::machine::max_reading(worst.other_cpus, cond.other_cpus);
     run.step("decoding")
 }
 
