@@ -17,10 +17,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::time::Instant;
 
-use ndarray::{Array2, ArrayView1, ArrayViewMut1};
+use ndarray::{Array2, ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2};
 use serde::{Deserialize, Serialize};
-use sparsity_kernels::SparseLinear;
 pub use sparsity_kernels::bench::WeightDtype;
+use sparsity_kernels::{MAX_BATCH, SparseLinear};
 
 use crate::sparse_decode::Thresholds;
 use sparsity_models::error::{ModelError, Result};
@@ -91,6 +91,17 @@ impl Weights {
         Ok(stats.kept_inputs)
     }
 
+    /// Up to [`MAX_BATCH`] rows at once, each row of Wᵀ read once (τ = 0: the dense product).
+    fn rows(&self, x: ArrayView2<'_, f32>, tau: f32, y: ArrayViewMut2<'_, f32>) -> Result<()> {
+        match self {
+            Self::F32(w) => w.gemm_masked(x, tau, y),
+            Self::Bf16(w) => w.gemm_masked(x, tau, y),
+            Self::F16(w) => w.gemm_masked(x, tau, y),
+        }
+        .map_err(kerr("batched gemv"))?;
+        Ok(())
+    }
+
     fn dense(&self, x: ArrayView1<'_, f32>, y: ArrayViewMut1<'_, f32>) -> Result<()> {
         match self {
             Self::F32(w) => w.gemv_dense(x, y),
@@ -122,12 +133,7 @@ impl StepLinear for KernelLinear {
 
     fn apply(&self, x: &[f32], y: &mut [f32]) -> Result<()> {
         let xv = ArrayView1::from(x);
-        let tau = self
-            .tau
-            .as_ref()
-            .map(|t| f32::from_bits(t.load(Ordering::Relaxed)))
-            .filter(|t| !t.is_nan());
-        match tau {
+        match self.tau() {
             Some(t) => {
                 let kept = self.w.masked(xv, t, ArrayViewMut1::from(&mut *y))?;
                 self.counters.kept.fetch_add(kept, Ordering::Relaxed);
@@ -139,6 +145,60 @@ impl StepLinear for KernelLinear {
             y.iter_mut().zip(b).for_each(|(v, b)| *v += b);
         }
         Ok(())
+    }
+
+    /// Blocks of [`MAX_BATCH`] rows through the kernels' small-batch product: each kept row of Wᵀ
+    /// is read once per block instead of once per row (a row is skipped only when every row of
+    /// the block drops its input). The counters count each row's own kept inputs, as `apply`.
+    fn apply_rows(&self, x: &[f32], rows: usize, y: &mut [f32]) -> Result<()> {
+        let n_out = self.out_features();
+        if rows == 0 || x.is_empty() || !x.len().is_multiple_of(rows) || y.len() != rows * n_out {
+            return Err(ModelError::Invalid(format!(
+                "apply_rows: {} inputs and {} outputs are not {rows} rows of {n_out} outputs",
+                x.len(),
+                y.len()
+            )));
+        }
+        let (n_in, tau) = (x.len() / rows, self.tau());
+        // one row, or a dense product over a NaN (which the small-batch product would skip as
+        // "not above τ = 0"): one row at a time through `apply`
+        if rows == 1 || (tau.is_none() && x.iter().any(|v| v.is_nan())) {
+            for (xr, yr) in x.chunks_exact(n_in).zip(y.chunks_exact_mut(n_out)) {
+                self.apply(xr, yr)?;
+            }
+            return Ok(());
+        }
+        for (xb, yb) in x
+            .chunks(MAX_BATCH * n_in)
+            .zip(y.chunks_mut(MAX_BATCH * n_out))
+        {
+            let r = xb.len() / n_in;
+            let shape = |n| ModelError::Invalid(format!("apply_rows: {r} rows of {n}"));
+            let xv = ArrayView2::from_shape((r, n_in), xb).map_err(|_| shape(n_in))?;
+            let yv = ArrayViewMut2::from_shape((r, n_out), &mut *yb).map_err(|_| shape(n_out))?;
+            self.w.rows(xv, tau.unwrap_or(0.0), yv)?;
+            if let Some(t) = tau {
+                let kept = xb.iter().filter(|v| v.abs() > t).count();
+                self.counters.kept.fetch_add(kept, Ordering::Relaxed);
+                self.counters.total.fetch_add(xb.len(), Ordering::Relaxed);
+            }
+            if let Some(b) = &self.bias {
+                for row in yb.chunks_exact_mut(n_out) {
+                    row.iter_mut().zip(b).for_each(|(v, b)| *v += b);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl KernelLinear {
+    /// The τ of the masked path, `None` while dense.
+    fn tau(&self) -> Option<f32> {
+        self.tau
+            .as_ref()
+            .map(|t| f32::from_bits(t.load(Ordering::Relaxed)))
+            .filter(|t| !t.is_nan())
     }
 }
 
@@ -187,6 +247,8 @@ pub struct Decoder {
     counters: Arc<Counters>,
     /// (input site, τ) of every maskable layer.
     taus: Vec<(String, SharedTau)>,
+    /// Vocabulary size: a prompt's tokens are checked before any of them runs.
+    vocab: usize,
 }
 
 impl Decoder {
@@ -215,6 +277,7 @@ impl Decoder {
             inner,
             counters,
             taus: factory.taus.into_inner(),
+            vocab: model.vocab_size(),
         };
         decoder.set_thresholds(thresholds)?;
         Ok(decoder)
@@ -257,6 +320,27 @@ impl Decoder {
     /// Feeds one token and returns the next-token logits \[vocab\].
     pub fn step(&mut self, token: u32) -> Result<Vec<f32>> {
         self.inner.step(token)
+    }
+
+    /// Feeds a prompt and returns the logits after its last token, as that many
+    /// [`Decoder::step`]s would (within rounding): OPT, GPT-2 and the Llama family run each
+    /// layer over the whole prompt, reading every weight once per [`MAX_BATCH`] tokens
+    /// ([`StepDecoder::prefill`]). Empty `tokens` is an error; a token outside the vocabulary
+    /// (or, for the transformers, a position past the model's) is refused before any token runs.
+    pub fn prefill(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
+        if let Some((col, &t)) = tokens
+            .iter()
+            .enumerate()
+            .find(|&(_, &t)| t as usize >= self.vocab)
+        {
+            return Err(ModelError::TokenOutOfVocab {
+                id: i64::from(t),
+                row: 0,
+                col,
+                vocab_size: self.vocab,
+            });
+        }
+        self.inner.prefill(tokens)
     }
 }
 

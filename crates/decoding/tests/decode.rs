@@ -243,6 +243,112 @@ fn cpu_decoder_equals_the_forward_pass_dense_and_masked() {
     }
 }
 
+/// A prompt fed at once (`prefill`: every layer over the whole prompt, the weights read once per
+/// eight tokens) gives the forward pass's logits at its last token, and the steps after it continue
+/// from the same caches: dense and masked on every family and configuration (Mamba through the
+/// default token-by-token prefill), and bf16 weights equal to stepping them. Bad tokens are refused
+/// before anything runs.
+#[test]
+fn prefill_equals_the_forward_pass_and_stepping_continues() {
+    use sparsity_decoding::decode::{Decoder, WeightDtype};
+    use sparsity_decoding::sparse_decode::calibrate_thresholds;
+    let device = cpu_device();
+    let max_diff = |a: &[f32], b: &[f32]| {
+        a.iter()
+            .zip(b)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max)
+    };
+    for name in [
+        "gpt2-tiny",
+        "mamba-tiny",
+        "opt-tiny",
+        "llama-tiny",
+        "opt-postln-proj",
+        "mistral-window",
+        "qwen2-window-bf16",
+        "llama3-gqa-headdim-bias",
+    ] {
+        let model = load(name);
+        let v = model.vocab_size() as u32;
+        let vocab = model.vocab_size();
+        let seq: Vec<u32> = (0..12u32).map(|t| (t * 53 + 7) % v).collect();
+        let ids: Vec<i64> = seq.iter().map(|&t| i64::from(t)).collect();
+        let b = Batch::from_ids(&ids, 1, seq.len(), &device).unwrap();
+        let calib: Vec<Vec<u32>> = (0..4u32)
+            .map(|i| (0..12u32).map(|t| (i * 101 + t * 29 + 3) % v).collect())
+            .collect();
+        let th = calibrate_thresholds(&model, &calib, &[0.5], 2, &device).unwrap();
+        for thresholds in [None, Some(&th[0])] {
+            let masked = thresholds.is_some();
+            let iv = thresholds.map(|t| t.intervention());
+            let out = model.forward(&b, &Capture::none(), iv.as_ref()).unwrap();
+            let want = tensor_to_vec(&out.logits).unwrap();
+            let row = |i: usize| row_of(&want, i, vocab);
+            let mut dec = Decoder::new(&model, thresholds).unwrap();
+            // one token, one block of eight, a block and a part
+            for split in [1, 8, 11] {
+                dec.reset();
+                let got = dec.prefill(&seq[..split]).unwrap();
+                let diff = max_diff(&got, row(split - 1));
+                assert!(
+                    diff < 1e-4,
+                    "{name} masked={masked} prefill {split}: {diff}"
+                );
+                for (i, &tok) in seq.iter().enumerate().skip(split) {
+                    let diff = max_diff(&dec.step(tok).unwrap(), row(i));
+                    assert!(
+                        diff < 1e-4,
+                        "{name} masked={masked} step {i} after prefill {split}: {diff}"
+                    );
+                }
+            }
+            // the kept-input counters count each token's own inputs, as stepping does
+            dec.reset();
+            dec.prefill(&seq).unwrap();
+            let at_once = dec.kept_inputs();
+            dec.reset();
+            seq.iter().for_each(|&t| {
+                dec.step(t).unwrap();
+            });
+            let stepped = dec.kept_inputs();
+            assert_eq!(at_once.total, stepped.total, "{name}");
+            assert!(
+                at_once.kept.abs_diff(stepped.kept) * 100 <= stepped.total.max(1),
+                "{name}: kept {} prefilled against {} stepped",
+                at_once.kept,
+                stepped.kept
+            );
+            if masked {
+                assert!(stepped.total > 0 && stepped.kept < stepped.total, "{name}");
+            }
+        }
+        // refused before anything runs: the decoder is where it was
+        let mut dec = Decoder::new(&model, None).unwrap();
+        assert!(dec.prefill(&[]).is_err(), "{name}: empty prompt");
+        let e = dec.prefill(&[seq[0], v, seq[1]]).unwrap_err();
+        assert!(e.to_string().contains(&v.to_string()), "{name}: {e}");
+        let dense = model.forward(&b, &Capture::none(), None).unwrap();
+        let dense = tensor_to_vec(&dense.logits).unwrap();
+        let diff = max_diff(&dec.prefill(&seq[..3]).unwrap(), row_of(&dense, 2, vocab));
+        assert!(diff < 1e-4, "{name}: after a refused prompt: {diff}");
+        // bf16 weights: prefilling equals stepping (same rounded weights, other summation order)
+        let mut half = Decoder::with_weights(&model, None, WeightDtype::Bf16).unwrap();
+        let prefilled = half.prefill(&seq).unwrap();
+        half.reset();
+        let mut stepped = Vec::new();
+        for &t in &seq {
+            stepped = half.step(t).unwrap();
+        }
+        let diff = max_diff(&prefilled, &stepped);
+        assert!(diff < 1e-4, "{name} bf16: {diff}");
+    }
+}
+
+fn row_of(want: &[f32], i: usize, vocab: usize) -> &[f32] {
+    &want[i * vocab..(i + 1) * vocab]
+}
+
 /// `set_thresholds` on a built decoder gives exactly what a decoder built with those thresholds
 /// gives; a site missing from the thresholds is an error that changes nothing; bf16 / f16
 /// weights stay within their rounding of the f32 decoder.

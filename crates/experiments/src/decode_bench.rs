@@ -5,8 +5,9 @@
 //! and the memory-bandwidth floor.
 //!
 //! Protocol, per weight dtype (f32, bf16): one decoder is built and reused; for each level (dense,
-//! then each sparsity) the sequence is reset, the prompt is fed token by token (the prefill: our
-//! decoder has no batched prompt pass), then `new_tokens` tokens are generated greedily (argmax).
+//! then each sparsity) the sequence is reset, the prompt is fed at once (the prefill,
+//! [`Decoder::prefill`]: every layer over the whole prompt, each weight read once per eight
+//! tokens), then `new_tokens` tokens are generated greedily (argmax).
 //! Decode tokens/s = new tokens / time of the generation steps. The peer times `generate` with
 //! 1 and with `new_tokens` new tokens (greedy, `min_new_tokens` forcing the length) and reports
 //! (new_tokens − 1) / (t_N − t_1) as its decode rate, so prefill is excluded on both sides.
@@ -375,10 +376,7 @@ fn generate(
 ) -> Result<(f64, f64, Vec<u32>)> {
     decoder.reset();
     let t0 = Instant::now();
-    let mut logits = Vec::new();
-    for &t in prompt {
-        logits = decoder.step(t).step("prefill")?;
-    }
+    let mut logits = decoder.prefill(prompt).step("prefill")?;
     let prefill = t0.elapsed().as_secs_f64();
     let mut out = vec![argmax(&logits, 0)?];
     let t1 = Instant::now();

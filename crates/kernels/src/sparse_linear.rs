@@ -4,7 +4,7 @@
 //! Build it once from a PyTorch-layout weight `W` [out, in] (transposed and converted
 //! here, a one-off cost), then call [`SparseLinear::forward`] per decode step.
 
-use ndarray::{Array1, Array2, ArrayView1, ArrayView2, ArrayViewMut1};
+use ndarray::{Array1, Array2, ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2};
 
 use crate::element::WeightElement;
 use crate::error::{KernelError, Result};
@@ -117,6 +117,18 @@ impl<T: WeightElement> SparseLinear<T> {
     /// Dense `y = W · x` through the same kernel; `x` \[in\], `y` \[out\] overwritten.
     pub fn gemv_dense(&self, x: ArrayView1<'_, f32>, y: ArrayViewMut1<'_, f32>) -> Result<()> {
         gemv_dense_into(self.weight_t.view(), x, y, &self.config)
+    }
+
+    /// Small batch with an explicit τ: `x` [batch ≤ 8, in], `y` [batch, out] overwritten; each
+    /// row of `Wᵀ` is read once for the whole batch (see [`gemm_masked_small_batch_into`]; τ = 0
+    /// skips only exact zeros, so it also serves as the dense product).
+    pub fn gemm_masked(
+        &self,
+        x: ArrayView2<'_, f32>,
+        tau: f32,
+        y: ArrayViewMut2<'_, f32>,
+    ) -> Result<GemvStats> {
+        gemm_masked_small_batch_into(self.weight_t.view(), x, tau, y, &self.config)
     }
 
     /// Small decode batch with the stored threshold: [batch ≤ 8, in] → [batch, out].

@@ -45,6 +45,27 @@ pub trait StepLinear: std::fmt::Debug + Send + Sync {
     fn out_features(&self) -> usize;
     /// Writes W·x (+ b) into `y` (`x` has the input width, `y` the output width).
     fn apply(&self, x: &[f32], y: &mut [f32]) -> Result<()>;
+
+    /// [`StepLinear::apply`] for `rows` inputs side by side: `x` [rows · in], `y` [rows · out]. The
+    /// default applies one row at a time; an implementation may read the weights once for several
+    /// rows (a prompt's prefill).
+    fn apply_rows(&self, x: &[f32], rows: usize, y: &mut [f32]) -> Result<()> {
+        let n_out = self.out_features();
+        if rows == 0 || x.is_empty() || !x.len().is_multiple_of(rows) || y.len() != rows * n_out {
+            return Err(ModelError::Invalid(format!(
+                "apply_rows: {} inputs and {} outputs are not {rows} rows of {n_out} outputs",
+                x.len(),
+                y.len()
+            )));
+        }
+        for (xr, yr) in x
+            .chunks_exact(x.len() / rows)
+            .zip(y.chunks_exact_mut(n_out))
+        {
+            self.apply(xr, yr)?;
+        }
+        Ok(())
+    }
 }
 
 /// Builds the decoder's linear layers.
@@ -59,6 +80,20 @@ pub trait StepDecoder: std::fmt::Debug + Send {
     fn reset(&mut self);
     /// Feeds one token and returns the next-token logits \[vocab\].
     fn step(&mut self, token: u32) -> Result<Vec<f32>>;
+
+    /// Feeds `tokens` in order (a prompt) and returns the logits after the last one, as that many
+    /// [`StepDecoder::step`]s would. The default steps one token at a time; the families with a
+    /// key/value cache run each layer over all the tokens at once, so every linear layer goes
+    /// through [`StepLinear::apply_rows`]. Empty `tokens` is an error. Those families check every
+    /// token and position before anything runs; the default stops at the first bad token, after
+    /// the steps before it. After an error, [`StepDecoder::reset`] before reuse.
+    fn prefill(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
+        let mut logits = Err(ModelError::Invalid("prefill: no tokens".into()));
+        for &t in tokens {
+            logits = Ok(self.step(t)?);
+        }
+        logits
+    }
 }
 
 /// The values of a parameter.
@@ -333,6 +368,13 @@ pub fn fused_qkv(
             spec_dense("self_attn.v_proj", site(), v)?,
         ],
     )
+}
+
+/// [`StepLinear::apply_rows`] into a new vector \[rows · out\].
+pub fn apply_rows_new(layer: &dyn StepLinear, x: &[f32], rows: usize) -> Result<Vec<f32>> {
+    let mut y = vec![0.0; rows * layer.out_features()];
+    layer.apply_rows(x, rows, &mut y)?;
+    Ok(y)
 }
 
 /// y = W·x (+ b) into a new vector of the layer's output width.

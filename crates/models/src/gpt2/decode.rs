@@ -2,10 +2,10 @@
 
 use super::Gpt2;
 use crate::config::Activation;
-use crate::error::Result;
+use crate::error::{ModelError, Result};
 use crate::step::{
-    LinearFactory, StepDecoder, StepLinear, activate, cached_attention, check_step, layer_norm,
-    param_values, spec_head, spec_in_out,
+    LinearFactory, StepDecoder, StepLinear, activate, apply_new, apply_rows_new, cached_attention,
+    check_step, layer_norm, param_values, spec_head, spec_in_out,
 };
 
 #[derive(Debug)]
@@ -85,19 +85,50 @@ impl StepDecoder for Gpt2Step {
     }
 
     fn step(&mut self, token: u32) -> Result<Vec<f32>> {
-        let (d, eps, pos) = (self.hidden, self.eps, self.pos);
-        let t = check_step(token, self.head.out_features(), pos, self.n_positions)?;
-        let mut x: Vec<f32> = (0..d)
-            .map(|i| self.wte[t * d + i] + self.wpe[pos * d + i])
+        self.run(&[token])
+    }
+
+    fn prefill(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
+        self.run(tokens)
+    }
+}
+
+impl Gpt2Step {
+    /// Feeds `tokens` (one for a step, a prompt for a prefill) layer by layer, each linear layer
+    /// over all of them at once ([`StepLinear::apply_rows`]), each token attending to the cache up
+    /// to itself; the logits after the last token.
+    fn run(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
+        let (d, eps, start) = (self.hidden, self.eps, self.pos);
+        let vocab = self.head.out_features();
+        let ids = tokens
+            .iter()
+            .enumerate()
+            .map(|(i, &t)| check_step(t, vocab, start + i, self.n_positions))
+            .collect::<Result<Vec<_>>>()?;
+        let n = ids.len();
+        if n == 0 {
+            return Err(ModelError::Invalid("prefill: no tokens".into()));
+        }
+        let ln_rows = |x: &[f32], (w, b): &(Vec<f32>, Vec<f32>)| -> Vec<f32> {
+            x.chunks_exact(d)
+                .flat_map(|r| layer_norm(r, w, b, eps))
+                .collect()
+        };
+        let mut x: Vec<f32> = ids
+            .iter()
+            .enumerate()
+            .flat_map(|(i, &t)| {
+                let pos = start + i;
+                (0..d).map(move |j| (t * d + j, pos * d + j))
+            })
+            .map(|(t, p)| self.wte[t] + self.wpe[p])
             .collect();
         let h = self.heads;
         let dh = d / h;
+        let mut o = vec![0.0f32; n * d];
         for (l, b) in self.blocks.iter_mut().enumerate() {
-            let a = layer_norm(&x, &b.ln1.0, &b.ln1.1, eps);
-            let mut qkv = vec![0.0; 3 * d];
-            b.c_attn.apply(&a, &mut qkv)?;
-            b.k.extend_from_slice(&qkv[d..2 * d]);
-            b.v.extend_from_slice(&qkv[2 * d..]);
+            let a = ln_rows(&x, &b.ln1);
+            let qkv = apply_rows_new(b.c_attn.as_ref(), &a, n)?;
             let mut scale = if self.scale_weights {
                 1.0 / (dh as f32).sqrt()
             } else {
@@ -106,22 +137,22 @@ impl StepDecoder for Gpt2Step {
             if self.inverse_layer_idx {
                 scale /= (l + 1) as f32;
             }
-            let mut o = vec![0.0f32; d];
-            cached_attention(&qkv[..d], &b.k, &b.v, h, h, dh, scale, 0, &mut o);
-            let mut y = vec![0.0; d];
-            b.attn_proj.apply(&o, &mut y)?;
+            for (row, c) in qkv.chunks_exact(3 * d).zip(o.chunks_exact_mut(d)) {
+                b.k.extend_from_slice(&row[d..2 * d]);
+                b.v.extend_from_slice(&row[2 * d..]);
+                cached_attention(&row[..d], &b.k, &b.v, h, h, dh, scale, 0, c);
+            }
+            let y = apply_rows_new(b.attn_proj.as_ref(), &o, n)?;
             x.iter_mut().zip(&y).for_each(|(x, y)| *x += y);
-            let m = layer_norm(&x, &b.ln2.0, &b.ln2.1, eps);
-            let mut hidden = vec![0.0; b.c_fc.out_features()];
-            b.c_fc.apply(&m, &mut hidden)?;
+            let m = ln_rows(&x, &b.ln2);
+            let mut hidden = apply_rows_new(b.c_fc.as_ref(), &m, n)?;
             hidden.iter_mut().for_each(|v| *v = activate(self.act, *v));
-            b.mlp_proj.apply(&hidden, &mut y)?;
+            let y = apply_rows_new(b.mlp_proj.as_ref(), &hidden, n)?;
             x.iter_mut().zip(&y).for_each(|(x, y)| *x += y);
         }
-        let x = layer_norm(&x, &self.ln_f.0, &self.ln_f.1, eps);
-        let mut logits = vec![0.0; self.head.out_features()];
-        self.head.apply(&x, &mut logits)?;
-        self.pos += 1;
+        let x = layer_norm(&x[(n - 1) * d..], &self.ln_f.0, &self.ln_f.1, eps);
+        let logits = apply_new(self.head.as_ref(), &x)?;
+        self.pos += n;
         Ok(logits)
     }
 }

@@ -6,10 +6,10 @@ use std::path::Path;
 use super::Llama;
 use crate::attention::{apply_rope_row, rope_row};
 use crate::config::Activation;
-use crate::error::Result;
+use crate::error::{ModelError, Result};
 use crate::step::{
-    LinearFactory, StepDecoder, StepLinear, activate, apply_new, cached_attention, check_step,
-    concat_outputs, fused_qkv, param_values, rms_norm, spec_dense, spec_head,
+    LinearFactory, StepDecoder, StepLinear, activate, apply_new, apply_rows_new, cached_attention,
+    check_step, concat_outputs, fused_qkv, param_values, rms_norm, spec_dense, spec_head,
 };
 
 #[derive(Debug)]
@@ -102,42 +102,84 @@ impl StepDecoder for LlamaStep {
     }
 
     fn step(&mut self, token: u32) -> Result<Vec<f32>> {
-        let (d, pos, eps) = (self.hidden, self.pos, self.eps);
-        let t = check_step(token, self.head.out_features(), pos, self.max_positions)?;
+        self.run(&[token])
+    }
+
+    fn prefill(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
+        self.run(tokens)
+    }
+}
+
+impl LlamaStep {
+    /// Feeds `tokens` (one for a step, a prompt for a prefill) layer by layer, each linear layer
+    /// over all of them at once ([`StepLinear::apply_rows`]), each token attending to the cache up
+    /// to itself; the logits after the last token.
+    fn run(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
+        let (d, start, eps) = (self.hidden, self.pos, self.eps);
+        let vocab = self.head.out_features();
+        let ids = tokens
+            .iter()
+            .enumerate()
+            .map(|(i, &t)| check_step(t, vocab, start + i, self.max_positions))
+            .collect::<Result<Vec<_>>>()?;
+        let n = ids.len();
+        if n == 0 {
+            return Err(ModelError::Invalid("prefill: no tokens".into()));
+        }
         let (h, kv, hd) = (self.heads, self.kv_heads, self.head_dim);
-        let (cos, sin) = rope_row(pos as f32, &self.inv_freq);
+        let rope: Vec<_> = (start..start + n)
+            .map(|p| rope_row(p as f32, &self.inv_freq))
+            .collect();
         let scale = (hd as f32).powf(-0.5);
-        let mut x = self.embed[t * d..(t + 1) * d].to_vec();
-        let mut ctx = vec![0.0f32; h * hd];
+        let norm_rows = |x: &[f32], w: &[f32]| -> Vec<f32> {
+            x.chunks_exact(d)
+                .flat_map(|r| rms_norm(r, w, eps))
+                .collect()
+        };
+        let mut x: Vec<f32> = ids
+            .iter()
+            .flat_map(|&t| self.embed[t * d..(t + 1) * d].iter().copied())
+            .collect();
+        let mut ctx = vec![0.0f32; n * h * hd];
         for b in &mut self.blocks {
-            let a = rms_norm(&x, &b.input_norm, eps);
-            let mut qkv = apply_new(b.qkv.as_ref(), &a)?;
-            let (q, kv_part) = qkv.split_at_mut(h * hd);
-            let (k, v) = kv_part.split_at_mut(kv * hd);
-            q.chunks_exact_mut(hd)
-                .chain(k.chunks_exact_mut(hd))
-                .for_each(|head| apply_rope_row(head, &cos, &sin));
-            b.k_cache.extend_from_slice(k);
-            b.v_cache.extend_from_slice(v);
-            let q = &*q;
-            let first = b.window.map_or(0, |w| (pos + 1).saturating_sub(w));
-            cached_attention(q, &b.k_cache, &b.v_cache, h, kv, hd, scale, first, &mut ctx);
-            let y = apply_new(b.o.as_ref(), &ctx)?;
+            let a = norm_rows(&x, &b.input_norm);
+            let mut qkv = apply_rows_new(b.qkv.as_ref(), &a, n)?;
+            let width = qkv.len() / n;
+            for (i, (row, c)) in qkv
+                .chunks_exact_mut(width)
+                .zip(ctx.chunks_exact_mut(h * hd))
+                .enumerate()
+            {
+                let (q, kv_part) = row.split_at_mut(h * hd);
+                let (k, v) = kv_part.split_at_mut(kv * hd);
+                let (cos, sin) = &rope[i];
+                q.chunks_exact_mut(hd)
+                    .chain(k.chunks_exact_mut(hd))
+                    .for_each(|head| apply_rope_row(head, cos, sin));
+                b.k_cache.extend_from_slice(k);
+                b.v_cache.extend_from_slice(v);
+                let pos = start + i;
+                let first = b.window.map_or(0, |w| (pos + 1).saturating_sub(w));
+                cached_attention(q, &b.k_cache, &b.v_cache, h, kv, hd, scale, first, c);
+            }
+            let y = apply_rows_new(b.o.as_ref(), &ctx, n)?;
             x.iter_mut().zip(&y).for_each(|(x, y)| *x += y);
-            let m = rms_norm(&x, &b.post_norm, eps);
-            let mut gu = apply_new(b.gate_up.as_ref(), &m)?;
-            let half = gu.len() / 2;
-            let (g, u) = gu.split_at_mut(half);
-            g.iter_mut()
-                .zip(&*u)
-                .for_each(|(g, u)| *g = activate(self.act, *g) * u);
-            let g = &*g;
-            let y = apply_new(b.down.as_ref(), g)?;
+            let m = norm_rows(&x, &b.post_norm);
+            let gu = apply_rows_new(b.gate_up.as_ref(), &m, n)?;
+            let half = gu.len() / n / 2;
+            let g: Vec<f32> = gu
+                .chunks_exact(2 * half)
+                .flat_map(|r| {
+                    let (g, u) = r.split_at(half);
+                    g.iter().zip(u).map(|(g, u)| activate(self.act, *g) * u)
+                })
+                .collect();
+            let y = apply_rows_new(b.down.as_ref(), &g, n)?;
             x.iter_mut().zip(&y).for_each(|(x, y)| *x += y);
         }
-        let x = rms_norm(&x, &self.norm, eps);
+        let x = rms_norm(&x[(n - 1) * d..], &self.norm, eps);
         let logits = apply_new(self.head.as_ref(), &x)?;
-        self.pos += 1;
+        self.pos += n;
         Ok(logits)
     }
 }

@@ -3,10 +3,10 @@
 use super::Opt;
 use super::config::{OPT_LAYER_NORM_EPS, POSITION_OFFSET};
 use crate::config::Activation;
-use crate::error::Result;
+use crate::error::{ModelError, Result};
 use crate::step::{
-    LinearFactory, StepDecoder, StepLinear, activate, apply_new, cached_attention, check_step,
-    fused_qkv, layer_norm, param_values, spec_dense, spec_head,
+    LinearFactory, StepDecoder, StepLinear, activate, apply_new, apply_rows_new, cached_attention,
+    check_step, fused_qkv, layer_norm, param_values, spec_dense, spec_head,
 };
 
 #[derive(Debug)]
@@ -98,53 +98,88 @@ impl StepDecoder for OptStep {
     }
 
     fn step(&mut self, token: u32) -> Result<Vec<f32>> {
-        let (d, e, pos) = (self.hidden, self.embed_dim, self.pos);
-        let t = check_step(token, self.head.out_features(), pos, self.max_positions)?;
+        self.run(&[token])
+    }
+
+    fn prefill(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
+        self.run(tokens)
+    }
+}
+
+impl OptStep {
+    /// Feeds `tokens` (one for a step, a prompt for a prefill) layer by layer, each linear layer
+    /// over all of them at once ([`StepLinear::apply_rows`]), each token attending to the cache up
+    /// to itself; the logits after the last token.
+    fn run(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
+        let (d, e, start) = (self.hidden, self.embed_dim, self.pos);
+        let vocab = self.head.out_features();
+        let ids = tokens
+            .iter()
+            .enumerate()
+            .map(|(i, &t)| check_step(t, vocab, start + i, self.max_positions))
+            .collect::<Result<Vec<_>>>()?;
+        let n = ids.len();
+        if n == 0 {
+            return Err(ModelError::Invalid("prefill: no tokens".into()));
+        }
         let eps = OPT_LAYER_NORM_EPS;
-        let tok = &self.embed[t * e..(t + 1) * e];
-        let mut x = match &self.project_in {
-            Some(p) => apply_new(p.as_ref(), tok)?,
-            None => tok.to_vec(),
+        let ln_rows = |x: &[f32], (w, b): &(Vec<f32>, Vec<f32>)| -> Vec<f32> {
+            x.chunks_exact(d)
+                .flat_map(|r| layer_norm(r, w, b, eps))
+                .collect()
         };
-        let row = (pos + POSITION_OFFSET) * d;
-        x.iter_mut()
-            .zip(&self.positions[row..row + d])
-            .for_each(|(x, p)| *x += p);
+        let toks: Vec<f32> = ids
+            .iter()
+            .flat_map(|&t| self.embed[t * e..(t + 1) * e].iter().copied())
+            .collect();
+        let mut x = match &self.project_in {
+            Some(p) => apply_rows_new(p.as_ref(), &toks, n)?,
+            None => toks,
+        };
+        for (i, xr) in x.chunks_exact_mut(d).enumerate() {
+            let row = (start + i + POSITION_OFFSET) * d;
+            xr.iter_mut()
+                .zip(&self.positions[row..row + d])
+                .for_each(|(x, p)| *x += p);
+        }
         let h = self.heads;
         let dh = d / h;
         let scale = (dh as f32).powf(-0.5);
-        let mut ctx = vec![0.0f32; d];
+        let mut ctx = vec![0.0f32; n * d];
         for b in &mut self.blocks {
             let a = if self.pre_ln {
-                layer_norm(&x, &b.attn_norm.0, &b.attn_norm.1, eps)
+                ln_rows(&x, &b.attn_norm)
             } else {
                 x.clone()
             };
-            let mut qkv = apply_new(b.qkv.as_ref(), &a)?;
-            let (q, kv_part) = qkv.split_at_mut(d);
-            q.iter_mut().for_each(|v| *v *= scale);
-            let (k, v) = kv_part.split_at(d);
-            b.k_cache.extend_from_slice(k);
-            b.v_cache.extend_from_slice(v);
-            cached_attention(q, &b.k_cache, &b.v_cache, h, h, dh, 1.0, 0, &mut ctx);
-            let y = apply_new(b.out.as_ref(), &ctx)?;
+            let mut qkv = apply_rows_new(b.qkv.as_ref(), &a, n)?;
+            for (row, c) in qkv.chunks_exact_mut(3 * d).zip(ctx.chunks_exact_mut(d)) {
+                let (q, kv_part) = row.split_at_mut(d);
+                q.iter_mut().for_each(|v| *v *= scale);
+                let (k, v) = kv_part.split_at(d);
+                b.k_cache.extend_from_slice(k);
+                b.v_cache.extend_from_slice(v);
+                cached_attention(q, &b.k_cache, &b.v_cache, h, h, dh, 1.0, 0, c);
+            }
+            let y = apply_rows_new(b.out.as_ref(), &ctx, n)?;
             x.iter_mut().zip(&y).for_each(|(x, y)| *x += y);
             if !self.pre_ln {
-                x = layer_norm(&x, &b.attn_norm.0, &b.attn_norm.1, eps);
+                x = ln_rows(&x, &b.attn_norm);
             }
             let m = if self.pre_ln {
-                layer_norm(&x, &b.mlp_norm.0, &b.mlp_norm.1, eps)
+                ln_rows(&x, &b.mlp_norm)
             } else {
                 x.clone()
             };
-            let mut hidden = apply_new(b.fc1.as_ref(), &m)?;
+            let mut hidden = apply_rows_new(b.fc1.as_ref(), &m, n)?;
             hidden.iter_mut().for_each(|v| *v = activate(self.act, *v));
-            let y = apply_new(b.fc2.as_ref(), &hidden)?;
+            let y = apply_rows_new(b.fc2.as_ref(), &hidden, n)?;
             x.iter_mut().zip(&y).for_each(|(x, y)| *x += y);
             if !self.pre_ln {
-                x = layer_norm(&x, &b.mlp_norm.0, &b.mlp_norm.1, eps);
+                x = ln_rows(&x, &b.mlp_norm);
             }
         }
+        let mut x = x[(n - 1) * d..].to_vec();
         if let Some((w, bias)) = &self.final_norm {
             x = layer_norm(&x, w, bias, eps);
         }
@@ -152,7 +187,7 @@ impl StepDecoder for OptStep {
             x = apply_new(p.as_ref(), &x)?;
         }
         let logits = apply_new(self.head.as_ref(), &x)?;
-        self.pos += 1;
+        self.pos += n;
         Ok(logits)
     }
 }
