@@ -25,7 +25,9 @@ use sparsity_kernels::{MAX_BATCH, SparseLinear};
 use crate::sparse_decode::Thresholds;
 use sparsity_models::error::{ModelError, Result};
 use sparsity_models::lm::CausalLm;
-use sparsity_models::step::{LinearFactory, LinearSpec, StepDecoder, StepLinear, WeightLayout};
+use sparsity_models::step::{
+    LinearFactory, LinearSpec, StepDecoder, StepLinear, WeightLayout, check_rows,
+};
 use sparsity_models::text::Perplexity;
 
 fn kerr(what: &str) -> impl Fn(sparsity_kernels::KernelError) -> ModelError + '_ {
@@ -152,14 +154,7 @@ impl StepLinear for KernelLinear {
     /// the block drops its input). The counters count each row's own kept inputs, as `apply`.
     fn apply_rows(&self, x: &[f32], rows: usize, y: &mut [f32]) -> Result<()> {
         let n_out = self.out_features();
-        if rows == 0 || x.is_empty() || !x.len().is_multiple_of(rows) || y.len() != rows * n_out {
-            return Err(ModelError::Invalid(format!(
-                "apply_rows: {} inputs and {} outputs are not {rows} rows of {n_out} outputs",
-                x.len(),
-                y.len()
-            )));
-        }
-        let (n_in, tau) = (x.len() / rows, self.tau());
+        let (n_in, tau) = (check_rows(x, rows, y, n_out)?, self.tau());
         // one row, or a dense product over a NaN (which the small-batch product would skip as
         // "not above τ = 0"): one row at a time through `apply`
         if rows == 1 || (tau.is_none() && x.iter().any(|v| v.is_nan())) {

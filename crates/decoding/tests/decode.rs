@@ -24,6 +24,44 @@ fn load(name: &str) -> CausalLm {
     CausalLm::load_dir(&dir, &cpu_device()).unwrap()
 }
 
+/// Every family, and the configurations beyond the fixtures: post-LN OPT with projections, sliding
+/// windows shorter than the sequence, llama3 RoPE with GQA, an explicit head_dim and biases.
+const DECODER_CONFIGS: [&str; 8] = [
+    "gpt2-tiny",
+    "mamba-tiny",
+    "opt-tiny",
+    "llama-tiny",
+    "opt-postln-proj",
+    "mistral-window",
+    "qwen2-window-bf16",
+    "llama3-gqa-headdim-bias",
+];
+
+/// A decoder test's model, its 12-token sequence (and as a batch), and 50 % thresholds calibrated
+/// on four other sequences.
+fn decoder_case(
+    name: &str,
+) -> (
+    CausalLm,
+    Vec<u32>,
+    Batch,
+    Vec<sparsity_decoding::sparse_decode::Thresholds>,
+) {
+    let device = cpu_device();
+    let model = load(name);
+    let v = model.vocab_size() as u32;
+    let seq: Vec<u32> = (0..12u32).map(|t| (t * 53 + 7) % v).collect();
+    let ids: Vec<i64> = seq.iter().map(|&t| i64::from(t)).collect();
+    let b = Batch::from_ids(&ids, 1, seq.len(), &device).unwrap();
+    let calib: Vec<Vec<u32>> = (0..4u32)
+        .map(|i| (0..12u32).map(|t| (i * 101 + t * 29 + 3) % v).collect())
+        .collect();
+    let th =
+        sparsity_decoding::sparse_decode::calibrate_thresholds(&model, &calib, &[0.5], 2, &device)
+            .unwrap();
+    (model, seq, b, th)
+}
+
 #[allow(dead_code)]
 fn batch(model: &CausalLm, b: usize, s: usize) -> Batch {
     let v = model.vocab_size() as i64;
@@ -177,28 +215,9 @@ fn greedy_allocation_reaches_each_layers_target() {
 #[test]
 fn cpu_decoder_equals_the_forward_pass_dense_and_masked() {
     use sparsity_decoding::decode::{Decoder, decode_sequences};
-    use sparsity_decoding::sparse_decode::calibrate_thresholds;
-    let device = cpu_device();
-    for name in [
-        "gpt2-tiny",
-        "mamba-tiny",
-        "opt-tiny",
-        "llama-tiny",
-        // post-LN with projections; sliding windows shorter than the sequence; llama3 RoPE + GQA
-        "opt-postln-proj",
-        "mistral-window",
-        "qwen2-window-bf16",
-        "llama3-gqa-headdim-bias",
-    ] {
-        let model = load(name);
+    for name in DECODER_CONFIGS {
+        let (model, seq, b, th) = decoder_case(name);
         let v = model.vocab_size() as u32;
-        let seq: Vec<u32> = (0..12u32).map(|t| (t * 53 + 7) % v).collect();
-        let ids: Vec<i64> = seq.iter().map(|&t| i64::from(t)).collect();
-        let b = Batch::from_ids(&ids, 1, seq.len(), &device).unwrap();
-        let calib: Vec<Vec<u32>> = (0..4u32)
-            .map(|i| (0..12u32).map(|t| (i * 101 + t * 29 + 3) % v).collect())
-            .collect();
-        let th = calibrate_thresholds(&model, &calib, &[0.5], 2, &device).unwrap();
         for thresholds in [None, Some(&th[0])] {
             let iv = thresholds.map(|t| t.intervention());
             let out = model.forward(&b, &Capture::none(), iv.as_ref()).unwrap();
@@ -251,34 +270,16 @@ fn cpu_decoder_equals_the_forward_pass_dense_and_masked() {
 #[test]
 fn prefill_equals_the_forward_pass_and_stepping_continues() {
     use sparsity_decoding::decode::{Decoder, WeightDtype};
-    use sparsity_decoding::sparse_decode::calibrate_thresholds;
-    let device = cpu_device();
     let max_diff = |a: &[f32], b: &[f32]| {
         a.iter()
             .zip(b)
             .map(|(a, b)| (a - b).abs())
             .fold(0.0f32, f32::max)
     };
-    for name in [
-        "gpt2-tiny",
-        "mamba-tiny",
-        "opt-tiny",
-        "llama-tiny",
-        "opt-postln-proj",
-        "mistral-window",
-        "qwen2-window-bf16",
-        "llama3-gqa-headdim-bias",
-    ] {
-        let model = load(name);
+    for name in DECODER_CONFIGS {
+        let (model, seq, b, th) = decoder_case(name);
         let v = model.vocab_size() as u32;
         let vocab = model.vocab_size();
-        let seq: Vec<u32> = (0..12u32).map(|t| (t * 53 + 7) % v).collect();
-        let ids: Vec<i64> = seq.iter().map(|&t| i64::from(t)).collect();
-        let b = Batch::from_ids(&ids, 1, seq.len(), &device).unwrap();
-        let calib: Vec<Vec<u32>> = (0..4u32)
-            .map(|i| (0..12u32).map(|t| (i * 101 + t * 29 + 3) % v).collect())
-            .collect();
-        let th = calibrate_thresholds(&model, &calib, &[0.5], 2, &device).unwrap();
         for thresholds in [None, Some(&th[0])] {
             let masked = thresholds.is_some();
             let iv = thresholds.map(|t| t.intervention());

@@ -51,17 +51,8 @@ pub trait StepLinear: std::fmt::Debug + Send + Sync {
     /// rows (a prompt's prefill).
     fn apply_rows(&self, x: &[f32], rows: usize, y: &mut [f32]) -> Result<()> {
         let n_out = self.out_features();
-        if rows == 0 || x.is_empty() || !x.len().is_multiple_of(rows) || y.len() != rows * n_out {
-            return Err(ModelError::Invalid(format!(
-                "apply_rows: {} inputs and {} outputs are not {rows} rows of {n_out} outputs",
-                x.len(),
-                y.len()
-            )));
-        }
-        for (xr, yr) in x
-            .chunks_exact(x.len() / rows)
-            .zip(y.chunks_exact_mut(n_out))
-        {
+        let n_in = check_rows(x, rows, y, n_out)?;
+        for (xr, yr) in x.chunks_exact(n_in).zip(y.chunks_exact_mut(n_out)) {
             self.apply(xr, yr)?;
         }
         Ok(())
@@ -146,6 +137,32 @@ pub fn check_token(token: u32, vocab: usize, pos: usize) -> Result<usize> {
         });
     }
     Ok(t)
+}
+
+/// The input width of [`StepLinear::apply_rows`]'s `rows` rows, or the error when `x` and `y` are
+/// not `rows` non-empty rows of inputs and of `n_out` outputs.
+pub fn check_rows(x: &[f32], rows: usize, y: &[f32], n_out: usize) -> Result<usize> {
+    if rows == 0 || x.is_empty() || !x.len().is_multiple_of(rows) || y.len() != rows * n_out {
+        return Err(ModelError::Invalid(format!(
+            "apply_rows: {} inputs and {} outputs are not {rows} rows of {n_out} outputs",
+            x.len(),
+            y.len()
+        )));
+    }
+    Ok(x.len() / rows)
+}
+
+/// [`check_step`] for every token of a prompt starting at position `start`: their indices, or
+/// the first token's error (an empty prompt is an error too), before any of them runs.
+pub fn check_prompt(tokens: &[u32], vocab: usize, start: usize, max: usize) -> Result<Vec<usize>> {
+    if tokens.is_empty() {
+        return Err(ModelError::Invalid("prefill: no tokens".into()));
+    }
+    tokens
+        .iter()
+        .enumerate()
+        .map(|(i, &t)| check_step(t, vocab, start + i, max))
+        .collect()
 }
 
 /// [`check_token`], then the error for position `pos` at or past `max` positions.

@@ -2,10 +2,10 @@
 
 use super::Gpt2;
 use crate::config::Activation;
-use crate::error::{ModelError, Result};
+use crate::error::Result;
 use crate::step::{
     LinearFactory, StepDecoder, StepLinear, activate, apply_new, apply_rows_new, cached_attention,
-    check_step, layer_norm, param_values, spec_head, spec_in_out,
+    check_prompt, layer_norm, param_values, spec_head, spec_in_out,
 };
 
 #[derive(Debug)]
@@ -100,15 +100,8 @@ impl Gpt2Step {
     fn run(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
         let (d, eps, start) = (self.hidden, self.eps, self.pos);
         let vocab = self.head.out_features();
-        let ids = tokens
-            .iter()
-            .enumerate()
-            .map(|(i, &t)| check_step(t, vocab, start + i, self.n_positions))
-            .collect::<Result<Vec<_>>>()?;
+        let ids = check_prompt(tokens, vocab, start, self.n_positions)?;
         let n = ids.len();
-        if n == 0 {
-            return Err(ModelError::Invalid("prefill: no tokens".into()));
-        }
         let ln_rows = |x: &[f32], (w, b): &(Vec<f32>, Vec<f32>)| -> Vec<f32> {
             x.chunks_exact(d)
                 .flat_map(|r| layer_norm(r, w, b, eps))

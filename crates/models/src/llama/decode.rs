@@ -6,10 +6,10 @@ use std::path::Path;
 use super::Llama;
 use crate::attention::{apply_rope_row, rope_row};
 use crate::config::Activation;
-use crate::error::{ModelError, Result};
+use crate::error::Result;
 use crate::step::{
     LinearFactory, StepDecoder, StepLinear, activate, apply_new, apply_rows_new, cached_attention,
-    check_step, concat_outputs, fused_qkv, param_values, rms_norm, spec_dense, spec_head,
+    check_prompt, concat_outputs, fused_qkv, param_values, rms_norm, spec_dense, spec_head,
 };
 
 #[derive(Debug)]
@@ -117,15 +117,8 @@ impl LlamaStep {
     fn run(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
         let (d, start, eps) = (self.hidden, self.pos, self.eps);
         let vocab = self.head.out_features();
-        let ids = tokens
-            .iter()
-            .enumerate()
-            .map(|(i, &t)| check_step(t, vocab, start + i, self.max_positions))
-            .collect::<Result<Vec<_>>>()?;
+        let ids = check_prompt(tokens, vocab, start, self.max_positions)?;
         let n = ids.len();
-        if n == 0 {
-            return Err(ModelError::Invalid("prefill: no tokens".into()));
-        }
         let (h, kv, hd) = (self.heads, self.kv_heads, self.head_dim);
         let rope: Vec<_> = (start..start + n)
             .map(|p| rope_row(p as f32, &self.inv_freq))

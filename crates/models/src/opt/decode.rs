@@ -3,10 +3,10 @@
 use super::Opt;
 use super::config::{OPT_LAYER_NORM_EPS, POSITION_OFFSET};
 use crate::config::Activation;
-use crate::error::{ModelError, Result};
+use crate::error::Result;
 use crate::step::{
     LinearFactory, StepDecoder, StepLinear, activate, apply_new, apply_rows_new, cached_attention,
-    check_step, fused_qkv, layer_norm, param_values, spec_dense, spec_head,
+    check_prompt, fused_qkv, layer_norm, param_values, spec_dense, spec_head,
 };
 
 #[derive(Debug)]
@@ -113,15 +113,8 @@ impl OptStep {
     fn run(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
         let (d, e, start) = (self.hidden, self.embed_dim, self.pos);
         let vocab = self.head.out_features();
-        let ids = tokens
-            .iter()
-            .enumerate()
-            .map(|(i, &t)| check_step(t, vocab, start + i, self.max_positions))
-            .collect::<Result<Vec<_>>>()?;
+        let ids = check_prompt(tokens, vocab, start, self.max_positions)?;
         let n = ids.len();
-        if n == 0 {
-            return Err(ModelError::Invalid("prefill: no tokens".into()));
-        }
         let eps = OPT_LAYER_NORM_EPS;
         let ln_rows = |x: &[f32], (w, b): &(Vec<f32>, Vec<f32>)| -> Vec<f32> {
             x.chunks_exact(d)
