@@ -242,8 +242,6 @@ pub struct Decoder {
     counters: Arc<Counters>,
     /// (input site, τ) of every maskable layer.
     taus: Vec<(String, SharedTau)>,
-    /// Vocabulary size: a prompt's tokens are checked before any of them runs.
-    vocab: usize,
 }
 
 impl Decoder {
@@ -272,7 +270,6 @@ impl Decoder {
             inner,
             counters,
             taus: factory.taus.into_inner(),
-            vocab: model.vocab_size(),
         };
         decoder.set_thresholds(thresholds)?;
         Ok(decoder)
@@ -320,21 +317,10 @@ impl Decoder {
     /// Feeds a prompt and returns the logits after its last token, as that many
     /// [`Decoder::step`]s would (within rounding): OPT, GPT-2 and the Llama family run each
     /// layer over the whole prompt, reading every weight once per [`MAX_BATCH`] tokens
-    /// ([`StepDecoder::prefill`]). Empty `tokens` is an error; a token outside the vocabulary
-    /// (or, for the transformers, a position past the model's) is refused before any token runs.
+    /// ([`StepDecoder::prefill`]; Mamba steps through the prompt). Empty `tokens` is an error; a
+    /// token outside the vocabulary (or, for the transformers, a position past the model's) is
+    /// refused before any token runs.
     pub fn prefill(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
-        if let Some((col, &t)) = tokens
-            .iter()
-            .enumerate()
-            .find(|&(_, &t)| t as usize >= self.vocab)
-        {
-            return Err(ModelError::TokenOutOfVocab {
-                id: i64::from(t),
-                row: 0,
-                col,
-                vocab_size: self.vocab,
-            });
-        }
         self.inner.prefill(tokens)
     }
 }

@@ -75,9 +75,10 @@ pub trait StepDecoder: std::fmt::Debug + Send {
     /// Feeds `tokens` in order (a prompt) and returns the logits after the last one, as that many
     /// [`StepDecoder::step`]s would. The default steps one token at a time; the families with a
     /// key/value cache run each layer over all the tokens at once, so every linear layer goes
-    /// through [`StepLinear::apply_rows`]. Empty `tokens` is an error. Those families check every
-    /// token and position before anything runs; the default stops at the first bad token, after
-    /// the steps before it. After an error, [`StepDecoder::reset`] before reuse.
+    /// through [`StepLinear::apply_rows`]. Empty `tokens` is an error. Every family of this crate
+    /// checks all tokens and positions first ([`check_prompt`]); this default, for other
+    /// implementations, stops at the first bad token after the steps before it. After an error,
+    /// [`StepDecoder::reset`] before reuse.
     fn prefill(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
         let mut logits = Err(ModelError::Invalid("prefill: no tokens".into()));
         for &t in tokens {

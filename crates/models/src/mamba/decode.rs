@@ -5,8 +5,8 @@ use super::Mamba;
 use crate::config::Activation;
 use crate::error::Result;
 use crate::step::{
-    LinearFactory, StepDecoder, StepLinear, activate, check_token, param_values, rms_norm,
-    spec_head, spec_in_out,
+    LinearFactory, StepDecoder, StepLinear, activate, check_prompt, check_token, param_values,
+    rms_norm, spec_head, spec_in_out,
 };
 
 #[derive(Debug)]
@@ -89,6 +89,17 @@ impl StepDecoder for MambaStep {
             l.window.iter_mut().for_each(|v| *v = 0.0);
             l.h.iter_mut().for_each(|v| *v = 0.0);
         }
+    }
+
+    /// Every token checked first, then one step each: the selective scan is a recurrence, so
+    /// only the projections around it could share a pass over the weights (not done).
+    fn prefill(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
+        check_prompt(tokens, self.head.out_features(), self.pos, usize::MAX)?;
+        let mut logits = Vec::new();
+        for &t in tokens {
+            logits = self.step(t)?;
+        }
+        Ok(logits)
     }
 
     fn step(&mut self, token: u32) -> Result<Vec<f32>> {
